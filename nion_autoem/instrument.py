@@ -1,0 +1,164 @@
+"""The instrument facade: everything an autonomous experiment asks of a STEM.
+
+Experiments talk to a :class:`Microscope`; they never touch hardware sources,
+controls or cameras themselves.  Two implementations exist:
+:class:`nion_autoem.swift_microscope.SwiftMicroscope` (real Nion hardware or
+nionswift-usim, through nionswift-instrumentation) and
+:class:`nion_autoem.replay.ReplayMicroscope` (recorded arrays, offline).
+
+Positions are scan-field nanometres (see :mod:`nion_autoem.geometry`).  Every
+acquisition returns a :class:`Measurement` that carries the beam-on time and
+the electron dose it cost, so policies and journals can count every electron.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+from nion.data import DataAndMetadata
+
+from nion_autoem.geometry import ScanFrame
+
+ELEMENTARY_CHARGE_C = 1.602176634e-19
+
+Position = tuple[float, float]
+
+
+class InstrumentError(RuntimeError):
+    """The instrument could not do what was asked; the message says why."""
+
+
+class OutOfFieldError(ValueError):
+    """A probe position lies outside the current scan field."""
+
+
+class BeamBlankedError(InstrumentError):
+    """An acquisition that needs the beam was asked for while it is blanked."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """One acquisition and what it cost.
+
+    Parameters
+    ----------
+    data : mapping of str to DataAndMetadata
+        The acquired data by channel name ("HAADF", "MAADF", "eels",
+        "ronchigram", ...), calibrated.
+    kind : str
+        "survey", "spectrum", "camera" or "adf_trace".
+    position_nm : tuple of float or None
+        Where the probe was parked, for point acquisitions.
+    frame : ScanFrame or None
+        The scan geometry, for surveys and traces.
+    dwell_s : float
+        Beam-on time on the sample.
+    dose_e : float
+        Electrons delivered to the sample.
+    started_at : float
+        Wall-clock start (seconds since the epoch).
+    duration_s : float
+        Wall-clock duration, including overheads.
+    """
+
+    data: typing.Mapping[str, DataAndMetadata.DataAndMetadata]
+    kind: str
+    position_nm: Position | None = None
+    frame: ScanFrame | None = None
+    dwell_s: float = 0.0
+    dose_e: float = 0.0
+    started_at: float = 0.0
+    duration_s: float = 0.0
+
+    @property
+    def xdata(self) -> DataAndMetadata.DataAndMetadata:
+        """The first (or only) channel."""
+        return next(iter(self.data.values()))
+
+    @property
+    def dose_e_per_A2(self) -> float:
+        """Areal dose over the scanned area, for surveys; 0 for point acquisitions."""
+        if self.frame is None:
+            return 0.0
+        height_nm, width_nm = self.frame.size_nm
+        return self.dose_e / (height_nm * width_nm * 100.0)
+
+
+def electrons(beam_current_A: float, dwell_s: float) -> float:
+    """Number of electrons a beam of ``beam_current_A`` delivers in ``dwell_s``."""
+    return beam_current_A * dwell_s / ELEMENTARY_CHARGE_C
+
+
+class Microscope(typing.Protocol):
+    """What an experiment may ask of a STEM.
+
+    Implementations must make :meth:`make_safe` callable from any thread at any
+    time, including while another thread is inside an acquisition: it is how a
+    stop button reaches the hardware.
+    """
+
+    @property
+    def name(self) -> str:
+        """Human-readable instrument name, recorded in journals and metadata."""
+        ...
+
+    @property
+    def scan_frame(self) -> ScanFrame:
+        """Geometry of the current scan context; probe fractions refer to it."""
+        ...
+
+    @property
+    def beam_current_A(self) -> float:
+        """Probe current, used for dose accounting."""
+        ...
+
+    @property
+    def is_blanked(self) -> bool:
+        ...
+
+    @property
+    def probe_position_nm(self) -> Position | None:
+        """Where the probe is parked, or None if it is not parked at a position."""
+        ...
+
+    def survey(self, frame: ScanFrame | None = None, *, channels: typing.Sequence[str] = ("HAADF",), pixel_time_us: float | None = None) -> Measurement:
+        """Scan a frame (default: the current one) and return calibrated images.
+
+        The frame becomes the current scan context, so later probe positions
+        refer to it.
+        """
+        ...
+
+    def probe_fraction(self, position_nm: Position) -> Position:
+        """Fractional probe position for a scan-field position in the current context.
+
+        Raises :class:`OutOfFieldError` if the position is outside the scan field.
+        """
+        ...
+
+    def park_probe(self, position_nm: Position) -> None:
+        """Park the probe at a scan-field position inside the current scan field."""
+        ...
+
+    def acquire_spectrum(self, exposure_ms: float) -> Measurement:
+        """An EELS spectrum at the parked probe, with its energy calibration."""
+        ...
+
+    def acquire_camera_frame(self, exposure_ms: float) -> Measurement:
+        """A Ronchigram / 4D-STEM camera frame at the parked probe."""
+        ...
+
+    def adf_trace(self, samples: int, sample_time_us: float, *, channel: str = "HAADF") -> Measurement:
+        """A time trace of the ADF signal with the probe parked where it is."""
+        ...
+
+    def blank(self) -> None:
+        ...
+
+    def unblank(self) -> None:
+        ...
+
+    def make_safe(self) -> None:
+        """Abort acquisitions, unpark the probe and blank the beam. Never raises."""
+        ...

@@ -1,0 +1,203 @@
+"""Survey, pick features, take a spectrum on each, then look closer at the best.
+
+The smallest closed loop worth running: the survey decides where the first
+spectra go, and the spectra decide where the last ones go.  It is the
+foundation's demo and a template for real policies.
+"""
+
+from __future__ import annotations
+
+import typing
+
+import numpy
+import numpy.typing
+import scipy.ndimage
+from nion.data import Calibration
+from nion.data import DataAndMetadata
+from skimage.feature import peak_local_max
+
+from nion_autoem import xdata as xdata_builders
+from nion_autoem.actions import Acquire
+from nion_autoem.actions import Action
+from nion_autoem.actions import Observation
+from nion_autoem.actions import Survey
+from nion_autoem.geometry import ScanFrame
+from nion_autoem.policy import Product
+from nion_autoem.policy import RunContext
+
+_NDArray = numpy.typing.NDArray[typing.Any]
+
+
+def pick_features(image: _NDArray, count: int, *, min_distance: int = 8, smoothing_px: float = 2.0) -> _NDArray:
+    """The ``count`` brightest, well-separated features of an image.
+
+    Parameters
+    ----------
+    image : ndarray, shape (rows, cols)
+        A survey image.
+    count : int
+        How many positions to return.
+    min_distance : int
+        Minimum separation in pixels.
+    smoothing_px : float
+        Gaussian smoothing applied first, so noise is not mistaken for features.
+
+    Returns
+    -------
+    ndarray, shape (n, 2)
+        (row, column) pixel positions, brightest first; ``n <= count``.  If the
+        image has fewer peaks than asked for, the rest are filled from a
+        regular grid so a flat field still gets sampled.
+
+    Examples
+    --------
+    >>> img = numpy.zeros((32, 32)); img[8, 8] = 5; img[20, 24] = 3
+    >>> pick_features(img, 2, min_distance=4).tolist()
+    [[8, 8], [20, 24]]
+    """
+    image = numpy.asarray(image, dtype=float)
+    if image.ndim != 2:
+        raise ValueError(f"image must be 2D, got shape {image.shape}")
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    if not numpy.all(numpy.isfinite(image)):
+        raise ValueError("image contains NaN or infinite values")
+    smooth = scipy.ndimage.gaussian_filter(image, smoothing_px) if smoothing_px > 0 else image
+    peaks = peak_local_max(smooth, min_distance=min_distance, num_peaks=count, exclude_border=min_distance)  # type: ignore[no-untyped-call]
+    if len(peaks) < count:
+        side = int(numpy.ceil(numpy.sqrt(count)))
+        rows = numpy.linspace(0, image.shape[0] - 1, side + 2)[1:-1]
+        cols = numpy.linspace(0, image.shape[1] - 1, side + 2)[1:-1]
+        grid = numpy.array([(r, c) for r in rows for c in cols]).round().astype(int)
+        extra = [g for g in grid if len(peaks) == 0 or numpy.min(numpy.hypot(*(peaks - g).T)) >= min_distance]
+        peaks = numpy.concatenate([peaks.reshape(-1, 2), numpy.array(extra, dtype=int).reshape(-1, 2)])[:count]
+    return typing.cast(_NDArray, peaks)
+
+
+def band_intensity(spectrum: DataAndMetadata.DataAndMetadata, band_eV: tuple[float, float]) -> float:
+    """Counts integrated over an energy band of a calibrated spectrum."""
+    calibration = spectrum.dimensional_calibrations[-1]
+    lo, hi = sorted(calibration.convert_from_calibrated_value(e) for e in band_eV)
+    data = numpy.asarray(spectrum.data, dtype=float)
+    lo_i, hi_i = max(int(numpy.floor(lo)), 0), min(int(numpy.ceil(hi)) + 1, data.shape[-1])
+    if hi_i <= lo_i:
+        raise ValueError(f"energy band {band_eV} eV lies outside the spectrum's range")
+    return float(data[..., lo_i:hi_i].sum())
+
+
+class PointSpectroscopy:
+    """Survey, spectra on the brightest features, then a closer look at the best one.
+
+    Parameters
+    ----------
+    points : int
+        Spectra on survey features.
+    refine_points : int
+        Extra spectra on a ring around the feature with the highest band intensity.
+    exposure_ms : float
+        EELS exposure per spectrum.
+    band_eV : tuple of float
+        Energy band whose integrated intensity scores a spectrum.
+    survey_frame : ScanFrame or None
+        Frame to survey; None keeps the current one.
+    pixel_time_us : float or None
+        Survey pixel time.
+    min_distance_px : int
+        Minimum separation of picked features.
+    """
+
+    name = "point-spectroscopy"
+    model_version = "point-spectroscopy/1"
+
+    def __init__(self, *, points: int = 8, refine_points: int = 4, exposure_ms: float = 20.0, band_eV: tuple[float, float] = (5.0, 40.0),
+                 survey_frame: ScanFrame | None = None, pixel_time_us: float | None = None, min_distance_px: int = 8) -> None:
+        if points < 1 or refine_points < 0:
+            raise ValueError(f"points must be >= 1 and refine_points >= 0, got {points} and {refine_points}")
+        if band_eV[1] <= band_eV[0]:
+            raise ValueError(f"band_eV must be (low, high) with low < high, got {band_eV}")
+        self.__points = points
+        self.__refine_points = refine_points
+        self.__exposure_ms = exposure_ms
+        self.__band_eV = (float(band_eV[0]), float(band_eV[1]))
+        self.__survey_frame = survey_frame
+        self.__pixel_time_us = pixel_time_us
+        self.__min_distance_px = min_distance_px
+        self.__frame: ScanFrame | None = None
+        self.__survey: DataAndMetadata.DataAndMetadata | None = None
+        self.__planned: list[tuple[float, float]] = []
+        self.__positions: list[tuple[float, float]] = []
+        self.__spectra: list[_NDArray] = []
+        self.__energy: Calibration.Calibration | None = None
+        self.__scores: list[float] = []
+        self.__refined = False
+
+    @property
+    def parameters(self) -> dict[str, typing.Any]:
+        return {"points": self.__points, "refine_points": self.__refine_points, "exposure_ms": self.__exposure_ms, "band_eV": list(self.__band_eV),
+                "survey_frame": self.__survey_frame.to_dict() if self.__survey_frame else None, "pixel_time_us": self.__pixel_time_us,
+                "min_distance_px": self.__min_distance_px}
+
+    def fraction_done(self) -> float | None:
+        total = 1 + self.__points + self.__refine_points
+        return (int(self.__survey is not None) + len(self.__spectra)) / total
+
+    @property
+    def scores(self) -> list[float]:
+        return list(self.__scores)
+
+    @property
+    def positions_nm(self) -> list[tuple[float, float]]:
+        return list(self.__positions)
+
+    def decide(self, context: RunContext) -> typing.Sequence[Action]:
+        if self.__survey is None:
+            return [Survey(self.__survey_frame, pixel_time_us=self.__pixel_time_us)]
+        if len(self.__spectra) == self.__points and not self.__refined:
+            self.__refined = True
+            self.__planned.extend(self.__ring_around_best())
+        done = len(self.__spectra)
+        if done < len(self.__planned):
+            return [Acquire(self.__planned[done], self.__exposure_ms, label=f"spectrum {done + 1}")]
+        return []
+
+    def __ring_around_best(self) -> list[tuple[float, float]]:
+        assert self.__frame is not None
+        if self.__refine_points == 0:
+            return []
+        best = self.__positions[int(numpy.argmax(self.__scores))]
+        radius = self.__min_distance_px * self.__frame.pixel_size_nm / 2
+        angles = numpy.linspace(0, 2 * numpy.pi, self.__refine_points, endpoint=False)
+        ring = [(best[0] + radius * numpy.sin(a), best[1] + radius * numpy.cos(a)) for a in angles]
+        return [(float(y), float(x)) for y, x in ring if self.__frame.contains_nm((y, x))]
+
+    def observe(self, observation: Observation, context: RunContext) -> dict[str, typing.Any]:
+        measurement = observation.measurement
+        if measurement.kind == "survey":
+            assert measurement.frame is not None
+            self.__frame = measurement.frame
+            self.__survey = measurement.xdata
+            pixels = pick_features(numpy.asarray(measurement.xdata.data), self.__points, min_distance=self.__min_distance_px)
+            self.__planned = [(float(y), float(x)) for y, x in self.__frame.pixel_to_nm(pixels)]
+            self.__points = len(self.__planned)
+            self.__publish(context)
+            return {"features": len(self.__planned), "dose_e_per_A2": measurement.dose_e_per_A2}
+        spectrum = measurement.xdata
+        score = band_intensity(spectrum, self.__band_eV)
+        self.__energy = spectrum.dimensional_calibrations[-1]
+        self.__spectra.append(numpy.asarray(spectrum.data, dtype=float))
+        assert measurement.position_nm is not None
+        self.__positions.append(measurement.position_nm)
+        self.__scores.append(score)
+        self.__publish(context)
+        return {"band_intensity": score, "position_nm": list(measurement.position_nm)}
+
+    def __publish(self, context: RunContext) -> None:
+        assert self.__frame is not None and self.__survey is not None
+        fractions = tuple((float(f[0]), float(f[1])) for f in self.__frame.nm_to_fraction(numpy.array(self.__positions).reshape(-1, 2)))
+        context.publish(Product("survey", "Survey with measured points", self.__survey, points=fractions,
+                                labels=tuple(str(i + 1) for i in range(len(fractions)))))
+        if self.__spectra and self.__energy is not None:
+            stack = xdata_builders.spectrum_xdata(numpy.stack(self.__spectra), self.__energy.offset, self.__energy.scale,
+                                                  metadata={"nion_autoem": {"positions_nm": [list(p) for p in self.__positions],
+                                                                            "band_intensity": list(self.__scores), "band_eV": list(self.__band_eV)}})
+            context.publish(Product("spectra", "Measured spectra", stack))

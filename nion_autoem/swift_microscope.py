@@ -1,0 +1,291 @@
+"""`SwiftMicroscope`: the instrument facade over nionswift-instrumentation.
+
+It finds the instrument, the scan and the cameras through the Registry and
+hardware-source ids only, so the same code runs on a Nion microscope and on
+nionswift-usim.  Call it from a worker thread, never from the UI thread: every
+method that acquires blocks until the data are in.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import typing
+
+import numpy
+from nion.data import DataAndMetadata
+from nion.instrumentation import HardwareSource
+from nion.utils import Geometry
+from nion.utils import Registry
+
+from nion_autoem import xdata as xdata_builders
+from nion_autoem.geometry import ScanFrame
+from nion_autoem.instrument import InstrumentError
+from nion_autoem.instrument import Measurement
+from nion_autoem.instrument import OutOfFieldError
+from nion_autoem.instrument import Position
+from nion_autoem.instrument import electrons
+
+if typing.TYPE_CHECKING:
+    from nion.instrumentation import camera_base
+    from nion.instrumentation import scan_base
+    from nion.instrumentation import stem_controller as stem_controller_module
+
+_logger = logging.getLogger(__name__)
+
+SCAN_CHANNELS = {"HAADF": 0, "MAADF": 1}
+
+# A spot scan this small keeps the probe on one point while the scan
+# electronics clock out ADF samples; it is how a parked-probe trace is read.
+_SPOT_FOV_NM = 1e-4
+
+
+class SwiftMicroscope:
+    """A :class:`nion_autoem.instrument.Microscope` backed by Nion Swift's instrumentation.
+
+    Parameters
+    ----------
+    stem_controller_id : str or None
+        Registry id of the instrument; None takes the registered ``stem_controller``.
+    scan_id, eels_id, ronchigram_id : str or None
+        Hardware-source ids; None takes the instrument's own devices.
+    max_dwell_s : float
+        Upper bound on a single parked dwell (spectrum exposure or trace).
+    default_beam_current_A : float
+        Used when the instrument does not report ``BeamCurrent``.
+
+    Raises
+    ------
+    InstrumentError
+        If no instrument or scan device is registered.
+    """
+
+    def __init__(self, *, stem_controller_id: str | None = None, scan_id: str | None = None, eels_id: str | None = None,
+                 ronchigram_id: str | None = None, max_dwell_s: float = 10.0, default_beam_current_A: float = 50e-12) -> None:
+        stem = Registry.get_component(stem_controller_id or "stem_controller")
+        if stem is None:
+            raise InstrumentError("no STEM instrument is registered: start Swift with a microscope connected, or with nionswift-usim installed")
+        self.__stem = typing.cast("stem_controller_module.STEMController", stem)
+        hsm = HardwareSource.HardwareSourceManager()
+        scan = hsm.get_hardware_source_for_hardware_source_id(scan_id) if scan_id else self.__stem.scan_controller
+        if scan is None:
+            raise InstrumentError(f"no scan device {'with id ' + repr(scan_id) if scan_id else 'is attached to the instrument'}")
+        self.__scan = typing.cast("scan_base.ScanHardwareSource", scan)
+        self.__eels = typing.cast("camera_base.CameraHardwareSource | None", hsm.get_hardware_source_for_hardware_source_id(eels_id) if eels_id else self.__stem.eels_camera)
+        self.__ronchigram = typing.cast("camera_base.CameraHardwareSource | None", hsm.get_hardware_source_for_hardware_source_id(ronchigram_id) if ronchigram_id else self.__stem.ronchigram_camera)
+        self.__max_dwell_s = max_dwell_s
+        self.__default_beam_current_A = default_beam_current_A
+        # Serialises acquisitions; make_safe deliberately does not take it.
+        self.__lock = threading.RLock()
+
+    @property
+    def name(self) -> str:
+        return f"{type(self.__stem).__module__}.{type(self.__stem).__name__} / {self.__scan.hardware_source_id}"
+
+    @property
+    def scan_frame(self) -> ScanFrame:
+        context = self.__stem.scan_context
+        if context.size is None or context.fov_nm is None:
+            fp = self.__scan.get_current_frame_parameters()
+            return ScanFrame((fp.pixel_size.height, fp.pixel_size.width), fp.fov_nm, (fp.center_nm.y, fp.center_nm.x), fp.rotation_rad)
+        center = context.center_nm or Geometry.FloatPoint()
+        return ScanFrame((context.size.height, context.size.width), context.fov_nm, (center.y, center.x), context.rotation_rad or 0.0)
+
+    @property
+    def beam_current_A(self) -> float:
+        ok, value = self.__stem.TryGetVal("BeamCurrent")
+        return float(value) if ok and value else self.__default_beam_current_A
+
+    @property
+    def is_blanked(self) -> bool:
+        ok, value = self.__stem.TryGetVal("C_Blank")
+        return bool(ok and value)
+
+    @property
+    def probe_position_nm(self) -> Position | None:
+        fraction = self.__stem.probe_position
+        if fraction is None or self.__stem.probe_state != "parked":
+            return None
+        y, x = self.scan_frame.fraction_to_nm((fraction.y, fraction.x))
+        return float(y), float(x)
+
+    @property
+    def has_eels(self) -> bool:
+        return self.__eels is not None
+
+    @property
+    def has_ronchigram(self) -> bool:
+        return self.__ronchigram is not None
+
+    def survey(self, frame: ScanFrame | None = None, *, channels: typing.Sequence[str] = ("HAADF",), pixel_time_us: float | None = None) -> Measurement:
+        unknown = [c for c in channels if c not in SCAN_CHANNELS]
+        if unknown or not channels:
+            raise ValueError(f"unknown scan channel(s) {unknown}; choose from {sorted(SCAN_CHANNELS)}")
+        with self.__lock:
+            fp = self.__scan.get_current_frame_parameters()
+            if frame is not None:
+                fp.pixel_size = Geometry.IntSize(height=frame.shape[0], width=frame.shape[1])
+                fp.fov_nm = frame.fov_nm
+                fp.center_nm = Geometry.FloatPoint(y=frame.center_nm[0], x=frame.center_nm[1])
+                fp.rotation_rad = frame.rotation_rad
+            if pixel_time_us is not None:
+                if not (0 < pixel_time_us <= 1e4):
+                    raise ValueError(f"pixel_time_us must be in (0, 10000] µs, got {pixel_time_us}")
+                fp.pixel_time_us = pixel_time_us
+            # record_immediate does not update the scan context; without this a
+            # probe parked afterwards would refer to the previous frame.
+            self.__scan.set_current_frame_parameters(fp)
+            for name, index in SCAN_CHANNELS.items():
+                self.__scan.set_channel_enabled(index, name in channels)
+            used = ScanFrame((fp.pixel_size.height, fp.pixel_size.width), fp.fov_nm, (fp.center_nm.y, fp.center_nm.x), fp.rotation_rad)
+            dwell_s = used.shape[0] * used.shape[1] * fp.pixel_time_us * 1e-6
+            started = time.time()
+            xdatas = self.__scan.record_immediate(fp)
+            duration = time.time() - started
+        data: dict[str, DataAndMetadata.DataAndMetadata] = {}
+        for xd in xdatas:
+            if xd is None:
+                continue
+            channel = str(xd.metadata.get("hardware_source", {}).get("channel_name", f"channel{len(data)}"))
+            metadata = dict(xd.metadata)
+            metadata["nion_autoem"] = {"channel": channel, "scan_frame": used.to_dict()}
+            data[channel] = DataAndMetadata.new_data_and_metadata(xd.data, xd.intensity_calibration, xd.dimensional_calibrations, metadata, data_descriptor=xd.data_descriptor)
+        if len(data) != len(channels):
+            raise InstrumentError(f"the scan returned channels {sorted(data)} but {list(channels)} were asked for (was the scan aborted?)")
+        dose = 0.0 if self.is_blanked else electrons(self.beam_current_A, dwell_s)
+        return Measurement(data, "survey", frame=used, dwell_s=dwell_s, dose_e=dose, started_at=started, duration_s=duration)
+
+    def probe_fraction(self, position_nm: Position) -> Position:
+        if len(position_nm) != 2 or not all(math.isfinite(v) for v in position_nm):
+            raise OutOfFieldError(f"a probe position must be a finite (y, x) pair in nm, got {position_nm!r}")
+        frame = self.scan_frame
+        fy, fx = frame.nm_to_fraction(position_nm)
+        if not (0.0 <= fy <= 1.0 and 0.0 <= fx <= 1.0):
+            h, w = frame.size_nm
+            raise OutOfFieldError(f"probe position {tuple(round(v, 3) for v in position_nm)} nm is outside the scan field "
+                                  f"({h:.3g} x {w:.3g} nm centred on {frame.center_nm} nm, rotation {frame.rotation_rad:.3g} rad)")
+        return float(fy), float(fx)
+
+    def park_probe(self, position_nm: Position) -> None:
+        fy, fx = self.probe_fraction(position_nm)
+        with self.__lock:
+            self.__stem.probe_position = Geometry.FloatPoint(y=fy, x=fx)
+
+    def __check_dwell(self, dwell_s: float, what: str) -> None:
+        if not (0 < dwell_s <= self.__max_dwell_s):
+            raise ValueError(f"{what} dwell of {dwell_s:.4g} s is outside (0, {self.__max_dwell_s:g}] s allowed for one parked acquisition")
+
+    def __parked_position(self) -> Position:
+        position = self.probe_position_nm
+        if position is None:
+            raise InstrumentError("the probe is not parked: call park_probe(position_nm) first")
+        return position
+
+    def __record_camera(self, camera: camera_base.CameraHardwareSource, exposure_ms: float, processing: str | None) -> DataAndMetadata.DataAndMetadata:
+        cfp = camera.get_current_frame_parameters()
+        cfp.exposure_ms = exposure_ms
+        if processing is not None:
+            cfp.processing = processing
+        deadline = time.time() + 5.0
+        while camera.is_recording and time.time() < deadline:
+            time.sleep(0.002)
+        task = camera.start_recording(frame_parameters=cfp)
+        xdatas = task.grab_xdatas(timeout=max(10.0, 4 * exposure_ms * 1e-3))
+        deadline = time.time() + 5.0
+        while camera.is_recording and time.time() < deadline:
+            time.sleep(0.002)
+        if not xdatas or xdatas[0] is None:
+            raise InstrumentError(f"{camera.hardware_source_id} returned no data (the acquisition was aborted)")
+        return xdatas[0]
+
+    def acquire_spectrum(self, exposure_ms: float) -> Measurement:
+        if self.__eels is None:
+            raise InstrumentError("no EELS camera is attached to this instrument; spectra cannot be acquired")
+        self.__check_dwell(exposure_ms * 1e-3, "EELS exposure")
+        with self.__lock:
+            position = self.__parked_position()
+            started = time.time()
+            raw = self.__record_camera(self.__eels, exposure_ms, "sum_project")
+            duration = time.time() - started
+            data = numpy.asarray(raw.data)
+            if data.ndim == 2:
+                data = data.sum(axis=0)
+            # usim's record path drops the energy axis calibration; the
+            # instrument's spectrometer controls are the source of truth.
+            offset = self.__stem.GetVal("eels_x_offset", 0.0)
+            scale = self.__stem.GetVal("eels_x_scale", 1.0)
+            spectrum = xdata_builders.spectrum_xdata(data, offset, scale, metadata={**dict(raw.metadata), "nion_autoem": {"position_nm": list(position), "exposure_ms": exposure_ms}})
+        dwell = exposure_ms * 1e-3
+        dose = 0.0 if self.is_blanked else electrons(self.beam_current_A, dwell)
+        return Measurement({"eels": spectrum}, "spectrum", position_nm=position, dwell_s=dwell, dose_e=dose, started_at=started, duration_s=duration)
+
+    def acquire_camera_frame(self, exposure_ms: float) -> Measurement:
+        if self.__ronchigram is None:
+            raise InstrumentError("no Ronchigram / diffraction camera is attached to this instrument")
+        self.__check_dwell(exposure_ms * 1e-3, "camera exposure")
+        with self.__lock:
+            position = self.__parked_position()
+            started = time.time()
+            raw = self.__record_camera(self.__ronchigram, exposure_ms, None)
+            duration = time.time() - started
+        metadata = dict(raw.metadata)
+        metadata["nion_autoem"] = {"position_nm": list(position), "exposure_ms": exposure_ms}
+        frame = DataAndMetadata.new_data_and_metadata(raw.data, raw.intensity_calibration, raw.dimensional_calibrations, metadata, data_descriptor=raw.data_descriptor)
+        dwell = exposure_ms * 1e-3
+        dose = 0.0 if self.is_blanked else electrons(self.beam_current_A, dwell)
+        return Measurement({"ronchigram": frame}, "camera", position_nm=position, dwell_s=dwell, dose_e=dose, started_at=started, duration_s=duration)
+
+    def adf_trace(self, samples: int, sample_time_us: float, *, channel: str = "HAADF") -> Measurement:
+        if channel not in SCAN_CHANNELS:
+            raise ValueError(f"unknown ADF channel {channel!r}; choose from {sorted(SCAN_CHANNELS)}")
+        if samples < 1 or int(samples) != samples:
+            raise ValueError(f"samples must be a positive integer, got {samples!r}")
+        dwell = samples * sample_time_us * 1e-6
+        self.__check_dwell(dwell, "ADF trace")
+        with self.__lock:
+            position = self.__parked_position()
+            context = self.scan_frame
+            fp = self.__scan.get_current_frame_parameters()
+            fp.pixel_size = Geometry.IntSize(height=1, width=int(samples))
+            fp.fov_nm = _SPOT_FOV_NM
+            fp.center_nm = Geometry.FloatPoint(y=position[0], x=position[1])
+            fp.rotation_rad = 0.0
+            fp.pixel_time_us = sample_time_us
+            for name, index in SCAN_CHANNELS.items():
+                self.__scan.set_channel_enabled(index, name == channel)
+            started = time.time()
+            # The spot scan is not made the current frame: the scan context,
+            # and with it every probe fraction, stays that of the survey.
+            xdatas = [xd for xd in self.__scan.record_immediate(fp) if xd is not None]
+            duration = time.time() - started
+        if not xdatas:
+            raise InstrumentError("the ADF trace returned no data (the scan was aborted)")
+        trace = xdata_builders.trace_xdata(numpy.asarray(xdatas[0].data, dtype=float).reshape(-1), sample_time_us, channel=channel,
+                                           metadata={"position_nm": list(position), "scan_frame": context.to_dict()})
+        dose = 0.0 if self.is_blanked else electrons(self.beam_current_A, dwell)
+        return Measurement({channel: trace}, "adf_trace", position_nm=position, dwell_s=dwell, dose_e=dose, started_at=started, duration_s=duration)
+
+    def blank(self) -> None:
+        self.__stem.SetVal("C_Blank", 1.0)
+
+    def unblank(self) -> None:
+        self.__stem.SetVal("C_Blank", 0.0)
+
+    def make_safe(self) -> None:
+        # Order matters: blank first, so the sample is protected even if one
+        # of the aborts below hangs or raises.
+        for step in (self.blank, self.__abort_all, self.__unpark):
+            try:
+                step()
+            except Exception:  # make_safe must never raise: it runs on error paths
+                _logger.exception("make_safe: %s failed", getattr(step, "__name__", step))
+
+    def __abort_all(self) -> None:
+        for source in (self.__eels, self.__ronchigram, self.__scan):
+            if source is not None and source.is_recording:
+                source.abort_recording()
+
+    def __unpark(self) -> None:
+        self.__stem.probe_position = None

@@ -1,0 +1,38 @@
+"""nion-autoem: autonomous STEM experiments inside Nion Swift."""
+
+import pathlib
+
+import setuptools
+
+here = pathlib.Path(__file__).parent
+
+setuptools.setup(
+    name="nion-autoem",
+    version="0.1.0",
+    description="Autonomous STEM experiments for Nion Swift: DKL active spectroscopy, ELIT atom finding and beam-targeting policies",
+    long_description=(here / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=setuptools.find_namespace_packages(include=["nion_autoem", "nion_autoem.*", "nion_autoem_dkl", "nion_autoem_dkl.*",
+                                                         "nion_autoem_elit", "nion_autoem_elit.*", "nionswift_plugin.nion_autoem"]),
+    package_data={"nion_autoem_elit": ["models/*.pt", "models/*.json"], "nionswift_plugin.nion_autoem": ["manifest.json"]},
+    include_package_data=True,
+    install_requires=[
+        "nionswift>=16.16,<17",
+        "nionswift-instrumentation>=23.6,<24",
+        "nionswift-usim>=5.4,<6",
+        "nionui>=10.2,<11",
+        "nionutils>=4.14,<5",
+        "niondata>=15.9,<16",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "scikit-image>=0.22",
+        "torch>=2.2",
+        "gpytorch>=1.11",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "ruff>=0.5", "mypy>=1.10"],
+        "gui": ["PySide6-Essentials>=6.5"],
+    },
+)
