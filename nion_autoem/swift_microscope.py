@@ -183,7 +183,8 @@ class SwiftMicroscope:
             raise InstrumentError("the probe is not parked: call park_probe(position_nm) first")
         return position
 
-    def __record_camera(self, camera: camera_base.CameraHardwareSource, exposure_ms: float, processing: str | None) -> DataAndMetadata.DataAndMetadata:
+    def __record_camera(self, camera: camera_base.CameraHardwareSource, exposure_ms: float, processing: str | None) -> tuple[DataAndMetadata.DataAndMetadata, int]:
+        """Record one frame; returns it with the binning it was taken at."""
         cfp = camera.get_current_frame_parameters()
         cfp.exposure_ms = exposure_ms
         if processing is not None:
@@ -198,7 +199,15 @@ class SwiftMicroscope:
             time.sleep(0.002)
         if not xdatas or xdatas[0] is None:
             raise InstrumentError(f"{camera.hardware_source_id} returned no data (the acquisition was aborted)")
-        return xdatas[0]
+        return xdatas[0], int(getattr(cfp, "binning", 1) or 1)
+
+    def __energy_axis(self, raw: DataAndMetadata.DataAndMetadata, binning: int) -> tuple[float, float]:
+        calibration = raw.dimensional_calibrations[-1] if raw.dimensional_calibrations else None
+        if calibration is not None and calibration.units == "eV" and calibration.scale:
+            return calibration.offset, calibration.scale
+        # usim's record path drops the energy calibration; the spectrometer
+        # controls give it per unbinned detector channel.
+        return self.__stem.GetVal("eels_x_offset", 0.0), self.__stem.GetVal("eels_x_scale", 1.0) * binning
 
     def acquire_spectrum(self, exposure_ms: float) -> Measurement:
         if self.__eels is None:
@@ -207,15 +216,12 @@ class SwiftMicroscope:
         with self.__lock:
             position = self.__parked_position()
             started = time.time()
-            raw = self.__record_camera(self.__eels, exposure_ms, "sum_project")
+            raw, binning = self.__record_camera(self.__eels, exposure_ms, "sum_project")
             duration = time.time() - started
             data = numpy.asarray(raw.data)
             if data.ndim == 2:
                 data = data.sum(axis=0)
-            # usim's record path drops the energy axis calibration; the
-            # instrument's spectrometer controls are the source of truth.
-            offset = self.__stem.GetVal("eels_x_offset", 0.0)
-            scale = self.__stem.GetVal("eels_x_scale", 1.0)
+            offset, scale = self.__energy_axis(raw, binning)
             spectrum = xdata_builders.spectrum_xdata(data, offset, scale, metadata={**dict(raw.metadata), "nion_autoem": {"position_nm": list(position), "exposure_ms": exposure_ms}})
         dwell = exposure_ms * 1e-3
         dose = 0.0 if self.is_blanked else electrons(self.beam_current_A, dwell)
@@ -228,7 +234,7 @@ class SwiftMicroscope:
         with self.__lock:
             position = self.__parked_position()
             started = time.time()
-            raw = self.__record_camera(self.__ronchigram, exposure_ms, None)
+            raw, _ = self.__record_camera(self.__ronchigram, exposure_ms, None)
             duration = time.time() - started
         metadata = dict(raw.metadata)
         metadata["nion_autoem"] = {"position_nm": list(position), "exposure_ms": exposure_ms}

@@ -1,0 +1,141 @@
+"""The "Autonomous Experiment" panel: choose an experiment, start, pause, stop, watch.
+
+The panel only gathers parameters and shows progress.  The experiment runs on
+the runner's worker thread; progress comes back through the document
+controller's queue, so the UI thread does no more than update two widgets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gettext
+import typing
+
+from nion.swift import Panel
+from nion.swift import Workspace
+from nion.ui import Declarative
+from nion.utils import Model
+
+from nion_autoem.policies import PointSpectroscopy
+from nion_autoem.policy import Policy
+from nion_autoem.runner import Budget
+from nion_autoem.runner import ExperimentRunner
+from nion_autoem.runner import Progress
+from nion_autoem.swift.console import start_experiment
+
+if typing.TYPE_CHECKING:
+    from nion.swift import DocumentController
+
+_ = gettext.gettext
+
+PANEL_ID = "nion-autoem-experiment-panel"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentChoice:
+    """An experiment the panel offers: a title and how to build its policy."""
+
+    title: str
+    make_policy: typing.Callable[[int, float], Policy]
+
+
+EXPERIMENTS: list[ExperimentChoice] = [
+    ExperimentChoice(_("Point spectroscopy (survey → features → EELS)"), lambda points, exposure_ms: PointSpectroscopy(points=points, exposure_ms=exposure_ms)),
+]
+
+
+class ExperimentPanelController(Declarative.Handler):
+    """Declarative handler behind the panel; also usable headless in tests."""
+
+    def __init__(self, document_controller: DocumentController.DocumentController) -> None:
+        super().__init__()
+        self.__document_controller = document_controller
+        self.runner: ExperimentRunner | None = None
+        self.__listener: typing.Any = None
+        self.experiment_index = Model.PropertyModel(0)
+        self.points = Model.PropertyModel(8)
+        self.exposure_ms = Model.PropertyModel(20.0)
+        self.max_steps = Model.PropertyModel(100)
+        self.status = Model.PropertyModel(_("Idle. Choose an experiment and press Start."))
+        self.percent = Model.PropertyModel(0)
+        self.pause_text = Model.PropertyModel(_("Pause"))
+        u = Declarative.DeclarativeUI()
+        self.ui_view = u.create_column(
+            u.create_row(u.create_label(text=_("Experiment")), u.create_combo_box(items=[e.title for e in EXPERIMENTS], current_index="@binding(experiment_index.value)"), u.create_stretch(), spacing=8),
+            u.create_row(u.create_label(text=_("Points")), u.create_line_edit(text="@binding(points.value, converter=int_converter)", width=60),
+                         u.create_label(text=_("Exposure (ms)")), u.create_line_edit(text="@binding(exposure_ms.value, converter=float_converter)", width=60),
+                         u.create_label(text=_("Max steps")), u.create_line_edit(text="@binding(max_steps.value, converter=int_converter)", width=60), u.create_stretch(), spacing=8),
+            u.create_row(u.create_push_button(text=_("Start"), on_clicked="start"), u.create_push_button(text="@binding(pause_text.value)", on_clicked="toggle_pause"),
+                         u.create_push_button(text=_("Stop"), on_clicked="stop"), u.create_stretch(), spacing=8),
+            u.create_progress_bar(value="@binding(percent.value)", minimum=0, maximum=100),
+            u.create_label(text="@binding(status.value)", word_wrap=True),
+            u.create_stretch(), spacing=8, margin=8)
+
+    @property
+    def int_converter(self) -> typing.Any:
+        from nion.utils import Converter
+        return Converter.IntegerToStringConverter()
+
+    @property
+    def float_converter(self) -> typing.Any:
+        from nion.utils import Converter
+        return Converter.FloatToStringConverter(format="{:.1f}")
+
+    def close(self) -> None:
+        if self.runner is not None:
+            self.runner.stop("panel closed")
+        self.__listener = None
+        super().close()
+
+    def start(self, widget: typing.Any = None) -> None:
+        if self.runner is not None and not self.runner.state.is_final:
+            self.status.value = _("An experiment is already running; stop it first.")
+            return
+        try:
+            points, exposure_ms, max_steps = int(self.points.value or 0), float(self.exposure_ms.value or 0), int(self.max_steps.value or 0)
+            choice = EXPERIMENTS[self.experiment_index.value or 0]
+            policy = choice.make_policy(points, exposure_ms)
+            self.runner = start_experiment(policy, document_controller=self.__document_controller, budget=Budget(max_steps=max_steps))
+        except Exception as e:  # bad parameters or no instrument: say so in the panel
+            self.status.value = f"{_('Cannot start')}: {e}"
+            return
+        self.__listener = self.runner.progress_changed_event.listen(self.__progress_changed)
+        self.pause_text.value = _("Pause")
+        self.status.value = f"{_('Started run')} {self.runner.run_id}; {_('journal in')} {self.runner.run_dir}"
+
+    def toggle_pause(self, widget: typing.Any = None) -> None:
+        if self.runner is None or self.runner.state.is_final:
+            return
+        if self.pause_text.value == _("Pause"):
+            self.runner.pause()
+            self.pause_text.value = _("Resume")
+        else:
+            self.runner.resume()
+            self.pause_text.value = _("Pause")
+
+    def stop(self, widget: typing.Any = None) -> None:
+        if self.runner is not None:
+            self.runner.stop()
+            self.status.value = _("Stopping; beam blanked.")
+
+    def __progress_changed(self, progress: Progress) -> None:
+        # Called on the worker thread: hand the widget update to the UI thread.
+        def update() -> None:
+            self.percent.value = int(round(100 * progress.fraction))
+            self.status.value = str(progress)
+        self.__document_controller.queue_task(update)
+
+
+class ExperimentPanel(Panel.Panel):
+    def __init__(self, document_controller: DocumentController.DocumentController, panel_id: str, properties: typing.Mapping[str, typing.Any]) -> None:
+        super().__init__(document_controller, panel_id, _("Autonomous Experiment"))
+        self.controller = ExperimentPanelController(document_controller)
+        self.widget = Declarative.DeclarativeWidget(document_controller.ui, document_controller.event_loop, self.controller)
+
+
+def register_panel() -> None:
+    Workspace.WorkspaceManager().register_panel(ExperimentPanel, PANEL_ID, _("Autonomous Experiment"), ["left", "right"], "right", {})
+
+
+def unregister_panel() -> None:
+    Workspace.WorkspaceManager().unregister_panel(PANEL_ID)

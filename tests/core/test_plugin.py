@@ -1,0 +1,57 @@
+"""The plug-in package Swift discovers, and the panel it registers."""
+
+from __future__ import annotations
+
+import pathlib
+import time
+import typing
+
+from nion.swift import Panel
+from nion.ui import Declarative
+
+from nion_autoem.runner import RunState
+from nion_autoem.swift import panel
+from nionswift_plugin import nion_autoem as plugin
+
+
+def test_extension_registers_and_removes_the_panel() -> None:
+    extension = plugin.AutonomousExperimentExtension(api_broker=None)
+    try:
+        assert panel.PANEL_ID in Panel.PanelManager().panel_ids
+    finally:
+        extension.close()
+    assert panel.PANEL_ID not in Panel.PanelManager().panel_ids
+
+
+def test_panel_runs_an_experiment_and_reports_progress(usim_session: typing.Any, tmp_path: pathlib.Path, monkeypatch: typing.Any) -> None:
+    monkeypatch.setenv("NION_AUTOEM_RUNS", str(tmp_path / "runs"))
+    dc = usim_session.document_controller
+    controller = panel.ExperimentPanelController(dc)
+    widget = Declarative.DeclarativeWidget(dc.ui, dc.event_loop, controller)
+    try:
+        controller.points.value = 4
+        controller.exposure_ms.value = 10.0
+        controller.start()
+        runner = controller.runner
+        assert runner is not None, controller.status.value
+        deadline = time.time() + 60
+        while not runner.state.is_final and time.time() < deadline:
+            usim_session.pump(0.02)
+        usim_session.pump(0.1)
+        assert runner.state is RunState.FINISHED, runner.progress.message
+        assert controller.percent.value == 100
+        assert "finished" in controller.status.value
+        assert (tmp_path / "runs" / runner.run_id / "journal.jsonl").exists()
+        assert any("Measured spectra" in (d.title or "") for d in usim_session.document_model.data_items)
+    finally:
+        widget.close()
+
+
+def test_panel_explains_bad_parameters(usim_session: typing.Any, tmp_path: pathlib.Path, monkeypatch: typing.Any) -> None:
+    monkeypatch.setenv("NION_AUTOEM_RUNS", str(tmp_path / "runs"))
+    controller = panel.ExperimentPanelController(usim_session.document_controller)
+    controller.points.value = 0
+    controller.start()
+    assert controller.runner is None
+    assert "Cannot start" in controller.status.value and "points" in controller.status.value
+    controller.close()

@@ -1,0 +1,117 @@
+"""Runs on usim inside a headless Swift: safety, data items, the saved project, no leaks."""
+
+from __future__ import annotations
+
+import pathlib
+import threading
+import time
+import typing
+
+import pytest
+from nion.swift.model import Profile
+from nion.utils import Registry
+
+from nion_autoem.geometry import ScanFrame
+from nion_autoem.policies import PointSpectroscopy
+from nion_autoem.runner import Budget
+from nion_autoem.runner import ExperimentRunner
+from nion_autoem.runner import RunState
+from nion_autoem.swift.data_items import DataItemSink
+from nion_autoem.swift.session import UsimSession
+from nion_autoem.swift.session import leaked_components
+
+
+def test_stop_during_a_long_exposure_is_fast_and_safe(usim_session: typing.Any, tmp_path: pathlib.Path) -> None:
+    scope = usim_session.microscope()
+    policy = PointSpectroscopy(points=3, refine_points=0, exposure_ms=3000.0, survey_frame=ScanFrame((64, 64), 32.0))
+    runner = ExperimentRunner(scope, policy, run_dir=tmp_path / "run", sink=DataItemSink(usim_session.document_controller))
+    runner.start()
+    stem = Registry.get_component("stem_controller")
+    deadline = time.time() + 20
+    while "spectrum" not in runner.progress.current_action and time.time() < deadline:
+        usim_session.pump(0.01)
+    time.sleep(0.2)  # well inside the 3 s exposure
+    assert stem.probe_state == "parked" and stem.probe_position is not None
+    t0 = time.perf_counter()
+    runner.stop()
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 0.1, f"stop took {elapsed * 1000:.0f} ms"
+    assert scope.is_blanked and stem.probe_position is None
+    progress = runner.wait(10.0)
+    assert progress.state is RunState.STOPPED
+    assert scope.is_blanked and stem.probe_position is None
+
+
+def test_an_exception_mid_run_leaves_the_probe_safe(usim_session: typing.Any, tmp_path: pathlib.Path) -> None:
+    scope = usim_session.microscope()
+    # A band outside the spectrum makes the policy raise on the first spectrum.
+    policy = PointSpectroscopy(points=3, refine_points=0, band_eV=(5000.0, 6000.0), survey_frame=ScanFrame((64, 64), 32.0))
+    runner = ExperimentRunner(scope, policy, run_dir=tmp_path / "run")
+    usim_session.run_until_done(runner)
+    assert runner.state is RunState.FAILED and "outside the spectrum" in runner.progress.message
+    stem = Registry.get_component("stem_controller")
+    assert scope.is_blanked and stem.probe_position is None
+
+
+def test_results_are_data_items_that_survive_reopening_the_project(tmp_path: pathlib.Path) -> None:
+    project_dir = tmp_path / "project"
+    with UsimSession(project_dir=project_dir, project_name="autoem-test") as session:
+        policy = PointSpectroscopy(points=5, refine_points=2, exposure_ms=10.0, survey_frame=ScanFrame((128, 128), 48.0))
+        sink = DataItemSink(session.document_controller)
+        runner = ExperimentRunner(session.microscope(), policy, run_dir=tmp_path / "run", sink=sink, budget=Budget(max_steps=20))
+        updates: list[int] = []
+        survey_item = None
+
+        def watch(progress: typing.Any) -> None:
+            updates.append(progress.step)
+        session.run_until_done(runner, on_progress=watch)
+        assert runner.state is RunState.FINISHED, runner.progress.message
+        survey_item = sink.data_item(runner.run_id, "survey")
+        spectra_item = sink.data_item(runner.run_id, "spectra")
+        assert survey_item is not None and spectra_item is not None
+        measured = len(policy.positions_nm)
+        assert spectra_item.xdata.data_shape[0] == measured >= 5
+        run_id = runner.run_id
+    assert leaked_components() == {}
+
+    # reopen the saved project from disk, as a user would
+    profile = Profile.Profile(cache_dir_path=tmp_path / "cache")
+    (tmp_path / "cache").mkdir()
+    profile.read_profile()
+    reference = profile.add_project_index(project_dir / "autoem-test.nsproj", load=False)
+    profile.read_project(reference)
+    document_model = reference.document_model
+    try:
+        ours = {d.title: d for d in document_model.data_items if d.metadata.get("nion_autoem", {}).get("run_id") == run_id}
+        assert set(ours) == {f"Survey with measured points ({run_id})", f"Measured spectra ({run_id})"}
+        spectra = ours[f"Measured spectra ({run_id})"]
+        assert spectra.xdata.data_shape[0] == measured
+        energy = spectra.xdata.dimensional_calibrations[-1]
+        assert energy.units == "eV" and energy.scale > 0
+        md = spectra.metadata["nion_autoem"]
+        assert md["parameters"]["points"] == 5 and len(md["positions_nm"]) == measured
+        survey = ours[f"Survey with measured points ({run_id})"]
+        assert survey.xdata.dimensional_calibrations[0].units == "nm"
+        points = [g for g in document_model.get_display_item_for_data_item(survey).graphics if g.type == "point-graphic"]
+        assert len(points) == measured
+        assert sorted(int(g.label) for g in points) == list(range(1, measured + 1))
+    finally:
+        profile.close()
+
+
+def test_stop_is_safe_from_another_thread_while_the_ui_thread_pumps(usim_session: typing.Any, tmp_path: pathlib.Path) -> None:
+    scope = usim_session.microscope()
+    policy = PointSpectroscopy(points=50, refine_points=0, exposure_ms=50.0, survey_frame=ScanFrame((64, 64), 32.0))
+    runner = ExperimentRunner(scope, policy, run_dir=tmp_path / "run", sink=DataItemSink(usim_session.document_controller))
+    threading.Timer(1.0, runner.stop).start()
+    usim_session.run_until_done(runner, timeout=30)
+    assert runner.state is RunState.STOPPED
+    assert scope.is_blanked and scope.probe_position_nm is None
+
+
+@pytest.mark.parametrize("attempt", range(2))
+def test_sessions_come_and_go_without_leaking(attempt: int) -> None:
+    with UsimSession() as session:
+        assert Registry.get_component("stem_controller") is session.instrument
+        session.microscope().survey(ScanFrame((16, 16), 8.0))
+    assert leaked_components() == {}
