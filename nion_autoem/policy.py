@@ -89,14 +89,15 @@ class RunContext:
     run_dir: pathlib.Path
     parameters: typing.Mapping[str, typing.Any]
     sink: ResultSink
+    provenance: typing.Mapping[str, typing.Any] = dataclasses.field(default_factory=dict)
     step: int = 0
     dose_e: float = 0.0
     replaying: bool = False
 
     def publish(self, product: Product) -> None:
         """Send a product to the sink, tagged with the run's provenance."""
-        self.sink.publish(product, {"run_id": self.run_id, "run_dir": str(self.run_dir), "step": self.step,
-                                    "parameters": dict(self.parameters), "product": product.key})
+        self.sink.publish(product, {"run_id": self.run_id, "run_dir": str(self.run_dir), "step": self.step, "dose_e": self.dose_e,
+                                    "parameters": dict(self.parameters), "provenance": dict(self.provenance), "product": product.key})
 
 
 class Policy(typing.Protocol):

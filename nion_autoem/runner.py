@@ -27,6 +27,7 @@ import uuid
 
 from nion.utils import Event
 
+import nion_autoem
 from nion_autoem.actions import Action
 from nion_autoem.actions import Observation
 from nion_autoem.instrument import Measurement
@@ -293,7 +294,10 @@ class ExperimentRunner:
     def __run(self) -> None:
         self.__started = time.time()
         self.journal = Journal(self.run_dir)
-        context = RunContext(self.run_id, self.run_dir, dict(self.policy.parameters), self.sink)
+        provenance = {"policy": self.policy.name, "model_version": self.policy.model_version, "software": f"nion-autoem {nion_autoem.__version__}",
+                      "microscope": self.microscope.name if self.microscope else "journal replay", "journal": str(self.run_dir / "journal.jsonl"),
+                      "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.__started))}
+        context = RunContext(self.run_id, self.run_dir, dict(self.policy.parameters), self.sink, provenance)
         final_state, message = RunState.FINISHED, ""
         try:
             self.journal.write_header(self.run_id, policy=self.policy.name, parameters={**dict(self.policy.parameters), "budget": self.budget.to_dict()},

@@ -90,6 +90,8 @@ def test_results_are_data_items_that_survive_reopening_the_project(tmp_path: pat
         assert energy.units == "eV" and energy.scale > 0
         md = spectra.metadata["nion_autoem"]
         assert md["parameters"]["points"] == 5 and len(md["positions_nm"]) == measured
+        assert md["provenance"]["policy"] == "point-spectroscopy" and md["provenance"]["software"].startswith("nion-autoem")
+        assert md["provenance"]["journal"] == str(tmp_path / "run" / "journal.jsonl")
         survey = ours[f"Survey with measured points ({run_id})"]
         assert survey.xdata.dimensional_calibrations[0].units == "nm"
         points = [g for g in document_model.get_display_item_for_data_item(survey).graphics if g.type == "point-graphic"]
