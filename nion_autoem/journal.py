@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import math
 import os
 import pathlib
 import threading
@@ -40,7 +41,9 @@ def _jsonable(value: typing.Any) -> typing.Any:
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     if isinstance(value, numpy.generic):
-        return value.item()
+        return _jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no inf or NaN; "inf" reads back unambiguously
     if isinstance(value, numpy.ndarray):
         return value.tolist() if value.size <= 64 else f"<array {value.shape} {value.dtype}>"
     if isinstance(value, (str, int, float, bool)) or value is None:

@@ -70,3 +70,9 @@ def camera_xdata(frame: _NDArray, scale_mrad: float = 1.0, *, metadata: typing.M
     calibrations = [Calibration.Calibration(-scale_mrad * n / 2, scale_mrad, "mrad") for n in frame.shape]
     return DataAndMetadata.new_data_and_metadata(frame, intensity_calibration=Calibration.Calibration(units="counts"),
                                                  dimensional_calibrations=calibrations, metadata=dict(metadata or {}))
+
+
+def line_xdata(values: _NDArray, axis_units: str, *, units: str = "", metadata: typing.Mapping[str, typing.Any] | None = None) -> DataAndMetadata.DataAndMetadata:
+    """A 1D curve (e.g. a convergence plot) indexed from 1 in ``axis_units``."""
+    return DataAndMetadata.new_data_and_metadata(numpy.asarray(values, dtype=float), intensity_calibration=Calibration.Calibration(units=units),
+                                                 dimensional_calibrations=[Calibration.Calibration(1.0, 1.0, axis_units)], metadata=dict(metadata or {}))

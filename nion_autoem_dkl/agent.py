@@ -1,0 +1,412 @@
+"""The active-spectroscopy agent: observations in, probe positions out.
+
+``DKLAgent`` owns an embedding of the survey patches, a Gaussian process on
+that embedding and an acquisition function. It performs no I/O: the caller
+acquires spectra at the suggested candidates, scalarizes them and hands the
+numbers back with ``observe``.
+
+Typical loop::
+
+    agent = DKLAgent(candidates.patches, candidates.positions)
+    while not agent.should_stop:
+        chosen = agent.suggest(q=1)
+        values = [scalarize(acquire_spectrum(candidates.positions[i])) for i in chosen]
+        agent.observe(chosen, values)
+    mean, std = agent.predict()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import typing
+
+import numpy
+import numpy.typing
+
+from . import acquisition as acq
+from .batch import select_batch
+from .calibration import ProspectiveCoverage
+from .calibration import interval_coverage
+from .constraints import exclusion_mask
+from .embedding import PatchEmbedding
+from .posterior import Posterior
+from .stopping import StoppingRule
+from .surrogate import CandidateGP
+
+_NDArray = numpy.typing.NDArray[typing.Any]
+
+AcquisitionName = typing.Literal["log_ei", "ucb", "thompson", "max_uncertainty"]
+
+
+@dataclasses.dataclass
+class AgentConfig:
+    """Settings of a ``DKLAgent``.
+
+    Parameters
+    ----------
+    acquisition : {'thompson', 'log_ei', 'ucb', 'max_uncertainty'}
+        Where to look next: Thompson sampling (default; finds rare high
+        values best in our benchmark), log expected improvement, UCB with a
+        GP-UCB beta schedule, or pure uncertainty (mapping).
+    n_initial : int
+        Measurements chosen before the model is trusted: spread out in the
+        embedding (structurally diverse), not in space.
+    refit_every : int
+        Warm-started hyperparameter update every this many measurements;
+        between updates measurements are folded in at fixed hyperparameters.
+    warm_iterations : int
+        Adam iterations of a warm-started update.
+    full_iterations : int
+        Adam iterations of a fit from default hyperparameters, done when the
+        number of measurements has doubled since the last one.
+    head_dim : int or None
+        Trainable linear projection of the embedding (the deep-kernel head);
+        ``None`` uses the embedding directly with an ARD kernel.
+    latent_dim : int or None
+        PCA reduction of the embedding features (``None`` keeps them all).
+    exclusion_radius : float
+        Pixels around measured and pending probes where no new probe goes.
+    dose_budget : float
+        Total dose allowed (in the units of ``dose_cost``); ``inf`` for none.
+    ucb_scale : float
+        Shrink factor of the GP-UCB beta schedule.
+    thompson_subset : int
+        Candidates in the joint Thompson sample.
+    stop_threshold : float or None
+        Stop when the best acquisition score stays below this ...
+    stop_patience : int
+        ... for this many steps.
+    coverage_window : int
+        Recent measurements used for the prospective coverage.
+    seed : int
+        Seed of all randomness (initial design, Thompson samples, head).
+    """
+
+    acquisition: AcquisitionName = "thompson"
+    n_initial: int = 10
+    refit_every: int = 10
+    warm_iterations: int = 10
+    full_iterations: int = 80
+    head_dim: int | None = None
+    latent_dim: int | None = None
+    exclusion_radius: float = 0.0
+    dose_budget: float = math.inf
+    ucb_scale: float = 0.2
+    thompson_subset: int = 256
+    stop_threshold: float | None = None
+    stop_patience: int = 5
+    coverage_window: int = 50
+    seed: int = 0
+
+
+def diverse_subset(
+    latent: _NDArray, k: int, allowed: _NDArray, rng: numpy.random.Generator, existing: _NDArray | None = None
+) -> _NDArray:
+    """Structurally diverse candidates by k-means++ seeding in the latent space.
+
+    Each new point is drawn with probability proportional to its squared
+    distance from the nearest point already chosen (or measured): spread out
+    like farthest-point sampling, but not drawn only to the rarest outliers.
+
+    Parameters
+    ----------
+    latent : (N, d) ndarray
+        Candidate coordinates.
+    k : int
+        Number of points to pick.
+    allowed : (N,) bool ndarray
+        Candidates that may be picked.
+    rng : numpy.random.Generator
+        Source of randomness.
+    existing : (M,) int ndarray, optional
+        Candidates already measured; new points keep away from them too.
+
+    Returns
+    -------
+    indices : (<= k,) int ndarray
+
+    Examples
+    --------
+    >>> import numpy
+    >>> x = numpy.array([[0.0], [0.1], [5.0], [10.0]])
+    >>> diverse_subset(x, 1, numpy.array([False, True, False, True]), numpy.random.default_rng(0), numpy.array([1])).tolist()
+    [3]
+    """
+    pool = numpy.flatnonzero(allowed)
+    if pool.size == 0 or k <= 0:
+        return numpy.zeros(0, dtype=numpy.int64)
+
+    def squared_distance(index: int) -> _NDArray:
+        return typing.cast(_NDArray, ((latent[pool] - latent[index]) ** 2).sum(axis=1))
+
+    distance = numpy.full(pool.size, numpy.inf)
+    for index in numpy.asarray([] if existing is None else existing, dtype=numpy.int64).tolist():
+        distance = numpy.minimum(distance, squared_distance(index))
+    chosen: list[int] = []
+    while len(chosen) < min(k, pool.size):
+        total = float(distance.sum()) if numpy.all(numpy.isfinite(distance)) else math.inf
+        if not math.isfinite(total) or total <= 0:
+            free = numpy.flatnonzero(numpy.isinf(distance)) if math.isinf(total) else numpy.arange(pool.size)
+            pick = int(rng.choice(free))
+        else:
+            pick = int(rng.choice(pool.size, p=distance / total))
+        chosen.append(int(pool[pick]))
+        distance = numpy.minimum(distance, squared_distance(int(pool[pick])))
+        distance[pick] = 0.0
+    return numpy.asarray(chosen, dtype=numpy.int64)
+
+
+class DKLAgent:
+    """Deep-kernel active learner over survey-patch candidates.
+
+    Parameters
+    ----------
+    patches : (N, P, P) ndarray
+        Candidate survey patches (see ``extract_patches``).
+    positions : (N, 2) ndarray
+        Candidate positions in pixels.
+    config : AgentConfig, optional
+        Settings; defaults to ``AgentConfig()``.
+    dose_cost : (N,) ndarray, optional
+        Dose of one measurement at each candidate (default 1 each).
+    latent : (N, d) ndarray, optional
+        Precomputed candidate features; skips the embedding (used for the
+        GP-on-PCA baseline, or for an embedding trained elsewhere).
+
+    Examples
+    --------
+    >>> import numpy
+    >>> rng = numpy.random.default_rng(0)
+    >>> patches = rng.normal(size=(60, 8, 8))
+    >>> positions = rng.uniform(0, 100, (60, 2))
+    >>> agent = DKLAgent(patches, positions, AgentConfig(n_initial=4))
+    >>> first = agent.suggest(q=2)
+    >>> agent.observe(first, patches[first].mean(axis=(1, 2)))
+    >>> len(agent.measured_indices)
+    2
+    """
+
+    def __init__(
+        self,
+        patches: _NDArray,
+        positions: _NDArray,
+        config: AgentConfig | None = None,
+        *,
+        dose_cost: _NDArray | None = None,
+        latent: _NDArray | None = None,
+    ) -> None:
+        self.config = config if config is not None else AgentConfig()
+        self.positions = numpy.asarray(positions, dtype=numpy.float64)
+        n_candidates = self.positions.shape[0]
+        if self.positions.ndim != 2 or self.positions.shape[1] != 2:
+            raise ValueError(f"positions must have shape (N, 2); got {self.positions.shape}.")
+        started = time.perf_counter()
+        if latent is None:
+            embedding = PatchEmbedding(latent_dim=self.config.latent_dim, seed=self.config.seed)
+            latent = embedding.fit_transform(patches)
+        self.latent = numpy.asarray(latent, dtype=numpy.float64)
+        if self.latent.shape[0] != n_candidates:
+            raise ValueError(f"{self.latent.shape[0]} patches/latent rows but {n_candidates} positions.")
+        self.embedding_seconds = time.perf_counter() - started
+        self.dose_cost = numpy.ones(n_candidates) if dose_cost is None else numpy.asarray(dose_cost, dtype=numpy.float64)
+        if self.dose_cost.shape != (n_candidates,):
+            raise ValueError(f"dose_cost must have shape ({n_candidates},); got {self.dose_cost.shape}.")
+        self.dose_spent = 0.0
+        self._rng = numpy.random.default_rng(self.config.seed)
+        self._gp = CandidateGP(self.latent, head_dim=self.config.head_dim, seed=self.config.seed)
+        self._allowed = numpy.ones(n_candidates, dtype=bool)
+        self._n_at_full_fit = 0
+        self._since_refit = 0
+        self._stopping = StoppingRule(self.config.stop_threshold, self.config.stop_patience)
+        self._prospective = ProspectiveCoverage(self.config.coverage_window)
+        self._observe_seconds = 0.0
+        self.step_timings: list[float] = []
+        """Milliseconds per step: model update of the last ``observe`` plus ``suggest``."""
+
+    # -- state -----------------------------------------------------------------
+
+    @property
+    def n_candidates(self) -> int:
+        return int(self.positions.shape[0])
+
+    @property
+    def measured_indices(self) -> _NDArray:
+        return self._gp.measured_indices
+
+    @property
+    def measured_values(self) -> _NDArray:
+        return self._gp.measured_values
+
+    @property
+    def has_model(self) -> bool:
+        return self._gp.model is not None
+
+    @property
+    def dose_remaining(self) -> float:
+        return self.config.dose_budget - self.dose_spent
+
+    @property
+    def should_stop(self) -> bool:
+        """True when the dose budget cannot pay for any allowed candidate, or the stopping rule fired."""
+        affordable = self._allowed & (self.dose_cost <= self.dose_remaining + 1e-12)
+        return self._stopping.stopped or not affordable.any()
+
+    @property
+    def coverage95(self) -> float:
+        """Leave-one-out coverage of the 95% predictive interval over all measurements (NaN before a model)."""
+        if not self.has_model:
+            return math.nan
+        mean, variance = self._gp.leave_one_out()
+        return interval_coverage(self.measured_values, mean, variance, 0.95)
+
+    @property
+    def prospective_coverage95(self) -> float:
+        """Coverage of 95% intervals predicted just before each recent measurement."""
+        return self._prospective.coverage
+
+    # -- decisions -------------------------------------------------------------
+
+    def posterior(self) -> Posterior:
+        """Current posterior over all candidates (raises before the first model)."""
+        return self._gp.posterior()
+
+    def predict(self) -> tuple[_NDArray, _NDArray]:
+        """Posterior mean and standard deviation of the property at every candidate.
+
+        Returns
+        -------
+        mean, std : (N,) ndarrays
+            Before the first model: the mean of the measurements so far (0
+            without any) and infinite standard deviation.
+        """
+        if not self.has_model:
+            values = self.measured_values
+            level = float(values.mean()) if values.size else 0.0
+            return numpy.full(self.n_candidates, level), numpy.full(self.n_candidates, numpy.inf)
+        posterior = self._gp.posterior()
+        return posterior.mean.copy(), posterior.std
+
+    def _acquisition(self, posterior: Posterior, allowed: _NDArray) -> acq.Acquisition:
+        name = self.config.acquisition
+        if name == "log_ei":
+            return acq.LogExpectedImprovement(acq.noisy_incumbent(posterior, self.measured_indices))
+        if name == "ucb":
+            step = len(self.measured_indices) + 1
+            return acq.UpperConfidenceBound(acq.gp_ucb_beta(step, self.n_candidates, scale=self.config.ucb_scale))
+        if name == "thompson":
+            return acq.ThompsonSampling(self._rng, self.config.thompson_subset, allowed=allowed)
+        if name == "max_uncertainty":
+            return acq.MaxUncertainty()
+        raise ValueError(f"unknown acquisition {name!r}; use one of {typing.get_args(AcquisitionName)}.")
+
+    def suggest(self, q: int = 1, pending: typing.Sequence[int] | _NDArray = ()) -> _NDArray:
+        """Candidates to measure next.
+
+        Parameters
+        ----------
+        q : int
+            Number of probe positions wanted.
+        pending : sequence of int
+            Candidates already requested whose results are not back yet.
+
+        Returns
+        -------
+        indices : (k,) int ndarray
+            ``k <= q`` distinct candidate indices; empty when the dose budget
+            is spent or nothing is allowed.
+        """
+        started = time.perf_counter()
+        pending_indices = numpy.asarray(pending, dtype=numpy.int64).reshape(-1)
+        if not self.has_model:
+            chosen = self._initial_design(q, pending_indices)
+            best_score = math.inf
+        else:
+            posterior = self._gp.posterior()
+            allowed = self._allowed.copy()
+            allowed[pending_indices] = False
+            acquisition = self._acquisition(posterior, allowed)
+            chosen = select_batch(
+                posterior,
+                acquisition,
+                q,
+                self._allowed,
+                pending=pending_indices,
+                positions=self.positions,
+                exclusion_radius=self.config.exclusion_radius,
+                dose_cost=self.dose_cost,
+                dose_remaining=self.dose_remaining - float(self.dose_cost[pending_indices].sum()),
+            )
+            best_score = math.inf
+            if self.config.stop_threshold is not None:
+                # Scored again only when a stopping threshold needs it (a Thompson score is a fresh draw).
+                best_score = float(numpy.max(acquisition(posterior)[chosen])) if chosen.size else -math.inf
+        self._stopping.update(best_score, budget_exhausted=chosen.size == 0)
+        self.step_timings.append(1000.0 * (self._observe_seconds + time.perf_counter() - started))
+        self._observe_seconds = 0.0
+        return chosen
+
+    def _initial_design(self, q: int, pending: _NDArray) -> _NDArray:
+        allowed = self._allowed.copy()
+        allowed[pending] = False
+        if self.config.exclusion_radius > 0 and pending.size:
+            allowed &= exclusion_mask(self.positions, self.positions[pending], self.config.exclusion_radius)
+        allowed &= self.dose_cost <= self.dose_remaining - float(self.dose_cost[pending].sum()) + 1e-12
+        chosen: list[int] = []
+        remaining = self.dose_remaining - float(self.dose_cost[pending].sum())
+        existing = numpy.concatenate([self.measured_indices, pending])
+        for index in diverse_subset(self.latent, max(q, 1) * 4, allowed, self._rng, existing).tolist():
+            if len(chosen) == q:
+                break
+            if self.dose_cost[index] > remaining + 1e-12:
+                continue
+            if self.config.exclusion_radius > 0 and chosen:
+                near = exclusion_mask(self.positions[[index]], self.positions[chosen], self.config.exclusion_radius)
+                if not near[0]:
+                    continue
+            chosen.append(index)
+            remaining -= float(self.dose_cost[index])
+        return numpy.asarray(chosen, dtype=numpy.int64)
+
+    # -- observations ----------------------------------------------------------
+
+    def observe(self, indices: typing.Sequence[int] | _NDArray, values: typing.Sequence[float] | _NDArray) -> None:
+        """Add measured scalar values at candidate indices and update the model.
+
+        Parameters
+        ----------
+        indices : sequence of int
+            Candidates that were measured.
+        values : sequence of float
+            Scalarized measurements, same length as ``indices``.
+        """
+        started = time.perf_counter()
+        index_array = numpy.atleast_1d(numpy.asarray(indices, dtype=numpy.int64))
+        value_array = numpy.atleast_1d(numpy.asarray(values, dtype=numpy.float64))
+        if index_array.shape != value_array.shape:
+            raise ValueError(f"got {index_array.size} indices but {value_array.size} values; pass one value per measured candidate.")
+        if index_array.size and (index_array.min() < 0 or index_array.max() >= self.n_candidates):
+            raise ValueError(f"candidate indices must lie in [0, {self.n_candidates - 1}]; got {index_array.tolist()}.")
+        if not numpy.all(numpy.isfinite(value_array)):
+            raise ValueError("measured values must be finite; drop or repeat failed measurements.")
+        if self.has_model and index_array.size:
+            posterior = self._gp.posterior()
+            for index, value in zip(index_array.tolist(), value_array.tolist()):
+                self._prospective.record(value, posterior.mean[index], posterior.variance[index] + posterior.noise_variance)
+        self._gp.add(index_array, value_array)
+        self._allowed[index_array] = False
+        if self.config.exclusion_radius > 0 and index_array.size:
+            self._allowed &= exclusion_mask(self.positions, self.positions[index_array], self.config.exclusion_radius)
+        self.dose_spent += float(self.dose_cost[index_array].sum())
+        self._since_refit += int(index_array.size)
+        n = self._gp.n_measured
+        if n >= max(self.config.n_initial, 2):
+            if not self.has_model or n >= 2 * self._n_at_full_fit:
+                self._gp.refit(full=True, iterations=self.config.full_iterations)
+                self._n_at_full_fit = n
+                self._since_refit = 0
+            elif self._since_refit >= self.config.refit_every:
+                self._gp.refit(full=False, iterations=self.config.warm_iterations)
+                self._since_refit = 0
+        self._observe_seconds += time.perf_counter() - started

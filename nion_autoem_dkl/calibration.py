@@ -1,0 +1,81 @@
+"""Is the model honest about its uncertainty? Interval coverage of measurements."""
+
+from __future__ import annotations
+
+import collections
+import math
+import typing
+
+import numpy
+import numpy.typing
+import scipy.special
+
+_NDArray = numpy.typing.NDArray[typing.Any]
+
+
+def interval_coverage(values: _NDArray, mean: _NDArray, variance: _NDArray, level: float = 0.95) -> float:
+    """Fraction of ``values`` inside the central ``level`` predictive interval.
+
+    Parameters
+    ----------
+    values : (n,) ndarray
+        Measured (or true) values.
+    mean, variance : (n,) ndarrays
+        Predictive mean and variance for each value (include the noise
+        variance when ``values`` are noisy measurements).
+    level : float
+        Interval probability, e.g. 0.95.
+
+    Returns
+    -------
+    coverage : float
+        NaN when there are no values. A calibrated model gives about ``level``.
+
+    Examples
+    --------
+    >>> import numpy
+    >>> interval_coverage(numpy.array([0.0, 3.0]), numpy.zeros(2), numpy.ones(2))
+    0.5
+    """
+    observed = numpy.asarray(values, dtype=numpy.float64)
+    if observed.size == 0:
+        return math.nan
+    half_width = math.sqrt(2.0) * float(scipy.special.erfinv(level)) * numpy.sqrt(numpy.clip(variance, 0, None))
+    return float(numpy.mean(numpy.abs(observed - numpy.asarray(mean)) <= half_width))
+
+
+class ProspectiveCoverage:
+    """Coverage of predictions made *before* each measurement, over a sliding window.
+
+    Unlike leave-one-out coverage this also reflects the hyperparameters
+    having been fitted without the point, but it is biased by the choice of
+    where to measure (an optimiser measures where the model is optimistic).
+
+    Parameters
+    ----------
+    window : int
+        Number of most recent measurements used.
+    level : float
+        Interval probability.
+
+    Examples
+    --------
+    >>> tracker = ProspectiveCoverage(window=2)
+    >>> tracker.record(0.0, 0.0, 1.0); tracker.record(5.0, 0.0, 1.0)
+    >>> tracker.coverage
+    0.5
+    """
+
+    def __init__(self, window: int = 50, level: float = 0.95) -> None:
+        self.level = level
+        self._records: collections.deque[tuple[float, float, float]] = collections.deque(maxlen=window)
+
+    def record(self, value: float, mean: float, variance: float) -> None:
+        self._records.append((float(value), float(mean), float(variance)))
+
+    @property
+    def coverage(self) -> float:
+        if not self._records:
+            return math.nan
+        records = numpy.asarray(self._records)
+        return interval_coverage(records[:, 0], records[:, 1], records[:, 2], self.level)

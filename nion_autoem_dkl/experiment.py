@@ -1,0 +1,268 @@
+"""DKL active spectroscopy as a runner policy: survey, then spectra where they matter.
+
+The policy speaks the action language of :mod:`nion_autoem.actions`: one
+:class:`~nion_autoem.actions.Survey`, then batches of
+:class:`~nion_autoem.actions.Acquire` at the candidates the :class:`DKLAgent`
+suggests.  Every spectrum is scalarized and fed back; the maps (prediction,
+uncertainty, acquisition), the stack of measured signals, the exploration path
+and the convergence curve are published as products after each batch.
+
+The agent itself knows nothing of microscopes; this module only translates
+between candidate indices and scan-field positions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import numpy
+import numpy.typing
+from nion.data import Calibration
+from nion.data import DataAndMetadata
+
+from nion_autoem import xdata as xdata_builders
+from nion_autoem.actions import Acquire
+from nion_autoem.actions import Action
+from nion_autoem.actions import Observation
+from nion_autoem.actions import Survey
+from nion_autoem.geometry import ScanFrame
+from nion_autoem.policy import Product
+from nion_autoem.policy import RunContext
+from nion_autoem_dkl import acquisition as acq
+from nion_autoem_dkl.agent import AgentConfig
+from nion_autoem_dkl.agent import DKLAgent
+from nion_autoem_dkl.candidates import extract_patches
+from nion_autoem_dkl.scalarizers import BandIntegral
+
+_NDArray = numpy.typing.NDArray[typing.Any]
+
+SignalScalarizer = typing.Callable[[_NDArray], float]
+"""A function of the measured signal (spectrum or camera frame) alone."""
+
+AxisScalarizer = typing.Callable[[tuple[float, float]], SignalScalarizer]
+"""Builds a :data:`SignalScalarizer` once the energy axis (offset, scale) is known."""
+
+
+def band_integral(band_eV: tuple[float, float]) -> AxisScalarizer:
+    """Integrated intensity in an energy band, on whatever axis the spectrometer reports.
+
+    Examples
+    --------
+    >>> make = band_integral((1.0, 3.0))
+    >>> make((0.0, 1.0))(numpy.ones(5))
+    2.0
+    """
+    return lambda axis: BandIntegral(axis, band_eV)
+
+
+@dataclasses.dataclass(frozen=True)
+class DKLSettings:
+    """What a DKL experiment measures and how it chooses.
+
+    Parameters
+    ----------
+    patch_size : int
+        Side of the survey patch around each candidate, in survey pixels.
+    stride : int
+        Spacing of the candidate grid, in survey pixels.
+    normalization : {'global', 'patch', 'none'}
+        Patch normalisation before the embedding.
+    detector : {'eels', 'ronchigram'}
+        What is measured at each candidate.
+    exposure_ms : float
+        Exposure per measurement.
+    batch_size : int
+        Candidates measured per decision (q).
+    max_measurements : int
+        Stop after this many.
+    survey_frame : ScanFrame or None
+        Frame to survey; None keeps the current one.
+    pixel_time_us : float or None
+        Survey pixel time.
+    """
+
+    patch_size: int = 16
+    stride: int = 4
+    normalization: str = "global"
+    detector: str = "eels"
+    exposure_ms: float = 20.0
+    batch_size: int = 1
+    max_measurements: int = 100
+    survey_frame: ScanFrame | None = None
+    pixel_time_us: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.detector not in ("eels", "ronchigram"):
+            raise ValueError(f"detector must be 'eels' or 'ronchigram', got {self.detector!r}")
+        if self.batch_size < 1 or self.max_measurements < 1:
+            raise ValueError(f"batch_size and max_measurements must be >= 1, got {self.batch_size} and {self.max_measurements}")
+        if self.patch_size < 3 or self.stride < 1:
+            raise ValueError(f"patch_size must be >= 3 px and stride >= 1 px, got {self.patch_size} and {self.stride}")
+
+
+class DKLSpectroscopy:
+    """Deep-kernel active spectroscopy on a survey's local structure.
+
+    Parameters
+    ----------
+    scalarizer : callable
+        Either a :data:`SignalScalarizer` (signal -> float; e.g.
+        ``CenterOfMassMagnitude()`` for camera frames) or, with
+        ``calibrated=True``, an :data:`AxisScalarizer` that receives the
+        spectrum's energy axis first (e.g. ``band_integral((1.0, 2.5))``).
+    settings : DKLSettings
+        Candidates, detector, exposure, batch size, budget.
+    agent_config : AgentConfig
+        Acquisition function, refits, exclusion radius, seed, ...
+    calibrated : bool
+        Whether ``scalarizer`` needs the energy axis.
+
+    Examples
+    --------
+    >>> policy = DKLSpectroscopy(band_integral((1.0, 2.5)), DKLSettings(max_measurements=50))  # doctest: +SKIP
+    >>> ExperimentRunner(SwiftMicroscope(), policy, run_dir="runs/dkl").run()  # doctest: +SKIP
+    """
+
+    name = "dkl-spectroscopy"
+
+    def __init__(self, scalarizer: SignalScalarizer | AxisScalarizer, settings: DKLSettings | None = None, agent_config: AgentConfig | None = None,
+                 *, calibrated: bool = True) -> None:
+        self.settings = settings or DKLSettings()
+        self.agent_config = agent_config or AgentConfig()
+        self.__make_scalarizer = scalarizer if calibrated else None
+        self.__scalarizer: SignalScalarizer | None = None if calibrated else typing.cast(SignalScalarizer, scalarizer)
+        self.agent: DKLAgent | None = None
+        self.frame: ScanFrame | None = None
+        self.__survey: DataAndMetadata.DataAndMetadata | None = None
+        self.__positions_nm: _NDArray = numpy.zeros((0, 2))
+        self.__grid_shape: tuple[int, int] | None = None
+        self.__pending: list[int] = []
+        self.__signals: list[_NDArray] = []
+        self.__signal_calibrations: list[Calibration.Calibration] = []
+        self.measured: list[int] = []
+        self.values: list[float] = []
+
+    @property
+    def model_version(self) -> str:
+        n = len(self.values)
+        return f"dkl/{self.agent_config.acquisition}/n{n}"
+
+    @property
+    def parameters(self) -> dict[str, typing.Any]:
+        settings = dataclasses.asdict(self.settings)
+        settings["survey_frame"] = self.settings.survey_frame.to_dict() if self.settings.survey_frame else None
+        return {"settings": settings, "agent": dataclasses.asdict(self.agent_config)}
+
+    def fraction_done(self) -> float | None:
+        return min(len(self.values) / self.settings.max_measurements, 1.0)
+
+    @property
+    def signals(self) -> list[_NDArray]:
+        """Every measured signal, in order; re-scalarize them with :func:`scalarize_all`."""
+        return list(self.__signals)
+
+    # -- decisions -------------------------------------------------------------
+
+    def decide(self, context: RunContext) -> typing.Sequence[Action]:
+        if self.agent is None:
+            return [Survey(self.settings.survey_frame, pixel_time_us=self.settings.pixel_time_us)]
+        remaining = self.settings.max_measurements - len(self.values)
+        if remaining <= 0 or self.agent.should_stop:
+            return []
+        chosen = self.agent.suggest(q=min(self.settings.batch_size, remaining))
+        self.__pending = [int(i) for i in chosen]
+        return [Acquire((float(self.__positions_nm[i, 0]), float(self.__positions_nm[i, 1])), self.settings.exposure_ms, self.settings.detector,
+                        label=f"measurement {len(self.values) + k + 1}") for k, i in enumerate(self.__pending)]
+
+    def observe(self, observation: Observation, context: RunContext) -> dict[str, typing.Any]:
+        measurement = observation.measurement
+        if measurement.kind == "survey":
+            return self.__start(measurement.xdata, measurement.frame, context)
+        if self.agent is None or not self.__pending:
+            raise RuntimeError("a measurement arrived that the DKL policy did not ask for")
+        index = self.__pending.pop(0)
+        signal = numpy.asarray(measurement.xdata.data, dtype=float)
+        value = self.__scalarize(measurement.xdata)
+        self.agent.observe([index], [value])
+        self.__signals.append(signal)
+        self.__signal_calibrations = list(measurement.xdata.dimensional_calibrations)
+        self.measured.append(index)
+        self.values.append(value)
+        if not self.__pending:
+            self.__publish(context)
+        return {"candidate": index, "value": value, "best": max(self.values), "coverage95": self.agent.coverage95 if self.agent.has_model else None,
+                "step_ms": self.agent.step_timings[-1] if self.agent.step_timings else None}
+
+    def __scalarize(self, xdata: DataAndMetadata.DataAndMetadata) -> float:
+        if self.__scalarizer is None:
+            assert self.__make_scalarizer is not None
+            energy = xdata.dimensional_calibrations[-1]
+            make = typing.cast(AxisScalarizer, self.__make_scalarizer)
+            self.__scalarizer = make((energy.offset, energy.scale))
+        value = float(self.__scalarizer(numpy.asarray(xdata.data, dtype=float)))
+        if not numpy.isfinite(value):
+            raise ValueError(f"the scalarizer returned {value} for measurement {len(self.values) + 1}; it must return a finite number")
+        return value
+
+    def __start(self, survey: DataAndMetadata.DataAndMetadata, frame: ScanFrame | None, context: RunContext) -> dict[str, typing.Any]:
+        assert frame is not None
+        image = numpy.asarray(survey.data, dtype=float)
+        candidates = extract_patches(image, self.settings.patch_size, stride=self.settings.stride, normalization=typing.cast(typing.Any, self.settings.normalization))
+        rows = numpy.unique(candidates.positions[:, 0])
+        cols = numpy.unique(candidates.positions[:, 1])
+        self.__grid_shape = (len(rows), len(cols)) if len(rows) * len(cols) == len(candidates) else None
+        self.frame = frame
+        self.__survey = survey
+        self.__positions_nm = frame.pixel_to_nm(candidates.positions)
+        self.agent = DKLAgent(candidates.patches, candidates.positions, self.agent_config)
+        self.__publish(context)
+        return {"candidates": len(candidates), "embedding_s": round(self.agent.embedding_seconds, 3)}
+
+    # -- products ----------------------------------------------------------------
+
+    def __map_xdata(self, values: _NDArray, units: str) -> DataAndMetadata.DataAndMetadata | None:
+        """Candidate values as an image on the candidate grid, calibrated in nm."""
+        if self.__grid_shape is None or self.frame is None:
+            return None
+        grid = values.reshape(self.__grid_shape)
+        stride_nm = self.settings.stride * self.frame.pixel_size_nm
+        first = self.frame.pixel_to_nm((self.settings.patch_size // 2, self.settings.patch_size // 2))
+        calibrations = [Calibration.Calibration(float(first[0]) - stride_nm / 2, stride_nm, "nm"), Calibration.Calibration(float(first[1]) - stride_nm / 2, stride_nm, "nm")]
+        return DataAndMetadata.new_data_and_metadata(grid, intensity_calibration=Calibration.Calibration(units=units), dimensional_calibrations=calibrations)
+
+    def acquisition_map(self) -> _NDArray | None:
+        """The acquisition score over all candidates (UCB for Thompson, as a stable stand-in)."""
+        if self.agent is None or not self.agent.has_model:
+            return None
+        posterior = self.agent.posterior()
+        if self.agent_config.acquisition == "log_ei":
+            return acq.log_expected_improvement(posterior.mean, posterior.std, acq.noisy_incumbent(posterior, self.agent.measured_indices))
+        if self.agent_config.acquisition == "max_uncertainty":
+            return posterior.std
+        beta = acq.gp_ucb_beta(len(self.values) + 1, self.agent.n_candidates, scale=self.agent_config.ucb_scale)
+        return acq.upper_confidence_bound(posterior.mean, posterior.std, beta)
+
+    def __publish(self, context: RunContext) -> None:
+        assert self.frame is not None and self.__survey is not None and self.agent is not None
+        path = self.frame.nm_to_fraction(self.__positions_nm[self.measured]) if self.measured else numpy.zeros((0, 2))
+        context.publish(Product("survey", "DKL exploration path", self.__survey, points=tuple((float(y), float(x)) for y, x in path),
+                                labels=tuple(str(i + 1) for i in range(len(self.measured)))))
+        if self.agent.has_model:
+            mean, std = self.agent.predict()
+            for key, title, values in (("prediction", "DKL prediction", mean), ("uncertainty", "DKL uncertainty (1σ)", std),
+                                       ("acquisition", f"DKL acquisition ({self.agent_config.acquisition})", self.acquisition_map())):
+                if values is not None and (xd := self.__map_xdata(numpy.asarray(values, dtype=float), "")) is not None:
+                    context.publish(Product(key, title, xd))
+        if self.__signals:
+            stack = numpy.stack(self.__signals)
+            calibrations = [Calibration.Calibration(units="measurement")] + self.__signal_calibrations
+            descriptor = DataAndMetadata.DataDescriptor(False, 1, stack.ndim - 1)
+            metadata = {"nion_autoem": {"positions_nm": self.__positions_nm[self.measured].tolist(), "values": list(self.values)}}
+            context.publish(Product("signals", f"DKL measured {'spectra' if self.settings.detector == 'eels' else 'frames'}",
+                                    DataAndMetadata.new_data_and_metadata(stack, intensity_calibration=Calibration.Calibration(units="counts"),
+                                                                          dimensional_calibrations=calibrations, metadata=metadata, data_descriptor=descriptor)))
+            best_so_far = numpy.maximum.accumulate(numpy.asarray(self.values))
+            context.publish(Product("convergence", "DKL best value so far",
+                                    xdata_builders.line_xdata(best_so_far, "measurement", metadata={"nion_autoem": {"values": list(self.values)}})))
+
