@@ -32,15 +32,43 @@ PANEL_ID = "nion-autoem-experiment-panel"
 
 
 @dataclasses.dataclass(frozen=True)
+class PanelParameters:
+    """What the panel's fields say; each experiment takes what it needs."""
+
+    points: int
+    exposure_ms: float
+    band_eV: tuple[float, float]
+    acquisition: str
+    patch_size: int
+
+
+@dataclasses.dataclass(frozen=True)
 class ExperimentChoice:
     """An experiment the panel offers: a title and how to build its policy."""
 
     title: str
-    make_policy: typing.Callable[[int, float], Policy]
+    make_policy: typing.Callable[[PanelParameters], Policy]
 
+
+def _point_spectroscopy(p: PanelParameters) -> Policy:
+    return PointSpectroscopy(points=p.points, exposure_ms=p.exposure_ms, band_eV=p.band_eV)
+
+
+def _dkl_spectroscopy(p: PanelParameters) -> Policy:
+    # imported here so the panel loads even if torch is slow to import
+    from nion_autoem_dkl.agent import AgentConfig
+    from nion_autoem_dkl.experiment import DKLSettings
+    from nion_autoem_dkl.experiment import DKLSpectroscopy
+    from nion_autoem_dkl.experiment import band_integral
+    return DKLSpectroscopy(band_integral(p.band_eV), DKLSettings(patch_size=p.patch_size, stride=max(p.patch_size // 4, 1), exposure_ms=p.exposure_ms,
+                                                                 max_measurements=p.points), AgentConfig(acquisition=typing.cast(typing.Any, p.acquisition)))
+
+
+ACQUISITIONS = ["thompson", "log_ei", "ucb", "max_uncertainty"]
 
 EXPERIMENTS: list[ExperimentChoice] = [
-    ExperimentChoice(_("Point spectroscopy (survey → features → EELS)"), lambda points, exposure_ms: PointSpectroscopy(points=points, exposure_ms=exposure_ms)),
+    ExperimentChoice(_("Point spectroscopy (survey → features → EELS)"), _point_spectroscopy),
+    ExperimentChoice(_("DKL active spectroscopy (structure → spectrum)"), _dkl_spectroscopy),
 ]
 
 
@@ -55,7 +83,11 @@ class ExperimentPanelController(Declarative.Handler):
         self.experiment_index = Model.PropertyModel(0)
         self.points = Model.PropertyModel(8)
         self.exposure_ms = Model.PropertyModel(20.0)
-        self.max_steps = Model.PropertyModel(100)
+        self.max_steps = Model.PropertyModel(500)
+        self.band_low_eV = Model.PropertyModel(5.0)
+        self.band_high_eV = Model.PropertyModel(40.0)
+        self.acquisition_index = Model.PropertyModel(0)
+        self.patch_size = Model.PropertyModel(16)
         self.status = Model.PropertyModel(_("Idle. Choose an experiment and press Start."))
         self.percent = Model.PropertyModel(0)
         self.pause_text = Model.PropertyModel(_("Pause"))
@@ -65,6 +97,10 @@ class ExperimentPanelController(Declarative.Handler):
             u.create_row(u.create_label(text=_("Points")), u.create_line_edit(text="@binding(points.value, converter=int_converter)", width=60),
                          u.create_label(text=_("Exposure (ms)")), u.create_line_edit(text="@binding(exposure_ms.value, converter=float_converter)", width=60),
                          u.create_label(text=_("Max steps")), u.create_line_edit(text="@binding(max_steps.value, converter=int_converter)", width=60), u.create_stretch(), spacing=8),
+            u.create_row(u.create_label(text=_("Band (eV)")), u.create_line_edit(text="@binding(band_low_eV.value, converter=float_converter)", width=60),
+                         u.create_line_edit(text="@binding(band_high_eV.value, converter=float_converter)", width=60),
+                         u.create_label(text=_("Acquisition")), u.create_combo_box(items=ACQUISITIONS, current_index="@binding(acquisition_index.value)"),
+                         u.create_label(text=_("Patch (px)")), u.create_line_edit(text="@binding(patch_size.value, converter=int_converter)", width=50), u.create_stretch(), spacing=8),
             u.create_row(u.create_push_button(text=_("Start"), on_clicked="start"), u.create_push_button(text="@binding(pause_text.value)", on_clicked="toggle_pause"),
                          u.create_push_button(text=_("Stop"), on_clicked="stop"), u.create_stretch(), spacing=8),
             u.create_progress_bar(value="@binding(percent.value)", minimum=0, maximum=100),
@@ -92,9 +128,11 @@ class ExperimentPanelController(Declarative.Handler):
             self.status.value = _("An experiment is already running; stop it first.")
             return
         try:
-            points, exposure_ms, max_steps = int(self.points.value or 0), float(self.exposure_ms.value or 0), int(self.max_steps.value or 0)
-            choice = EXPERIMENTS[self.experiment_index.value or 0]
-            policy = choice.make_policy(points, exposure_ms)
+            parameters = PanelParameters(int(self.points.value or 0), float(self.exposure_ms.value or 0),
+                                         (float(self.band_low_eV.value or 0), float(self.band_high_eV.value or 0)),
+                                         ACQUISITIONS[self.acquisition_index.value or 0], int(self.patch_size.value or 0))
+            max_steps = int(self.max_steps.value or 0)
+            policy = EXPERIMENTS[self.experiment_index.value or 0].make_policy(parameters)
             self.runner = start_experiment(policy, document_controller=self.__document_controller, budget=Budget(max_steps=max_steps))
         except Exception as e:  # bad parameters or no instrument: say so in the panel
             self.status.value = f"{_('Cannot start')}: {e}"

@@ -6,6 +6,7 @@ import pathlib
 import time
 import typing
 
+import pytest
 from nion.swift import Panel
 from nion.ui import Declarative
 
@@ -23,13 +24,15 @@ def test_extension_registers_and_removes_the_panel() -> None:
     assert panel.PANEL_ID not in Panel.PanelManager().panel_ids
 
 
-def test_panel_runs_an_experiment_and_reports_progress(usim_session: typing.Any, tmp_path: pathlib.Path, monkeypatch: typing.Any) -> None:
+@pytest.mark.parametrize("experiment, product", [(0, "Measured spectra"), (1, "DKL prediction")])
+def test_panel_runs_an_experiment_and_reports_progress(usim_session: typing.Any, tmp_path: pathlib.Path, monkeypatch: typing.Any, experiment: int, product: str) -> None:
     monkeypatch.setenv("NION_AUTOEM_RUNS", str(tmp_path / "runs"))
     dc = usim_session.document_controller
     controller = panel.ExperimentPanelController(dc)
     widget = Declarative.DeclarativeWidget(dc.ui, dc.event_loop, controller)
     try:
-        controller.points.value = 4
+        controller.experiment_index.value = experiment
+        controller.points.value = 12
         controller.exposure_ms.value = 10.0
         controller.start()
         runner = controller.runner
@@ -42,7 +45,7 @@ def test_panel_runs_an_experiment_and_reports_progress(usim_session: typing.Any,
         assert controller.percent.value == 100
         assert "finished" in controller.status.value
         assert (tmp_path / "runs" / runner.run_id / "journal.jsonl").exists()
-        assert any("Measured spectra" in (d.title or "") for d in usim_session.document_model.data_items)
+        assert any(product in (d.title or "") for d in usim_session.document_model.data_items)
     finally:
         widget.close()
 
