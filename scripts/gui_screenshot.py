@@ -80,13 +80,17 @@ def show_panels(document_controller: DocumentController.DocumentController) -> l
     return shown
 
 
-def start_scan() -> bool:
+def start_scan(fov_nm: float | None = None) -> bool:
     """Start usim's scan so the display shows a live image; False when usim is absent."""
     from nion.instrumentation import HardwareSource
 
     hardware_source = HardwareSource.HardwareSourceManager().get_hardware_source_for_hardware_source_id(SCAN_DEVICE_ID)
     if hardware_source is None:
         return False
+    if fov_nm is not None:
+        frame_parameters = hardware_source.get_current_frame_parameters()
+        frame_parameters.fov_nm = fov_nm
+        hardware_source.set_current_frame_parameters(frame_parameters)
     hardware_source.start_playing()
     return True
 
@@ -111,6 +115,7 @@ def parse_args(argv: typing.Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--profile-dir", type=pathlib.Path, required=True, help="throwaway folder for Profile.nsproj and its project")
     parser.add_argument("--ready-file", type=pathlib.Path, required=True, help="written when the window is ready to be captured")
     parser.add_argument("--scan", action=argparse.BooleanOptionalAction, default=True, help="start usim's scan first (default: yes)")
+    parser.add_argument("--fov-nm", type=float, default=None, help="scan field of view (default: leave usim's)")
     parser.add_argument("--settle", type=float, default=8.0, help="seconds between opening the window and writing --ready-file")
     parser.add_argument("--quit-after", type=float, default=90.0, help="seconds after which the application exits by itself")
     return parser.parse_args(argv)
@@ -147,7 +152,7 @@ def main(argv: typing.Sequence[str]) -> int:
             logging.info("gui_screenshot: showing panels %s", show_panels(document_controller))
             event_loop = document_controller.event_loop
             if args.scan:
-                if start_scan():
+                if start_scan(args.fov_nm):
                     # The live data item appears with the first frame; show it a little later.
                     event_loop.call_later(max(1.0, args.settle / 2), show_live_image, document_controller)
                 else:

@@ -9,6 +9,7 @@
 #   GUI_SCAN=0    show the UI only, without starting usim's scan.
 #   GUI_SETTLE=S  seconds to let the window settle before the picture (default 8).
 #   GUI_SIZE=WxH  virtual screen size (default 1600x1000).
+#   GUI_FOV_NM=F  scan field of view in nm (default 6: atomic columns of the MoS2 twin).
 #
 # Installs (only what is missing, needs root for apt): xvfb, imagemagick and the X/GL
 # libraries Qt's xcb platform plug-in loads; PySide6-Essentials.  Recipe: shared/NION_NOTES.md,
@@ -118,7 +119,7 @@ scan_flag="--scan"
 [[ "$scan" == "0" ]] && scan_flag="--no-scan"
 ready_file="$work_dir/ready"
 "$python" scripts/gui_screenshot.py --profile-dir "$work_dir/profile" --ready-file "$ready_file" \
-    "$scan_flag" --settle "$settle" --quit-after $((ready_timeout_s + 30)) >"$work_dir/swift.log" 2>&1 &
+    "$scan_flag" --fov-nm "${GUI_FOV_NM:-6}" --settle "$settle" --quit-after $((ready_timeout_s + 30)) >"$work_dir/swift.log" 2>&1 &
 swift_pid=$!
 
 for _ in $(seq 1 $((ready_timeout_s * 2))); do

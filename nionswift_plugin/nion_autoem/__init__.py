@@ -1,8 +1,10 @@
-"""Swift discovers nion-autoem here: the extension registers the panels, nothing else."""
+"""Swift discovers nion-autoem here: the extension registers the panels; run() adds the digital twins."""
 
 from __future__ import annotations
 
 import typing
+
+from nion.utils import Registry
 
 from nion_autoem.swift import panel
 
@@ -17,3 +19,12 @@ class AutonomousExperimentExtension:
 
     def close(self) -> None:
         panel.unregister_panel()
+
+
+def run() -> None:
+    """Give the simulated microscope our digital-twin samples; leave a real microscope alone."""
+    from nion_autoem.twin import usim
+
+    stem = Registry.get_component("stem_controller")
+    if stem is not None and getattr(stem, "instrument_id", None) == usim.INSTRUMENT_ID:
+        usim.install_in_swift(sample="mos2")

@@ -1,0 +1,136 @@
+"""The pure twin models, without Swift."""
+
+from __future__ import annotations
+
+import numpy
+import pytest
+from skimage.registration import phase_cross_correlation
+
+from nion_autoem.geometry import ScanFrame
+from nion_autoem.twin import lattice
+from nion_autoem.twin.clock import SimulatedClock
+from nion_autoem.twin.clock import StageDrift
+from nion_autoem.twin.damage import KnockOnModel
+from nion_autoem.twin.mos2 import MoS2Sample
+from nion_autoem.twin.sample import ProbeConditions
+
+
+def _twin(seed: int, **kwargs: object) -> MoS2Sample:
+    return MoS2Sample(lattice.mos2_flake(4.0, seed=seed), seed=seed, **kwargs)  # type: ignore[arg-type]
+
+
+def test_same_seed_same_frames_and_damage() -> None:
+    frame = ScanFrame((128, 128), 3.0)
+    runs = []
+    for _ in range(2):
+        twin = _twin(7)
+        images = [twin.render_frame(frame, 50.0, ProbeConditions())["HAADF"] for _ in range(2)]
+        runs.append((images, twin.damage_events))
+    assert all(numpy.array_equal(a, b) for a, b in zip(runs[0][0], runs[1][0]))
+    assert runs[0][1] == runs[1][1]
+    assert len(runs[0][1]) > 0
+    other = _twin(8).render_frame(frame, 50.0, ProbeConditions())["HAADF"]
+    assert not numpy.array_equal(other, runs[0][0][0])
+
+
+def test_dose_follows_current_and_blanking() -> None:
+    twin = _twin(1)
+    frame = ScanFrame((64, 64), 2.0)
+    twin.render_frame(frame, 10.0, ProbeConditions(100e-12))
+    dose_100 = twin.ground_truth().dose_e_per_A2.max()
+    twin.render_frame(frame, 10.0, ProbeConditions(100e-12, blanked=True))
+    assert twin.ground_truth().dose_e_per_A2.max() == pytest.approx(dose_100)
+    twin.render_frame(frame, 10.0, ProbeConditions(200e-12))
+    assert twin.ground_truth().dose_e_per_A2.max() == pytest.approx(3 * dose_100)
+    # 100 pA for 10 us per (2 nm / 64)^2 pixel
+    expected = 100e-12 / 1.602176634e-19 * 10e-6 / (2.0 / 64) ** 2 / 100
+    assert dose_100 == pytest.approx(expected, rel=1e-6)
+
+
+def test_clock_advances_by_acquisition_time_and_drift_moves_a_parked_probe() -> None:
+    clock = SimulatedClock()
+    twin = _twin(2, drift=StageDrift((0.0, 2.0)), clock=clock, knock_on=KnockOnModel(0.0, 0.0))
+    twin.render_frame(ScanFrame((100, 200), 2.0), 5.0, ProbeConditions())
+    assert clock.now_s == pytest.approx(100 * 200 * 5e-6)
+    truth = twin.ground_truth()
+    metal = int(numpy.argmin(numpy.linalg.norm(truth.position_nm, axis=1) + 1e9 * (truth.column_class != lattice.MO)))
+    start = truth.position_nm[metal]
+    # Parked on the column, the sample drifts away at 2 nm/s: after 0.1 s the probe is 0.2 nm off.
+    trace = twin.dwell(numpy.repeat(start[numpy.newaxis], 1000, axis=0), 1e-4, ProbeConditions())["HAADF"]
+    assert trace[:50].mean() > 3 * trace[-50:].mean()
+    assert twin.ground_truth().position_nm[metal][1] == pytest.approx(start[1] + 0.2, abs=1e-6)
+
+
+def test_raster_drift_shears_the_frame() -> None:
+    frame = ScanFrame((128, 128), 3.0)
+    still = _twin(3, line_jitter_nm=0.0, knock_on=KnockOnModel(0.0, 0.0))
+    moving = _twin(3, line_jitter_nm=0.0, knock_on=KnockOnModel(0.0, 0.0), drift=StageDrift((0.0, 0.5)))
+    a = still.render_frame(frame, 20.0, ProbeConditions())["HAADF"].astype(float)
+    b = moving.render_frame(frame, 20.0, ProbeConditions())["HAADF"].astype(float)
+    # 0.5 nm/s over a 0.33 s frame: the bottom strip sits ~0.14 nm (6 px) further right, the top one ~1 px.
+    top = phase_cross_correlation(a[:32], b[:32], upsample_factor=4)[0]
+    bottom = phase_cross_correlation(a[-32:], b[-32:], upsample_factor=4)[0]
+    assert abs(top[1]) < 2.0
+    assert 3.5 < abs(bottom[1]) < 9.0
+
+
+def test_bad_arguments_say_what_would_be_right() -> None:
+    with pytest.raises(ValueError, match="probe_sigma_nm"):
+        MoS2Sample(probe_sigma_nm=0.0)
+    with pytest.raises(ValueError, match="pixel_time_us"):
+        _twin(0).render_frame(ScanFrame((8, 8), 1.0), 0.0, ProbeConditions())
+    with pytest.raises(ValueError, match="fraction"):
+        lattice.mos2_flake(3.0, se_fraction=2.0)
+
+
+def test_dopants_and_grain_boundary() -> None:
+    flake = lattice.mos2_flake(6.0, seed=0, se_fraction=0.1, w_fraction=0.1, grain_boundary_tilt_rad=0.23)
+    species = set(flake.species())
+    assert {"W", "Mo", "S2"} <= species
+    assert any("Se" in s for s in species)
+    assert set(numpy.unique(flake.grain).tolist()) == {0, 1}
+    d = numpy.linalg.norm(flake.position_nm[:, numpy.newaxis] - flake.position_nm[numpy.newaxis], axis=-1)
+    numpy.fill_diagonal(d, numpy.inf)
+    assert d.min() > 0.15
+
+
+def test_vacancy_migrates_under_a_parked_probe_at_high_dose() -> None:
+    twin = _twin(5, knock_on=KnockOnModel(s_cross_section_barn=0.0, se_cross_section_barn=0.0, migration_cross_section_barn=2.0))
+    columns = twin.columns
+    centre = numpy.linalg.norm(columns.position_nm, axis=1) < 1.0
+    target = int(numpy.flatnonzero(centre & (columns.column_class == lattice.S2))[0])
+    columns.z_atoms[target] = (lattice.Z_S, 0)  # make it an S1 vacancy site
+    atoms_before = int(columns.atom_count.sum())
+    position = twin.ground_truth().position_nm[target]
+    for _ in range(20):
+        twin.dwell(numpy.repeat(position[numpy.newaxis], 100, axis=0), 1e-3, ProbeConditions())
+        if twin.damage_events:
+            break
+    events = twin.damage_events
+    assert events and events[0].kind == "migration" and events[0].to_column_id == target
+    assert (events[0].before, events[0].after) == ("S2", "S1")
+    assert int(columns.atom_count.sum()) == atoms_before
+    assert columns.column_class[target] == lattice.S2
+
+
+def test_parked_trace_switches_at_the_sample_of_the_ejection() -> None:
+    twin = _twin(6, knock_on=KnockOnModel(s_cross_section_barn=1.0), line_jitter_nm=0.0)
+    truth = twin.ground_truth()
+    column = int(numpy.flatnonzero((truth.column_class == lattice.S2) & (numpy.linalg.norm(truth.position_nm, axis=1) < 1.0))[0])
+    position = truth.position_nm[column]
+    sample_s = 1e-3
+    for _ in range(20):
+        start_s = twin.clock.now_s
+        trace = twin.dwell(numpy.repeat(position[numpy.newaxis], 400, axis=0), sample_s, ProbeConditions())["HAADF"]
+        events = [e for e in twin.damage_events if e.column_id == column]
+        if events:
+            break
+    assert events, "no ejection within 8 s of dwell"
+    index = int((events[0].time_s - start_s) / sample_s)
+    if index < 5 or index > 394 or (len(events) > 1 and events[1].time_s - events[0].time_s < 10 * sample_s):
+        pytest.skip("event too close to the trace ends to judge the step")
+    high, low = trace[:index].mean(), trace[index + 1:index + 10].mean()
+    assert low < 0.8 * high
+    threshold = (high + low) / 2
+    below = numpy.flatnonzero(trace < threshold)
+    assert below[0] in (index, index + 1)
