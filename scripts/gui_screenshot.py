@@ -83,8 +83,9 @@ def show_panels(document_controller: DocumentController.DocumentController) -> l
 def start_scan(fov_nm: float | None = None) -> bool:
     """Start usim's scan so the display shows a live image; False when usim is absent."""
     from nion.instrumentation import HardwareSource
+    from nion.instrumentation import scan_base
 
-    hardware_source = HardwareSource.HardwareSourceManager().get_hardware_source_for_hardware_source_id(SCAN_DEVICE_ID)
+    hardware_source = typing.cast("scan_base.ScanHardwareSource | None", HardwareSource.HardwareSourceManager().get_hardware_source_for_hardware_source_id(SCAN_DEVICE_ID))
     if hardware_source is None:
         return False
     if fov_nm is not None:
