@@ -31,6 +31,30 @@ def frame_calibrations(frame: ScanFrame) -> tuple[Calibration.Calibration, Calib
             Calibration.Calibration(-frame.center_nm[1] - scale * cols * 0.5, scale, "nm"))
 
 
+def frame_from_xdata(xdata: DataAndMetadata.DataAndMetadata) -> ScanFrame:
+    """The scan geometry of a calibrated image: its own record if it has one, else its calibrations.
+
+    Raises
+    ------
+    ValueError
+        If the image is not 2D or its axes are not calibrated in nm (or Å).
+    """
+    md = xdata.metadata.get("nion_autoem", {}) if xdata.metadata else {}
+    if isinstance(md, dict) and "scan_frame" in md and tuple(md["scan_frame"]["shape"]) == tuple(xdata.data_shape):
+        return ScanFrame.from_dict(md["scan_frame"])
+    if len(xdata.data_shape) != 2:
+        raise ValueError(f"an image must be 2D, got shape {xdata.data_shape}; pick a single frame")
+    factors = {"nm": 1.0, "Å": 0.1, "A": 0.1, "um": 1000.0, "µm": 1000.0}
+    cy, cx = xdata.dimensional_calibrations
+    if cy.units not in factors or cx.units != cy.units or cy.scale <= 0:
+        raise ValueError(f"the image's axes are calibrated in {cy.units!r}/{cx.units!r}; atoms need a spatial calibration in nm (or Å)")
+    scale = cy.scale * factors[cy.units]
+    rows, cols = xdata.data_shape
+    # invert Nion's convention offset = -centre - scale * n / 2
+    center = (-(cy.offset * factors[cy.units] + scale * rows / 2), -(cx.offset * factors[cy.units] + scale * cols / 2))
+    return ScanFrame((rows, cols), scale * max(rows, cols), center)
+
+
 def image_xdata(image: _NDArray, frame: ScanFrame, *, channel: str = "HAADF", metadata: typing.Mapping[str, typing.Any] | None = None) -> DataAndMetadata.DataAndMetadata:
     """A survey image with spatial calibrations and its scan geometry in metadata."""
     if image.shape != frame.shape:

@@ -13,6 +13,9 @@ import os
 import pathlib
 import typing
 
+import numpy
+
+from nion_autoem.instrument import Microscope
 from nion_autoem.policy import Policy
 from nion_autoem.runner import Budget
 from nion_autoem.runner import ExperimentRunner
@@ -29,7 +32,7 @@ def runs_root() -> pathlib.Path:
 
 
 def start_experiment(policy: Policy, *, window: typing.Any = None, document_controller: DocumentController.DocumentController | None = None,
-                     budget: Budget | None = None, run_dir: str | pathlib.Path | None = None, microscope: SwiftMicroscope | None = None) -> ExperimentRunner:
+                     budget: Budget | None = None, run_dir: str | pathlib.Path | None = None, microscope: Microscope | None = None) -> ExperimentRunner:
     """Start ``policy`` on the connected microscope (or usim) and return its runner at once.
 
     Parameters
@@ -45,8 +48,8 @@ def start_experiment(policy: Policy, *, window: typing.Any = None, document_cont
         Limits on steps, dose and time (default: 500 steps).
     run_dir : path-like, optional
         Journal directory (default: ``runs_root() / <run id>``).
-    microscope : SwiftMicroscope, optional
-        Defaults to the registered instrument.
+    microscope : Microscope, optional
+        Defaults to the registered instrument (a :class:`SwiftMicroscope`).
 
     Returns
     -------
@@ -64,3 +67,34 @@ def start_experiment(policy: Policy, *, window: typing.Any = None, document_cont
         runner.run_dir = runs_root() / runner.run_id
     runner.start()
     return runner
+
+
+def find_atoms_in_data_item(data_item: typing.Any, *, window: typing.Any = None, document_controller: DocumentController.DocumentController | None = None,
+                            ensemble: str | None = None, run_dir: str | pathlib.Path | None = None) -> ExperimentRunner:
+    """Find and classify the atoms of an image already in Swift; returns the (running) runner.
+
+    The image is served by a :class:`~nion_autoem.replay.ReplayMicroscope`, so
+    the work runs off the UI thread, is journaled like any run, and its
+    results (the image with labelled columns, a classified-atoms table and an
+    uncertainty map) arrive as data items.
+
+    Parameters
+    ----------
+    data_item : nion.swift.Facade.DataItem or nion.swift.model.DataItem.DataItem
+        A 2D image calibrated in nm (or Å).
+    window, document_controller
+        Where the results go, as for :func:`start_experiment`.
+    ensemble : str, optional
+        ELIT model (``"mos2"`` default, ``"graphene"``, or a saved-model path).
+    """
+    from nion_autoem.policies.atom_finding import AtomFinding
+    from nion_autoem.replay import ReplayMicroscope
+    from nion_autoem.xdata import frame_from_xdata
+
+    xdata = data_item.xdata
+    if xdata is None:
+        raise ValueError("the data item has no data")
+    frame = frame_from_xdata(xdata)
+    scope = ReplayMicroscope(numpy.asarray(xdata.data, dtype=float), frame)
+    return start_experiment(AtomFinding(frames=1, ensemble=ensemble), window=window, document_controller=document_controller, run_dir=run_dir,
+                            microscope=scope, budget=Budget(max_steps=1))

@@ -21,6 +21,7 @@ from nion_autoem.policy import Policy
 from nion_autoem.runner import Budget
 from nion_autoem.runner import ExperimentRunner
 from nion_autoem.runner import Progress
+from nion_autoem.swift.console import find_atoms_in_data_item
 from nion_autoem.swift.console import start_experiment
 
 if typing.TYPE_CHECKING:
@@ -64,11 +65,17 @@ def _dkl_spectroscopy(p: PanelParameters) -> Policy:
                                                                  max_measurements=p.points), AgentConfig(acquisition=typing.cast(typing.Any, p.acquisition)))
 
 
+def _atom_finding(p: PanelParameters) -> Policy:
+    from nion_autoem.policies.atom_finding import AtomFinding
+    return AtomFinding(frames=p.points)
+
+
 ACQUISITIONS = ["thompson", "log_ei", "ucb", "max_uncertainty"]
 
 EXPERIMENTS: list[ExperimentChoice] = [
     ExperimentChoice(_("Point spectroscopy (survey → features → EELS)"), _point_spectroscopy),
     ExperimentChoice(_("DKL active spectroscopy (structure → spectrum)"), _dkl_spectroscopy),
+    ExperimentChoice(_("ELIT atom finding (live frames)"), _atom_finding),
 ]
 
 
@@ -94,7 +101,7 @@ class ExperimentPanelController(Declarative.Handler):
         u = Declarative.DeclarativeUI()
         self.ui_view = u.create_column(
             u.create_row(u.create_label(text=_("Experiment")), u.create_combo_box(items=[e.title for e in EXPERIMENTS], current_index="@binding(experiment_index.value)"), u.create_stretch(), spacing=8),
-            u.create_row(u.create_label(text=_("Points")), u.create_line_edit(text="@binding(points.value, converter=int_converter)", width=60),
+            u.create_row(u.create_label(text=_("Points/frames")), u.create_line_edit(text="@binding(points.value, converter=int_converter)", width=60),
                          u.create_label(text=_("Exposure (ms)")), u.create_line_edit(text="@binding(exposure_ms.value, converter=float_converter)", width=60),
                          u.create_label(text=_("Max steps")), u.create_line_edit(text="@binding(max_steps.value, converter=int_converter)", width=60), u.create_stretch(), spacing=8),
             u.create_row(u.create_label(text=_("Band (eV)")), u.create_line_edit(text="@binding(band_low_eV.value, converter=float_converter)", width=60),
@@ -102,7 +109,8 @@ class ExperimentPanelController(Declarative.Handler):
                          u.create_label(text=_("Acquisition")), u.create_combo_box(items=ACQUISITIONS, current_index="@binding(acquisition_index.value)"),
                          u.create_label(text=_("Patch (px)")), u.create_line_edit(text="@binding(patch_size.value, converter=int_converter)", width=50), u.create_stretch(), spacing=8),
             u.create_row(u.create_push_button(text=_("Start"), on_clicked="start"), u.create_push_button(text="@binding(pause_text.value)", on_clicked="toggle_pause"),
-                         u.create_push_button(text=_("Stop"), on_clicked="stop"), u.create_stretch(), spacing=8),
+                         u.create_push_button(text=_("Stop"), on_clicked="stop"), u.create_stretch(),
+                         u.create_push_button(text=_("Find atoms in selected image"), on_clicked="find_atoms_in_selection"), spacing=8),
             u.create_progress_bar(value="@binding(percent.value)", minimum=0, maximum=100),
             u.create_label(text="@binding(status.value)", word_wrap=True),
             u.create_stretch(), spacing=8, margin=8)
@@ -140,6 +148,24 @@ class ExperimentPanelController(Declarative.Handler):
         self.__listener = self.runner.progress_changed_event.listen(self.__progress_changed)
         self.pause_text.value = _("Pause")
         self.status.value = f"{_('Started run')} {self.runner.run_id}; {_('journal in')} {self.runner.run_dir}"
+
+    def find_atoms_in_selection(self, widget: typing.Any = None) -> None:
+        """ELIT on the image selected in the document (a loaded or earlier image)."""
+        if self.runner is not None and not self.runner.state.is_final:
+            self.status.value = _("An experiment is already running; stop it first.")
+            return
+        display_item = self.__document_controller.selected_display_item
+        data_item = display_item.data_item if display_item else None
+        if data_item is None:
+            self.status.value = _("Select an image (a data item) first.")
+            return
+        try:
+            self.runner = find_atoms_in_data_item(data_item, document_controller=self.__document_controller)
+        except Exception as e:  # not an image, not calibrated in nm: say so
+            self.status.value = f"{_('Cannot find atoms')}: {e}"
+            return
+        self.__listener = self.runner.progress_changed_event.listen(self.__progress_changed)
+        self.status.value = f"{_('Finding atoms in')} {data_item.title!r}"
 
     def toggle_pause(self, widget: typing.Any = None) -> None:
         if self.runner is None or self.runner.state.is_final:

@@ -24,7 +24,7 @@ def test_extension_registers_and_removes_the_panel() -> None:
     assert panel.PANEL_ID not in Panel.PanelManager().panel_ids
 
 
-@pytest.mark.parametrize("experiment, product", [(0, "Measured spectra"), (1, "DKL prediction")])
+@pytest.mark.parametrize("experiment, product", [(0, "Measured spectra"), (1, "DKL prediction"), (2, "Classified atoms")])
 def test_panel_runs_an_experiment_and_reports_progress(usim_session: typing.Any, tmp_path: pathlib.Path, monkeypatch: typing.Any, experiment: int, product: str) -> None:
     monkeypatch.setenv("NION_AUTOEM_RUNS", str(tmp_path / "runs"))
     dc = usim_session.document_controller
@@ -32,7 +32,7 @@ def test_panel_runs_an_experiment_and_reports_progress(usim_session: typing.Any,
     widget = Declarative.DeclarativeWidget(dc.ui, dc.event_loop, controller)
     try:
         controller.experiment_index.value = experiment
-        controller.points.value = 12
+        controller.points.value = 12 if experiment < 2 else 1
         controller.exposure_ms.value = 10.0
         controller.start()
         runner = controller.runner

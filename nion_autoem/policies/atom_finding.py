@@ -1,0 +1,149 @@
+"""Live atom finding: survey frames, find and classify every column with ELIT, publish them.
+
+Each frame becomes three products, updated in place from frame to frame:
+
+- the frame itself with a point graphic on every column, labelled with its
+  class (and a ``?`` where the ensemble is unsure);
+- a classified-atoms table (one row per column: y, x in nm, class index, class
+  probability, uncertainty), with the class names in its metadata;
+- an uncertainty map: the ensemble's per-pixel variance, summed over classes.
+
+With ``adapt=True`` the first frame also runs one ELIT self-training iteration
+and the adapted ensemble is used from then on, so the model follows the
+imaging conditions of this session.
+"""
+
+from __future__ import annotations
+
+import typing
+
+import numpy
+import numpy.typing
+from nion.data import Calibration
+from nion.data import DataAndMetadata
+
+from nion_autoem.actions import Action
+from nion_autoem.actions import Observation
+from nion_autoem.actions import Survey
+from nion_autoem.geometry import ScanFrame
+from nion_autoem.policy import Product
+from nion_autoem.policy import RunContext
+
+if typing.TYPE_CHECKING:
+    from nion_autoem_elit.atoms import AtomFindingResult
+
+_NDArray = numpy.typing.NDArray[typing.Any]
+
+TABLE_COLUMNS = ("y_nm", "x_nm", "class", "probability", "uncertainty")
+
+
+def atom_products(image: DataAndMetadata.DataAndMetadata, frame: ScanFrame, result: AtomFindingResult, *, unsure_above: float = 0.2,
+                  key_prefix: str = "") -> list[Product]:
+    """The frame with labelled columns, the classified-atoms table and the uncertainty map.
+
+    Parameters
+    ----------
+    image : DataAndMetadata
+        The frame the atoms were found in.
+    frame : ScanFrame
+        Its scan geometry (pixels to nm).
+    result : AtomFindingResult
+        What :func:`nion_autoem_elit.find_atoms` returned for it.
+    unsure_above : float
+        Columns whose uncertainty exceeds this get a ``?`` in their label.
+    """
+    positions_nm = frame.pixel_to_nm(result.positions) if len(result) else numpy.zeros((0, 2))
+    fractions = frame.pixel_to_fraction(result.positions) if len(result) else numpy.zeros((0, 2))
+    labels = tuple(result.class_names[int(k)] + ("?" if u > unsure_above else "") for k, u in zip(result.classes, result.uncertainties, strict=True))
+    table = numpy.column_stack([positions_nm, result.classes, result.class_probabilities, result.uncertainties]) if len(result) else numpy.zeros((0, 5))
+    counts = {name: int((result.classes == k).sum()) for k, name in enumerate(result.class_names) if k > 0}
+    table_xdata = DataAndMetadata.new_data_and_metadata(
+        table, intensity_calibration=Calibration.Calibration(), dimensional_calibrations=[Calibration.Calibration(1.0, 1.0, "atom"), Calibration.Calibration()],
+        metadata={"nion_autoem": {"columns": list(TABLE_COLUMNS), "class_names": list(result.class_names), "counts": counts,
+                                  "mean_uncertainty": float(numpy.mean(result.uncertainties)) if len(result) else None}})
+    variance = numpy.asarray(result.variance).sum(axis=0)
+    uncertainty_xdata = DataAndMetadata.new_data_and_metadata(variance, intensity_calibration=Calibration.Calibration(units="variance"),
+                                                              dimensional_calibrations=image.dimensional_calibrations)
+    return [Product(f"{key_prefix}frame", "Atoms found (ELIT)", image, points=tuple((float(f[0]), float(f[1])) for f in fractions), labels=labels),
+            Product(f"{key_prefix}atoms", "Classified atoms (ELIT)", table_xdata),
+            Product(f"{key_prefix}uncertainty", "ELIT uncertainty map", uncertainty_xdata)]
+
+
+class AtomFinding:
+    """Survey ``frames`` frames and find the atoms in each with an ELIT ensemble.
+
+    Parameters
+    ----------
+    frames : int
+        How many frames to take (the live mode stops after these).
+    survey_frame : ScanFrame or None
+        Frame geometry; None keeps the current scan.
+    pixel_time_us : float or None
+        Pixel time of each frame.
+    ensemble : str or None
+        Packaged model name (``"mos2"``, ``"graphene"``), a saved-model path, or None for MoS2.
+    adapt : bool
+        Run one ELIT self-training iteration on the first frame.
+    lattice : str
+        Lattice for self-training (``"mos2"`` or ``"graphene"``).
+    """
+
+    name = "atom-finding"
+
+    def __init__(self, *, frames: int = 1, survey_frame: ScanFrame | None = None, pixel_time_us: float | None = None, ensemble: str | None = None,
+                 adapt: bool = False, lattice: str = "mos2") -> None:
+        if frames < 1:
+            raise ValueError(f"frames must be at least 1, got {frames}")
+        if lattice not in ("mos2", "graphene"):
+            raise ValueError(f"lattice must be 'mos2' or 'graphene', got {lattice!r}")
+        self.frames = frames
+        self.survey_frame = survey_frame
+        self.pixel_time_us = pixel_time_us
+        self.ensemble_name = ensemble
+        self.adapt = adapt
+        self.lattice = lattice
+        self.results: list[AtomFindingResult] = []
+        self.__ensemble: typing.Any = None
+        self.__version = f"elit/{ensemble or 'mos2'}"
+
+    @property
+    def model_version(self) -> str:
+        return self.__version
+
+    @property
+    def parameters(self) -> dict[str, typing.Any]:
+        return {"frames": self.frames, "survey_frame": self.survey_frame.to_dict() if self.survey_frame else None, "pixel_time_us": self.pixel_time_us,
+                "ensemble": self.ensemble_name, "adapt": self.adapt, "lattice": self.lattice}
+
+    def fraction_done(self) -> float | None:
+        return len(self.results) / self.frames
+
+    def decide(self, context: RunContext) -> typing.Sequence[Action]:
+        if len(self.results) >= self.frames:
+            return []
+        return [Survey(self.survey_frame, pixel_time_us=self.pixel_time_us, label=f"frame {len(self.results) + 1}")]
+
+    def observe(self, observation: Observation, context: RunContext) -> dict[str, typing.Any]:
+        from nion_autoem_elit import api
+
+        measurement = observation.measurement
+        assert measurement.frame is not None
+        image = numpy.asarray(measurement.xdata.data, dtype=float)
+        if self.__ensemble is None:
+            self.__ensemble = api.resolve_ensemble(self.ensemble_name)
+        summary: dict[str, typing.Any] = {}
+        if self.adapt and not self.results:
+            from nion_autoem_elit import lattices
+            from nion_autoem_elit.iterative import elit_iteration
+
+            lattice = lattices.mos2_lattice() if self.lattice == "mos2" else lattices.graphene_lattice()
+            self.__ensemble, report = elit_iteration(self.__ensemble, image, lattice)
+            self.__version = f"elit/{self.ensemble_name or 'mos2'}+adapted@step{observation.step}"
+            summary["adaptation"] = report.as_dict()
+        result = api.find_atoms(image, self.__ensemble)
+        self.results.append(result)
+        for product in atom_products(measurement.xdata, measurement.frame, result):
+            context.publish(product)
+        counts = {name: int((result.classes == k).sum()) for k, name in enumerate(result.class_names) if k > 0}
+        summary.update({"atoms": len(result), "counts": counts, "mean_uncertainty": float(numpy.mean(result.uncertainties)) if len(result) else None})
+        return summary

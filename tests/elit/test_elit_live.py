@@ -1,0 +1,94 @@
+"""ELIT in Swift: live frames from the MoS2 twin, and an image already in the document."""
+
+from __future__ import annotations
+
+import pathlib
+import time
+import typing
+
+import numpy
+from nion.data import Calibration
+from nion.data import DataAndMetadata
+from nion.swift import Facade
+
+from nion_autoem.geometry import ScanFrame
+from nion_autoem.policies.atom_finding import TABLE_COLUMNS
+from nion_autoem.policies.atom_finding import AtomFinding
+from nion_autoem.runner import ExperimentRunner
+from nion_autoem.runner import RunState
+from nion_autoem.swift.console import find_atoms_in_data_item
+from nion_autoem.swift.data_items import DataItemSink
+from nion_autoem.swift.session import UsimSession
+from nion_autoem.twin import lattice
+from nion_autoem.twin.usim import create_configuration
+from nion_autoem_elit import generate_frame
+from nion_autoem_elit import mos2_lattice
+
+
+def test_live_frames_from_the_twin_become_classified_atoms(tmp_path: pathlib.Path) -> None:
+    configuration = create_configuration("mos2", seed=3)
+    with UsimSession(configuration) as session:
+        sink = DataItemSink(session.document_controller)
+        frame = ScanFrame((256, 256), fov_nm=3.0)
+        policy = AtomFinding(frames=2, survey_frame=frame, pixel_time_us=8.0)
+        runner = ExperimentRunner(session.microscope(), policy, run_dir=tmp_path / "run", sink=sink)
+        session.run_until_done(runner, timeout=120)
+        assert runner.state is RunState.FINISHED, runner.progress.message
+        truth = configuration.twin.ground_truth()
+        result = policy.results[-1]
+        found_nm = frame.pixel_to_nm(result.positions)
+        visible = numpy.isin(truth.column_class, (lattice.MO, lattice.S2, lattice.S1)) & frame.contains_nm(truth.position_nm, margin=0.05)
+        distance = numpy.min(numpy.linalg.norm(truth.position_nm[visible][:, None] - found_nm[None], axis=-1), axis=1)
+        assert visible.sum() > 100 and numpy.mean(distance < 0.03) >= 0.95
+        # Mo versus S2, the classes that dominate the field, must be told apart
+        nearest = numpy.argmin(numpy.linalg.norm(truth.position_nm[visible][:, None] - found_nm[None], axis=-1), axis=1)
+        found_names = numpy.array(result.class_names)[result.classes[nearest]]
+        truth_names = numpy.array(truth.class_names)[truth.column_class[visible]]
+        both = numpy.isin(truth_names, ("Mo", "S2"))
+        assert numpy.mean(found_names[both] == truth_names[both]) >= 0.95
+
+        frame_item = sink.data_item(runner.run_id, "frame")
+        table_item = sink.data_item(runner.run_id, "atoms")
+        map_item = sink.data_item(runner.run_id, "uncertainty")
+        assert frame_item is not None and table_item is not None and map_item is not None
+        points = [g for g in frame_item.display.graphics if g.graphic_type == "point-graphic"]
+        assert len(points) == len(result)
+        assert {g.label.rstrip("?") for g in points} <= set(result.class_names)
+        assert table_item.xdata.data_shape == (len(result), len(TABLE_COLUMNS))
+        assert table_item.metadata["nion_autoem"]["columns"] == list(TABLE_COLUMNS)
+        assert map_item.xdata.dimensional_calibrations[0].units == "nm"
+        assert runner.policy.model_version == "elit/mos2"
+
+
+def test_atoms_in_an_image_already_in_the_document(tmp_path: pathlib.Path, monkeypatch: typing.Any) -> None:
+    monkeypatch.setenv("NION_AUTOEM_RUNS", str(tmp_path / "runs"))
+    simulated = generate_frame(mos2_lattice(), (192, 192), seed=7)
+    pixel_nm = 0.012
+    xdata = DataAndMetadata.new_data_and_metadata(simulated.image.astype(float), dimensional_calibrations=[Calibration.Calibration(0.0, pixel_nm, "nm")] * 2)
+    with UsimSession() as session:
+        library = Facade.Library(session.document_model)
+        item = library.create_data_item_from_data_and_metadata(xdata, "loaded MoS2 image")
+        runner = find_atoms_in_data_item(item, document_controller=session.document_controller)
+        deadline = time.time() + 60
+        while not runner.state.is_final and time.time() < deadline:
+            session.pump(0.02)
+        session.pump(0.1)
+        assert runner.state is RunState.FINISHED, runner.progress.message
+        titles = [d.title for d in session.document_model.data_items]
+        assert any(t.startswith("Atoms found (ELIT)") for t in titles) and any(t.startswith("Classified atoms (ELIT)") for t in titles)
+        result = runner.policy.results[0]  # type: ignore[attr-defined]
+        inside = simulated.positions[numpy.all((simulated.positions > 4) & (simulated.positions < 188), axis=1)]
+        distance = numpy.min(numpy.linalg.norm(inside[:, None] - result.positions[None], axis=-1), axis=1)
+        assert numpy.mean(distance < 3.0) >= 0.95
+
+
+def test_an_uncalibrated_image_is_refused_with_a_reason() -> None:
+    xdata = DataAndMetadata.new_data_and_metadata(numpy.ones((64, 64)))
+    with UsimSession() as session:
+        item = Facade.Library(session.document_model).create_data_item_from_data_and_metadata(xdata, "no calibration")
+        try:
+            find_atoms_in_data_item(item, document_controller=session.document_controller)
+        except ValueError as e:
+            assert "calibration in nm" in str(e)
+        else:
+            raise AssertionError("an uncalibrated image was accepted")
