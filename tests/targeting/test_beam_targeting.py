@@ -1,0 +1,146 @@
+"""Beam targeting on the MoS2 twin: it writes vacancies, and it never leaves the beam unsafe."""
+
+from __future__ import annotations
+
+import pathlib
+import threading
+import time
+import typing
+
+import numpy
+import pytest
+from nion.utils import Registry
+
+from nion_autoem.actions import Dwell
+from nion_autoem.geometry import ScanFrame
+from nion_autoem.instrument import OutOfFieldError
+from nion_autoem.journal import read_journal
+from nion_autoem.policies.beam_targeting import BeamTargeting
+from nion_autoem.policies.beam_targeting import Outcome
+from nion_autoem.policies.beam_targeting import TargetingSettings
+from nion_autoem.policy import MemorySink
+from nion_autoem.runner import ExperimentRunner
+from nion_autoem.runner import RunState
+from nion_autoem.swift.session import UsimSession
+from nion_autoem.twin import lattice
+from nion_autoem.twin.usim import create_configuration
+
+FRAME = ScanFrame((256, 256), fov_nm=3.0)
+
+
+def test_writes_a_line_of_vacancies_verified_by_elit(tmp_path: pathlib.Path) -> None:
+    configuration = create_configuration("mos2", seed=1, drift_nm_per_s=(0.5 / 60, 0.0))
+    with UsimSession(configuration) as session:
+        truth_before = configuration.twin.ground_truth()
+        policy = BeamTargeting(TargetingSettings(FRAME, line=((0.0, -0.8), (0.0, 0.8), 0.35), max_targets=4))
+        sink = MemorySink()
+        runner = ExperimentRunner(session.microscope(), policy, run_dir=tmp_path / "run", sink=sink)
+        session.run_until_done(runner, timeout=120)
+        assert runner.state is RunState.FINISHED, runner.progress.message
+        truth_after = configuration.twin.ground_truth()
+    assert len(policy.targets) == 4
+    assert all(t.outcome is Outcome.TRANSFORMED for t in policy.targets)
+    # the ground truth agrees: each targeted column lost sulfur
+    for target in policy.targets:
+        column = numpy.argmin(numpy.linalg.norm(truth_before.position_nm - numpy.asarray(target.position_nm), axis=1))
+        assert truth_before.column_class[column] == lattice.S2
+        assert truth_after.column_class[column] in (lattice.S1, lattice.EMPTY)
+        assert target.alarm_sample is not None and target.dose_to_event_e is not None and target.dose_to_event_e > 0
+    products = sink.products
+    assert {"before", "after", "events", "trace-1", "trace-4"} <= set(products)
+    assert len(products["before"].points) == 4 and products["after"].labels[0].endswith("transformed")
+    table = products["events"].xdata
+    assert table.data_shape == (4, 7) and table.metadata["nion_autoem"]["columns"][3] == "dose_to_event_e"
+    assert products["trace-1"].xdata.dimensional_calibrations[0].units == "ms"
+    kinds = [s.action.kind for s in read_journal(tmp_path / "run").steps]
+    assert kinds[0] == "survey" and kinds[-1] == "survey" and "dwell" in kinds and "verify" in kinds
+
+
+def test_a_probe_position_outside_the_field_is_refused_and_the_beam_made_safe(tmp_path: pathlib.Path) -> None:
+    with UsimSession(create_configuration("mos2", seed=0)) as session:
+        scope = session.microscope()
+        scope.survey(FRAME, pixel_time_us=1.0)
+
+        class Wander:
+            name, model_version, parameters = "wander", "wander/1", {}
+
+            def fraction_done(self) -> float:
+                return 0.0
+
+            def decide(self, context: typing.Any) -> list[Dwell]:
+                return [Dwell((5.0, 0.0), 10, 100.0)]  # 5 nm off-centre in a 3 nm field
+
+            def observe(self, observation: typing.Any, context: typing.Any) -> None:
+                raise AssertionError("the dwell must not have happened")
+
+        runner = ExperimentRunner(scope, Wander(), run_dir=tmp_path / "run")
+        runner.run()
+        assert runner.state is RunState.FAILED and isinstance(runner.error, OutOfFieldError)
+        assert "outside the scan field" in runner.progress.message
+        assert scope.is_blanked and Registry.get_component("stem_controller").probe_position is None
+
+
+def test_dwell_is_bounded(tmp_path: pathlib.Path) -> None:
+    with UsimSession(create_configuration("mos2", seed=0)) as session:
+        scope = session.microscope(max_dwell_s=0.5)
+        scope.survey(FRAME, pixel_time_us=1.0)
+        scope.park_probe((0.0, 0.0))
+        with pytest.raises(ValueError, match="dwell"):
+            scope.adf_trace(10_000, 100.0)  # 1 s > 0.5 s
+
+
+def test_stop_during_a_dwell_makes_the_beam_safe_within_100_ms(tmp_path: pathlib.Path) -> None:
+    with UsimSession(create_configuration("mos2", seed=2, s_cross_section_barn=1e-6)) as session:
+        scope = session.microscope()
+        # a long chunk and a cross-section so small that nothing happens: the dwell goes on until stopped
+        settings = TargetingSettings(FRAME, max_targets=2, chunk_samples=20_000, sample_time_us=200.0, max_dose_per_target_e=1e12)
+        runner = ExperimentRunner(scope, BeamTargeting(settings), run_dir=tmp_path / "run")
+        runner.start()
+        deadline = time.time() + 60
+        while "dwell" not in runner.progress.current_action and time.time() < deadline:
+            session.pump(0.01)
+        time.sleep(0.3)
+        stem = Registry.get_component("stem_controller")
+        t0 = time.perf_counter()
+        runner.stop()
+        elapsed = time.perf_counter() - t0
+        assert elapsed < 0.1, f"stop took {elapsed * 1000:.0f} ms"
+        assert scope.is_blanked
+        runner.wait(10.0)
+        assert runner.state is RunState.STOPPED and stem.probe_position is None
+
+
+def test_an_exception_in_the_atom_finder_leaves_the_beam_safe(tmp_path: pathlib.Path) -> None:
+    calls = {"n": 0}
+
+    def flaky_finder(image: typing.Any) -> typing.Any:
+        from nion_autoem.policies.beam_targeting import elit_atom_finder
+        calls["n"] += 1
+        if calls["n"] > 1:  # the survey works, the first verification fails
+            raise RuntimeError("model file unreadable")
+        return elit_atom_finder(image)
+
+    with UsimSession(create_configuration("mos2", seed=3)) as session:
+        scope = session.microscope()
+        runner = ExperimentRunner(scope, BeamTargeting(TargetingSettings(FRAME, max_targets=2), atom_finder=flaky_finder), run_dir=tmp_path / "run")
+        session.run_until_done(runner, timeout=60)
+        assert runner.state is RunState.FAILED and "model file unreadable" in runner.progress.message
+        assert scope.is_blanked and Registry.get_component("stem_controller").probe_position is None
+        assert len(read_journal(tmp_path / "run").steps) >= 3  # survey, registration and dwell(s) were kept
+
+
+def test_bad_settings_are_explained() -> None:
+    with pytest.raises(ValueError, match="drop_ratio"):
+        TargetingSettings(FRAME, drop_ratio=1.5)
+    with pytest.raises(ValueError, match="chunk_samples"):
+        TargetingSettings(FRAME, chunk_samples=1)
+
+
+def test_stop_from_another_thread_while_targeting(tmp_path: pathlib.Path) -> None:
+    with UsimSession(create_configuration("mos2", seed=4)) as session:
+        scope = session.microscope()
+        runner = ExperimentRunner(scope, BeamTargeting(TargetingSettings(FRAME, max_targets=6)), run_dir=tmp_path / "run")
+        threading.Timer(1.5, runner.stop).start()
+        session.run_until_done(runner, timeout=60)
+        assert runner.state in (RunState.STOPPED, RunState.FINISHED)
+        assert scope.is_blanked and scope.probe_position_nm is None
