@@ -13,9 +13,11 @@ import typing
 
 from nion.swift import Panel
 from nion.swift import Workspace
+from nion.swift.model import Graphics
 from nion.ui import Declarative
 from nion.utils import Model
 
+from nion_autoem.geometry import ScanFrame
 from nion_autoem.policies import PointSpectroscopy
 from nion_autoem.policy import Policy
 from nion_autoem.runner import Budget
@@ -23,6 +25,7 @@ from nion_autoem.runner import ExperimentRunner
 from nion_autoem.runner import Progress
 from nion_autoem.swift.console import find_atoms_in_data_item
 from nion_autoem.swift.console import start_experiment
+from nion_autoem.xdata import frame_from_xdata
 
 if typing.TYPE_CHECKING:
     from nion.swift import DocumentController
@@ -41,6 +44,9 @@ class PanelParameters:
     band_eV: tuple[float, float]
     acquisition: str
     patch_size: int
+    field_nm: float = 3.0
+    drawn_points_nm: tuple[tuple[float, float], ...] = ()
+    drawn_frame: ScanFrame | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,12 +76,29 @@ def _atom_finding(p: PanelParameters) -> Policy:
     return AtomFinding(frames=p.points)
 
 
+def _vacancy_line(p: PanelParameters) -> Policy:
+    from nion_autoem.policies.beam_targeting import BeamTargeting
+    from nion_autoem.policies.beam_targeting import TargetingSettings
+    half = 0.4 * p.field_nm
+    return BeamTargeting(TargetingSettings(ScanFrame((256, 256), p.field_nm), line=((0.0, -half), (0.0, half), 0.35), max_targets=p.points))
+
+
+def _drawn_targets(p: PanelParameters) -> Policy:
+    from nion_autoem.policies.beam_targeting import BeamTargeting
+    from nion_autoem.policies.beam_targeting import TargetingSettings
+    if p.drawn_frame is None or not p.drawn_points_nm:
+        raise ValueError("select a survey image with point graphics on the S columns to target (draw them with the point tool)")
+    return BeamTargeting(TargetingSettings(p.drawn_frame, points_nm=p.drawn_points_nm, max_targets=max(p.points, len(p.drawn_points_nm))))
+
+
 ACQUISITIONS = ["thompson", "log_ei", "ucb", "max_uncertainty"]
 
 EXPERIMENTS: list[ExperimentChoice] = [
     ExperimentChoice(_("Point spectroscopy (survey → features → EELS)"), _point_spectroscopy),
     ExperimentChoice(_("DKL active spectroscopy (structure → spectrum)"), _dkl_spectroscopy),
     ExperimentChoice(_("ELIT atom finding (live frames)"), _atom_finding),
+    ExperimentChoice(_("Beam targeting: vacancy line across the field"), _vacancy_line),
+    ExperimentChoice(_("Beam targeting: S columns at points drawn on the selected image"), _drawn_targets),
 ]
 
 
@@ -95,6 +118,7 @@ class ExperimentPanelController(Declarative.Handler):
         self.band_high_eV = Model.PropertyModel(40.0)
         self.acquisition_index = Model.PropertyModel(0)
         self.patch_size = Model.PropertyModel(16)
+        self.field_nm = Model.PropertyModel(3.0)
         self.status = Model.PropertyModel(_("Idle. Choose an experiment and press Start."))
         self.percent = Model.PropertyModel(0)
         self.pause_text = Model.PropertyModel(_("Pause"))
@@ -107,7 +131,8 @@ class ExperimentPanelController(Declarative.Handler):
             u.create_row(u.create_label(text=_("Band (eV)")), u.create_line_edit(text="@binding(band_low_eV.value, converter=float_converter)", width=60),
                          u.create_line_edit(text="@binding(band_high_eV.value, converter=float_converter)", width=60),
                          u.create_label(text=_("Acquisition")), u.create_combo_box(items=ACQUISITIONS, current_index="@binding(acquisition_index.value)"),
-                         u.create_label(text=_("Patch (px)")), u.create_line_edit(text="@binding(patch_size.value, converter=int_converter)", width=50), u.create_stretch(), spacing=8),
+                         u.create_label(text=_("Patch (px)")), u.create_line_edit(text="@binding(patch_size.value, converter=int_converter)", width=50),
+                         u.create_label(text=_("Field (nm)")), u.create_line_edit(text="@binding(field_nm.value, converter=float_converter)", width=50), u.create_stretch(), spacing=8),
             u.create_row(u.create_push_button(text=_("Start"), on_clicked="start"), u.create_push_button(text="@binding(pause_text.value)", on_clicked="toggle_pause"),
                          u.create_push_button(text=_("Stop"), on_clicked="stop"), u.create_stretch(),
                          u.create_push_button(text=_("Find atoms in selected image"), on_clicked="find_atoms_in_selection"), spacing=8),
@@ -136,9 +161,11 @@ class ExperimentPanelController(Declarative.Handler):
             self.status.value = _("An experiment is already running; stop it first.")
             return
         try:
+            drawn_frame, drawn_points = self.__drawn_points()
             parameters = PanelParameters(int(self.points.value or 0), float(self.exposure_ms.value or 0),
                                          (float(self.band_low_eV.value or 0), float(self.band_high_eV.value or 0)),
-                                         ACQUISITIONS[self.acquisition_index.value or 0], int(self.patch_size.value or 0))
+                                         ACQUISITIONS[self.acquisition_index.value or 0], int(self.patch_size.value or 0),
+                                         float(self.field_nm.value or 0), drawn_points, drawn_frame)
             max_steps = int(self.max_steps.value or 0)
             policy = EXPERIMENTS[self.experiment_index.value or 0].make_policy(parameters)
             self.runner = start_experiment(policy, document_controller=self.__document_controller, budget=Budget(max_steps=max_steps))
@@ -148,6 +175,19 @@ class ExperimentPanelController(Declarative.Handler):
         self.__listener = self.runner.progress_changed_event.listen(self.__progress_changed)
         self.pause_text.value = _("Pause")
         self.status.value = f"{_('Started run')} {self.runner.run_id}; {_('journal in')} {self.runner.run_dir}"
+
+    def __drawn_points(self) -> tuple[ScanFrame | None, tuple[tuple[float, float], ...]]:
+        """Point graphics on the selected image, in scan-field nm, with that image's frame."""
+        display_item = self.__document_controller.selected_display_item
+        data_item = display_item.data_item if display_item else None
+        if display_item is None or data_item is None or data_item.xdata is None or len(data_item.xdata.data_shape) != 2:
+            return None, ()
+        try:
+            frame = frame_from_xdata(data_item.xdata)
+        except ValueError:
+            return None, ()
+        fractions = [(g.position.y, g.position.x) for g in display_item.graphics if isinstance(g, Graphics.PointGraphic)]
+        return frame, tuple((float(y), float(x)) for y, x in (frame.fraction_to_nm(f) for f in fractions))
 
     def find_atoms_in_selection(self, widget: typing.Any = None) -> None:
         """ELIT on the image selected in the document (a loaded or earlier image)."""

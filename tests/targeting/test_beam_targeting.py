@@ -144,3 +144,69 @@ def test_stop_from_another_thread_while_targeting(tmp_path: pathlib.Path) -> Non
         session.run_until_done(runner, timeout=60)
         assert runner.state in (RunState.STOPPED, RunState.FINISHED)
         assert scope.is_blanked and scope.probe_position_nm is None
+
+
+def run_panel(session: UsimSession, controller: typing.Any, timeout: float = 120.0) -> typing.Any:
+    controller.start()
+    runner = controller.runner
+    assert runner is not None, controller.status.value
+    deadline = time.time() + timeout
+    while not runner.state.is_final and time.time() < deadline:
+        session.pump(0.02)
+    session.pump(0.1)
+    return runner
+
+
+def test_from_the_panel_a_vacancy_line_is_written_and_verified(tmp_path: pathlib.Path, monkeypatch: typing.Any) -> None:
+    from nion_autoem.swift import panel
+
+    monkeypatch.setenv("NION_AUTOEM_RUNS", str(tmp_path / "runs"))
+    configuration = create_configuration("mos2", seed=5, drift_nm_per_s=(0.5 / 60, 0.0))
+    with UsimSession(configuration) as session:
+        before = configuration.twin.ground_truth()
+        controller = panel.ExperimentPanelController(session.document_controller)
+        controller.experiment_index.value = 3
+        controller.points.value = 3
+        controller.field_nm.value = 3.0
+        runner = run_panel(session, controller)
+        assert runner.state is RunState.FINISHED, runner.progress.message
+        assert "finished" in controller.status.value and controller.percent.value == 100
+        policy = runner.policy
+        assert [t.outcome for t in policy.targets] == [Outcome.TRANSFORMED] * 3
+        after = configuration.twin.ground_truth()
+        for target in policy.targets:
+            column = numpy.argmin(numpy.linalg.norm(before.position_nm - numpy.asarray(target.position_nm), axis=1))
+            assert after.column_class[column] in (lattice.S1, lattice.EMPTY)
+        titles = [d.title for d in session.document_model.data_items]
+        assert any(t.startswith("Targets after") for t in titles) and any(t.startswith("Targeting events") for t in titles)
+
+
+def test_from_the_panel_targets_drawn_as_graphics(tmp_path: pathlib.Path, monkeypatch: typing.Any) -> None:
+    from nion.swift import Facade
+
+    from nion_autoem.swift import panel
+
+    monkeypatch.setenv("NION_AUTOEM_RUNS", str(tmp_path / "runs"))
+    configuration = create_configuration("mos2", seed=6)
+    with UsimSession(configuration) as session:
+        scope = session.microscope()
+        survey = scope.survey(FRAME, pixel_time_us=1.0)
+        truth = configuration.twin.ground_truth()
+        s2 = numpy.flatnonzero((truth.column_class == lattice.S2) & (numpy.linalg.norm(truth.position_nm, axis=1) < 0.8))[:2]
+        item = Facade.Library(session.document_model).create_data_item_from_data_and_metadata(survey.xdata, "my survey")
+        for position in truth.position_nm[s2]:
+            fy, fx = FRAME.nm_to_fraction(position + 0.02)  # a click is never exactly on the column
+            item.add_point_region(float(fy), float(fx))
+        # select it as a user would by clicking it in the data panel (no display panel has focus headless)
+        session.document_controller.selected_display_panel = None
+        session.document_controller.select_display_items_in_data_panel([item.display._item])
+        session.pump(0.05)
+        controller = panel.ExperimentPanelController(session.document_controller)
+        controller.experiment_index.value = 4
+        controller.points.value = 1
+        runner = run_panel(session, controller)
+        assert runner.state is RunState.FINISHED, runner.progress.message
+        chosen = [t.position_nm for t in runner.policy.targets]
+        assert len(chosen) == 2
+        for position in truth.position_nm[s2]:
+            assert min(numpy.linalg.norm(numpy.asarray(c) - position) for c in chosen) < 0.05
