@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import typing
 
 import numpy
 import pytest
@@ -83,3 +84,44 @@ def test_dkl_rejects_bad_settings() -> None:
         DKLSettings(detector="xray")
     with pytest.raises(ValueError, match="batch_size"):
         DKLSettings(batch_size=0)
+
+
+def test_the_panel_runs_dkl_on_the_plasmonic_twin_and_finds_corner_modes(tmp_path: pathlib.Path, monkeypatch: typing.Any) -> None:
+    import time
+
+    from nion_autoem.swift import panel
+    from nion_autoem.swift.session import UsimSession
+    from nion_autoem.twin.usim import create_configuration
+
+    monkeypatch.setenv("NION_AUTOEM_RUNS", str(tmp_path / "runs"))
+    configuration = create_configuration("plasmonic", seed=0)
+    with UsimSession(configuration) as session:
+        frame = ScanFrame((192, 192), fov_nm=320.0)
+        session.microscope().survey(frame, pixel_time_us=2.0)  # the field the user set up
+        controller = panel.ExperimentPanelController(session.document_controller)
+        controller.experiment_index.value = 1
+        controller.points.value = 60
+        controller.band_low_eV.value, controller.band_high_eV.value = 1.2, 2.1
+        controller.patch_size.value = 12
+        controller.start()
+        runner = controller.runner
+        assert runner is not None, controller.status.value
+        deadline = time.time() + 120
+        while not runner.state.is_final and time.time() < deadline:
+            session.pump(0.02)
+        session.pump(0.1)
+        assert runner.state is RunState.FINISHED, runner.progress.message
+        twin = configuration.twin
+        peak = {mode.name: mode.strength for mode in twin.modes}
+
+        def excitation(position: typing.Any) -> float:
+            return max((s / peak[n] for n, _, s in twin.modes_at(position) if "corner" in n or n.startswith("gap")), default=0.0)
+
+        policy = runner.policy
+        measured = frame.pixel_to_nm(policy.agent.positions[policy.measured])  # type: ignore[attr-defined]
+        on_modes = sum(excitation(p) > 0.5 for p in measured)
+        field = frame.pixel_grid_nm()[::4, ::4].reshape(-1, 2)
+        area_fraction = numpy.mean([excitation(p) > 0.5 for p in field])
+        # random sampling would expect area_fraction * 60 (about one); DKL must do far better
+        assert on_modes >= max(4, 4 * area_fraction * 60), (on_modes, area_fraction)
+        assert any(d.title.startswith("DKL prediction") for d in session.document_model.data_items)

@@ -92,3 +92,32 @@ def test_an_uncalibrated_image_is_refused_with_a_reason() -> None:
             assert "calibration in nm" in str(e)
         else:
             raise AssertionError("an uncalibrated image was accepted")
+
+
+def test_the_panel_finds_atoms_live_on_the_twin_and_in_a_selected_image(tmp_path: pathlib.Path, monkeypatch: typing.Any) -> None:
+    from nion_autoem.swift import panel
+
+    monkeypatch.setenv("NION_AUTOEM_RUNS", str(tmp_path / "runs"))
+    with UsimSession(create_configuration("mos2", seed=8)) as session:
+        session.microscope().survey(ScanFrame((256, 256), fov_nm=3.0), pixel_time_us=4.0)  # the current scan: a 3 nm field
+        controller = panel.ExperimentPanelController(session.document_controller)
+        controller.experiment_index.value = 2
+        controller.points.value = 2
+        for start in (controller.start, controller.find_atoms_in_selection):
+            if start == controller.find_atoms_in_selection:
+                live = next(d for d in session.document_model.data_items if d.title.startswith("Atoms found (ELIT)"))
+                session.document_controller.selected_display_panel = None
+                session.document_controller.select_display_items_in_data_panel([session.document_model.get_display_item_for_data_item(live)])
+                session.pump(0.05)
+            start()
+            runner = controller.runner
+            assert runner is not None, controller.status.value
+            deadline = time.time() + 60
+            while not runner.state.is_final and time.time() < deadline:
+                session.pump(0.02)
+            session.pump(0.1)
+            assert runner.state is RunState.FINISHED, runner.progress.message
+            result = runner.policy.results[-1]  # type: ignore[attr-defined]
+            assert len(result) > 150 and {"Mo", "S2"} <= set(result.labels)
+        tables = [d for d in session.document_model.data_items if d.title.startswith("Classified atoms (ELIT)")]
+        assert len(tables) == 2  # one from the live run, one from the selected image
