@@ -16,6 +16,7 @@ Metrics:
 - ``median_dose_to_event``: median electrons on target up to the detected
   change (``median_dose_to_event_e_per_A2`` gives the twin's areal dose at the
   true event);
+- ``emptied_frac``: targets that lost both S atoms (S2 -> empty instead of S1);
 - time per target (wall clock, this machine).
 
 Usage: ``python benchmarks/targeting_bench.py [--seeds 4] [--targets 8] [--drift-nm-per-min 0.5]``.
@@ -95,7 +96,9 @@ def run_once(seed: int, targets: int, drift_nm_per_min: float) -> dict[str, typi
     is_s = numpy.isin(before.column_class, (lattice.S2, lattice.S1))
     in_field = frame.contains_nm(before.position_nm, margin=0.02)
     changed = after.column_class != before.column_class
-    success = [bool(changed[numpy.flatnonzero(before.column_id == c)[0]]) for c in targeted]
+    rows = [int(numpy.flatnonzero(before.column_id == c)[0]) for c in targeted]
+    success = [bool(changed[r]) for r in rows]
+    emptied = sum(int(after.column_class[r] == lattice.EMPTY) for r in rows)
     untargeted = is_s & in_field & ~numpy.isin(before.column_id, targeted)
     # Place every alarm against the true ejection of its column, on the trace's own sample clock.
     starts = iter(scope.trace_starts)
@@ -118,7 +121,7 @@ def run_once(seed: int, targets: int, drift_nm_per_min: float) -> dict[str, typi
         else:
             latencies.append(target.alarm_sample - event_sample)
     dose_at_event = [e.dose_e_per_A2 for e in events if e.column_id in targeted and e.before == "S2"]
-    return {"targets": len(policy.targets), "success": sum(success), "untargeted": int(untargeted.sum()), "collateral": int((changed & untargeted).sum()),
+    return {"targets": len(policy.targets), "success": sum(success), "emptied": emptied, "untargeted": int(untargeted.sum()), "collateral": int((changed & untargeted).sum()),
             "alarms": alarms, "false_alarms": false_alarms, "latencies": latencies, "wall_s": wall,
             "dose_to_event_e": [t.dose_to_event_e for t in policy.targets if t.dose_to_event_e is not None], "dose_at_event_e_per_A2": dose_at_event,
             "summary": policy.summary()}
@@ -151,6 +154,7 @@ def main() -> None:
         "median_dose_to_event": float(statistics.median(doses)) if doses else None,
         "median_dose_to_event_e_per_A2": float(statistics.median(areal)) if areal else None,
         "max_latency_samples": max(latencies) if latencies else None,
+        "emptied_frac": round(sum(r["emptied"] for r in runs) / max(targets, 1), 4),
         "time_per_target_s": round(sum(r["wall_s"] for r in runs) / max(targets, 1), 3),
         "targets": targets, "seeds": args.seeds, "drift_nm_per_min": args.drift_nm_per_min,
         "untargeted_s_columns": sum(r["untargeted"] for r in runs), "collateral_columns": sum(r["collateral"] for r in runs),

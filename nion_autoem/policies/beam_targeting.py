@@ -38,7 +38,6 @@ from nion_autoem.geometry import ScanFrame
 from nion_autoem.policy import Product
 from nion_autoem.policy import RunContext
 from nion_autoem.targeting.changepoint import PoissonCusum
-from nion_autoem.targeting.changepoint import estimate_rate
 from nion_autoem.targeting.changepoint import threshold_for_false_alarm
 from nion_autoem.targeting.drift import DriftEstimator
 from nion_autoem.targeting.drift import measure_shift
@@ -287,8 +286,10 @@ class BeamTargeting:
         target.trace.extend(chunk.tolist())
         dose_per_sample = dose_e / max(len(chunk), 1)
         if target.cusum is None:
-            # The first samples set the level to watch; they are before any event we can see.
-            before = estimate_rate(chunk[: max(len(chunk) // 2, 2)])
+            # The first samples set the level to watch.  Their largest, not their typical value: an ejection
+            # within them would otherwise set the level at the S1 count, and only the next ejection would be seen.
+            # Over-estimating by a standard deviation costs nothing: the CUSUM still drifts down on an intact column.
+            before = float(numpy.max(chunk[:3]))
             budget_samples = int(s.max_dose_per_target_e / max(dose_per_sample, 1e-30)) + 1
             # Siegmund's approximation, not the exact Poisson chain: it leaves room for counts a little
             # noisier than Poisson (probe jitter on the column) at the cost of well under a sample of delay.
