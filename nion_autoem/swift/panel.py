@@ -16,6 +16,7 @@ from nion.swift import Workspace
 from nion.swift.model import Graphics
 from nion.ui import Declarative
 from nion.utils import Model
+from nion.utils import Registry
 
 from nion_autoem.geometry import ScanFrame
 from nion_autoem.policies import PointSpectroscopy
@@ -25,6 +26,7 @@ from nion_autoem.runner import ExperimentRunner
 from nion_autoem.runner import Progress
 from nion_autoem.swift.console import find_atoms_in_data_item
 from nion_autoem.swift.console import start_experiment
+from nion_autoem.swift.live_atoms import LiveAtomFinder
 from nion_autoem.xdata import frame_from_xdata
 
 if typing.TYPE_CHECKING:
@@ -119,6 +121,9 @@ class ExperimentPanelController(Declarative.Handler):
         self.acquisition_index = Model.PropertyModel(0)
         self.patch_size = Model.PropertyModel(16)
         self.field_nm = Model.PropertyModel(3.0)
+        self.live_elit = Model.PropertyModel(False)
+        self.live_elit.on_value_changed = self.__live_elit_changed
+        self.live_finder: LiveAtomFinder | None = None
         self.status = Model.PropertyModel(_("Idle. Choose an experiment and press Start."))
         self.percent = Model.PropertyModel(0)
         self.pause_text = Model.PropertyModel(_("Pause"))
@@ -136,6 +141,7 @@ class ExperimentPanelController(Declarative.Handler):
             u.create_row(u.create_push_button(text=_("Start"), on_clicked="start"), u.create_push_button(text="@binding(pause_text.value)", on_clicked="toggle_pause"),
                          u.create_push_button(text=_("Stop"), on_clicked="stop"), u.create_stretch(),
                          u.create_push_button(text=_("Find atoms in selected image"), on_clicked="find_atoms_in_selection"), spacing=8),
+            u.create_row(u.create_check_box(text=_("ELIT on every new scan frame"), checked="@binding(live_elit.value)"), u.create_stretch()),
             u.create_progress_bar(value="@binding(percent.value)", minimum=0, maximum=100),
             u.create_label(text="@binding(status.value)", word_wrap=True),
             u.create_stretch(), spacing=8, margin=8)
@@ -153,6 +159,9 @@ class ExperimentPanelController(Declarative.Handler):
     def close(self) -> None:
         if self.runner is not None:
             self.runner.stop("panel closed")
+        if self.live_finder is not None:
+            self.live_finder.stop()
+            self.live_finder = None
         self.__listener = None
         super().close()
 
@@ -206,6 +215,24 @@ class ExperimentPanelController(Declarative.Handler):
             return
         self.__listener = self.runner.progress_changed_event.listen(self.__progress_changed)
         self.status.value = f"{_('Finding atoms in')} {data_item.title!r}"
+
+    def __live_elit_changed(self, on: bool | None) -> None:
+        if not on:
+            if self.live_finder is not None:
+                self.live_finder.stop()
+                self.status.value = _("Live ELIT off after {} frame(s).").format(self.live_finder.frames_analysed)
+                self.live_finder = None
+            return
+        try:
+            stem = Registry.get_component("stem_controller")
+            scan = stem.scan_controller if stem else None
+            if scan is None:
+                raise ValueError(_("no scan device is connected"))
+            self.live_finder = LiveAtomFinder(self.__document_controller, scan.hardware_source_id)
+            self.live_finder.start()
+            self.status.value = _("Live ELIT on: atoms are found in every new scan frame.")
+        except Exception as e:
+            self.status.value = f"{_('Cannot start live ELIT')}: {e}"
 
     def toggle_pause(self, widget: typing.Any = None) -> None:
         if self.runner is None or self.runner.state.is_final:

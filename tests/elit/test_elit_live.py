@@ -121,3 +121,38 @@ def test_the_panel_finds_atoms_live_on_the_twin_and_in_a_selected_image(tmp_path
             assert len(result) > 150 and {"Mo", "S2"} <= set(result.labels)
         tables = [d for d in session.document_model.data_items if d.title.startswith("Classified atoms (ELIT)")]
         assert len(tables) == 2  # one from the live run, one from the selected image
+
+
+def test_elit_follows_the_users_scan_frame_by_frame(tmp_path: pathlib.Path) -> None:
+    from nion.instrumentation import HardwareSource
+    from nion.utils import Geometry
+
+    from nion_autoem.swift import panel
+
+    with UsimSession(create_configuration("mos2", seed=9)) as session:
+        scan = HardwareSource.HardwareSourceManager().get_hardware_source_for_hardware_source_id("usim_scan_device")
+        fp = scan.get_current_frame_parameters()
+        fp.pixel_size, fp.fov_nm, fp.pixel_time_us = Geometry.IntSize(192, 192), 2.5, 1.0
+        scan.set_current_frame_parameters(fp)
+        controller = panel.ExperimentPanelController(session.document_controller)
+        controller.live_elit.value = True  # the panel's check box
+        finder = controller.live_finder
+        assert finder is not None, controller.status.value
+        scan.start_playing()
+        try:
+            deadline = time.time() + 60
+            while finder.frames_analysed < 3 and time.time() < deadline:
+                session.pump(0.05)
+        finally:
+            scan.stop_playing(sync_timeout=5.0)
+        controller.live_elit.value = False
+        session.pump(0.2)
+        assert finder.frames_analysed >= 3 and finder.last_error is None
+        assert finder.last_counts.get("Mo", 0) > 50 and finder.last_counts.get("S2", 0) > 50
+        frame_item = finder.data_item("frame")
+        assert frame_item is not None and frame_item.xdata.data_shape == (192, 192)
+        points = [g for g in frame_item.display.graphics if g.graphic_type == "point-graphic"]
+        assert len(points) == sum(finder.last_counts.values())
+        # one set of live items, updated in place, not one per frame
+        assert sum(d.title.startswith("Atoms found (ELIT)") for d in session.document_model.data_items) == 1
+        controller.close()
