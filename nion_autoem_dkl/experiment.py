@@ -29,6 +29,7 @@ from nion_autoem.actions import Survey
 from nion_autoem.geometry import ScanFrame
 from nion_autoem.policy import Product
 from nion_autoem.policy import RunContext
+from nion_autoem.xdata import frame_from_xdata
 from nion_autoem_dkl import acquisition as acq
 from nion_autoem_dkl.agent import AgentConfig
 from nion_autoem_dkl.agent import DKLAgent
@@ -117,6 +118,11 @@ class DKLSpectroscopy:
         Acquisition function, refits, exclusion radius, seed, ...
     calibrated : bool
         Whether ``scalarizer`` needs the energy axis.
+    survey : DataAndMetadata, optional
+        An existing survey image to take the candidates from instead of
+        scanning a new one; its scan geometry comes from its metadata or its
+        calibrations, and the probe must be able to reach it in the current
+        scan field.
 
     Examples
     --------
@@ -127,8 +133,10 @@ class DKLSpectroscopy:
     name = "dkl-spectroscopy"
 
     def __init__(self, scalarizer: SignalScalarizer | AxisScalarizer, settings: DKLSettings | None = None, agent_config: AgentConfig | None = None,
-                 *, calibrated: bool = True) -> None:
+                 *, calibrated: bool = True, survey: DataAndMetadata.DataAndMetadata | None = None) -> None:
         self.settings = settings or DKLSettings()
+        self.__given_survey = survey
+        self.__given_frame = frame_from_xdata(survey) if survey is not None else None
         self.agent_config = agent_config or AgentConfig()
         self.__make_scalarizer = scalarizer if calibrated else None
         self.__scalarizer: SignalScalarizer | None = None if calibrated else typing.cast(SignalScalarizer, scalarizer)
@@ -152,7 +160,8 @@ class DKLSpectroscopy:
     def parameters(self) -> dict[str, typing.Any]:
         settings = dataclasses.asdict(self.settings)
         settings["survey_frame"] = self.settings.survey_frame.to_dict() if self.settings.survey_frame else None
-        return {"settings": settings, "agent": dataclasses.asdict(self.agent_config)}
+        given = self.__given_frame.to_dict() if self.__given_frame else None
+        return {"settings": settings, "agent": dataclasses.asdict(self.agent_config), "given_survey_frame": given}
 
     def fraction_done(self) -> float | None:
         return min(len(self.values) / self.settings.max_measurements, 1.0)
@@ -165,6 +174,8 @@ class DKLSpectroscopy:
     # -- decisions -------------------------------------------------------------
 
     def decide(self, context: RunContext) -> typing.Sequence[Action]:
+        if self.agent is None and self.__given_survey is not None:
+            self.__start(self.__given_survey, self.__given_frame, context)
         if self.agent is None:
             return [Survey(self.settings.survey_frame, pixel_time_us=self.settings.pixel_time_us)]
         remaining = self.settings.max_measurements - len(self.values)

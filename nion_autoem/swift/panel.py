@@ -11,6 +11,7 @@ import dataclasses
 import gettext
 import typing
 
+from nion.data import DataAndMetadata
 from nion.swift import Panel
 from nion.swift import Workspace
 from nion.swift.model import Graphics
@@ -49,6 +50,7 @@ class PanelParameters:
     field_nm: float = 3.0
     drawn_points_nm: tuple[tuple[float, float], ...] = ()
     drawn_frame: ScanFrame | None = None
+    survey: DataAndMetadata.DataAndMetadata | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +72,8 @@ def _dkl_spectroscopy(p: PanelParameters) -> Policy:
     from nion_autoem_dkl.experiment import DKLSpectroscopy
     from nion_autoem_dkl.experiment import band_integral
     return DKLSpectroscopy(band_integral(p.band_eV), DKLSettings(patch_size=p.patch_size, stride=max(p.patch_size // 4, 1), exposure_ms=p.exposure_ms,
-                                                                 max_measurements=p.points), AgentConfig(acquisition=typing.cast(typing.Any, p.acquisition)))
+                                                                 max_measurements=p.points), AgentConfig(acquisition=typing.cast(typing.Any, p.acquisition)),
+                           survey=p.survey)
 
 
 def _atom_finding(p: PanelParameters) -> Policy:
@@ -121,6 +124,7 @@ class ExperimentPanelController(Declarative.Handler):
         self.acquisition_index = Model.PropertyModel(0)
         self.patch_size = Model.PropertyModel(16)
         self.field_nm = Model.PropertyModel(3.0)
+        self.use_selected_survey = Model.PropertyModel(False)
         self.live_elit = Model.PropertyModel(False)
         self.live_elit.on_value_changed = self.__live_elit_changed
         self.live_finder: LiveAtomFinder | None = None
@@ -141,6 +145,8 @@ class ExperimentPanelController(Declarative.Handler):
             u.create_row(u.create_push_button(text=_("Start"), on_clicked="start"), u.create_push_button(text="@binding(pause_text.value)", on_clicked="toggle_pause"),
                          u.create_push_button(text=_("Stop"), on_clicked="stop"), u.create_stretch(),
                          u.create_push_button(text=_("Find atoms in selected image"), on_clicked="find_atoms_in_selection"), spacing=8),
+            u.create_row(u.create_push_button(text=_("Band from interval on selected spectrum"), on_clicked="band_from_selected_spectrum"),
+                         u.create_check_box(text=_("DKL: selected image is the survey"), checked="@binding(use_selected_survey.value)"), u.create_stretch(), spacing=8),
             u.create_row(u.create_check_box(text=_("ELIT on every new scan frame"), checked="@binding(live_elit.value)"), u.create_stretch()),
             u.create_progress_bar(value="@binding(percent.value)", minimum=0, maximum=100),
             u.create_label(text="@binding(status.value)", word_wrap=True),
@@ -171,10 +177,16 @@ class ExperimentPanelController(Declarative.Handler):
             return
         try:
             drawn_frame, drawn_points = self.__drawn_points()
+            survey = None
+            if self.use_selected_survey.value:
+                selected = self.__document_controller.selected_display_item
+                survey = selected.data_item.xdata if selected and selected.data_item else None
+                if survey is None or len(survey.data_shape) != 2:
+                    raise ValueError("'selected image is the survey' is ticked, but no image is selected")
             parameters = PanelParameters(int(self.points.value or 0), float(self.exposure_ms.value or 0),
                                          (float(self.band_low_eV.value or 0), float(self.band_high_eV.value or 0)),
                                          ACQUISITIONS[self.acquisition_index.value or 0], int(self.patch_size.value or 0),
-                                         float(self.field_nm.value or 0), drawn_points, drawn_frame)
+                                         float(self.field_nm.value or 0), drawn_points, drawn_frame, survey)
             max_steps = int(self.max_steps.value or 0)
             policy = EXPERIMENTS[self.experiment_index.value or 0].make_policy(parameters)
             self.runner = start_experiment(policy, document_controller=self.__document_controller, budget=Budget(max_steps=max_steps))
@@ -184,6 +196,20 @@ class ExperimentPanelController(Declarative.Handler):
         self.__listener = self.runner.progress_changed_event.listen(self.__progress_changed)
         self.pause_text.value = _("Pause")
         self.status.value = f"{_('Started run')} {self.runner.run_id}; {_('journal in')} {self.runner.run_dir}"
+
+    def band_from_selected_spectrum(self, widget: typing.Any = None) -> None:
+        """Take the energy band from an interval graphic on the selected spectrum."""
+        display_item = self.__document_controller.selected_display_item
+        xdata = display_item.data_item.xdata if display_item and display_item.data_item else None
+        intervals = [g for g in display_item.graphics if isinstance(g, Graphics.IntervalGraphic)] if display_item else []
+        if xdata is None or len(xdata.data_shape) != 1 or not intervals:
+            self.status.value = _("Select a spectrum with an interval (drag one out with the interval tool) first.")
+            return
+        energy = xdata.dimensional_calibrations[-1]
+        n = xdata.data_shape[-1]
+        lo, hi = sorted(energy.convert_to_calibrated_value(f * n) for f in (intervals[0].start, intervals[0].end))
+        self.band_low_eV.value, self.band_high_eV.value = round(lo, 3), round(hi, 3)
+        self.status.value = f"{_('Band')}: {lo:.2f}-{hi:.2f} {energy.units}"
 
     def __drawn_points(self) -> tuple[ScanFrame | None, tuple[tuple[float, float], ...]]:
         """Point graphics on the selected image, in scan-field nm, with that image's frame."""

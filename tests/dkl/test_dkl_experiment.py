@@ -125,3 +125,47 @@ def test_the_panel_runs_dkl_on_the_plasmonic_twin_and_finds_corner_modes(tmp_pat
         # random sampling would expect area_fraction * 60 (about one); DKL must do far better
         assert on_modes >= max(4, 4 * area_fraction * 60), (on_modes, area_fraction)
         assert any(d.title.startswith("DKL prediction") for d in session.document_model.data_items)
+
+
+def test_the_panel_takes_the_band_from_a_spectrum_and_the_survey_from_an_image(tmp_path: pathlib.Path, monkeypatch: typing.Any) -> None:
+    import time
+
+    from nion.swift import Facade
+
+    from nion_autoem import xdata as xdata_builders
+    from nion_autoem.swift import panel
+    from nion_autoem.swift.session import UsimSession
+    from nion_autoem.twin.usim import create_configuration
+
+    monkeypatch.setenv("NION_AUTOEM_RUNS", str(tmp_path / "runs"))
+    with UsimSession(create_configuration("plasmonic", seed=1)) as session:
+        library = Facade.Library(session.document_model)
+        spectrum = library.create_data_item_from_data_and_metadata(xdata_builders.spectrum_xdata(numpy.ones(200), -3.0, 0.025), "a spectrum")
+        spectrum.add_interval_region(0.25, 0.45)  # fractions of the axis: -3 + 200 * (0.25, 0.45) * 0.025 eV
+        controller = panel.ExperimentPanelController(session.document_controller)
+
+        def select(item: typing.Any) -> None:
+            session.document_controller.selected_display_panel = None
+            session.document_controller.select_display_items_in_data_panel([item.display._item])
+            session.pump(0.05)
+
+        select(spectrum)
+        controller.band_from_selected_spectrum()
+        assert (controller.band_low_eV.value, controller.band_high_eV.value) == pytest.approx((-1.75, -0.75))
+
+        survey = session.microscope().survey(ScanFrame((128, 128), fov_nm=320.0), pixel_time_us=1.0)
+        select(library.create_data_item_from_data_and_metadata(survey.xdata, "yesterday's survey"))
+        controller.band_low_eV.value, controller.band_high_eV.value = 1.2, 2.1
+        controller.experiment_index.value = 1
+        controller.use_selected_survey.value = True
+        controller.points.value = 12
+        controller.patch_size.value = 8
+        controller.start()
+        runner = controller.runner
+        assert runner is not None, controller.status.value
+        deadline = time.time() + 60
+        while not runner.state.is_final and time.time() < deadline:
+            session.pump(0.02)
+        assert runner.state is RunState.FINISHED, runner.progress.message
+        kinds = [s.action.kind for s in read_journal(runner.run_dir).steps]
+        assert kinds == ["acquire"] * 12  # no new survey: the candidates came from the selected image
