@@ -143,6 +143,10 @@ class UsimSession:
     def run_until_done(self, runner: ExperimentRunner, timeout: float = 600.0, on_progress: typing.Callable[[typing.Any], None] | None = None) -> None:
         """Start ``runner`` on its worker thread and act as the UI thread until it ends."""
         runner.start()
+        self.pump_until_done(runner, timeout, on_progress)
+
+    def pump_until_done(self, runner: ExperimentRunner, timeout: float = 600.0, on_progress: typing.Callable[[typing.Any], None] | None = None) -> None:
+        """Act as the UI thread until an already started ``runner`` ends; stop it after ``timeout`` s."""
         deadline = time.time() + timeout
         last = None
         while not runner.state.is_final:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pathlib
-import time
 import typing
 
 import pytest
@@ -37,10 +36,7 @@ def test_panel_runs_an_experiment_and_reports_progress(usim_session: typing.Any,
         controller.start()
         runner = controller.runner
         assert runner is not None, controller.status.value
-        deadline = time.time() + 60
-        while not runner.state.is_final and time.time() < deadline:
-            usim_session.pump(0.02)
-        usim_session.pump(0.1)
+        usim_session.pump_until_done(runner, 60)
         assert runner.state is RunState.FINISHED, runner.progress.message
         assert controller.percent.value == 100
         assert "finished" in controller.status.value

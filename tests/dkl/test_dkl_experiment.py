@@ -87,7 +87,6 @@ def test_dkl_rejects_bad_settings() -> None:
 
 
 def test_the_panel_runs_dkl_on_the_plasmonic_twin_and_finds_corner_modes(tmp_path: pathlib.Path, monkeypatch: typing.Any) -> None:
-    import time
 
     from nion_autoem.swift import panel
     from nion_autoem.swift.session import UsimSession
@@ -106,10 +105,7 @@ def test_the_panel_runs_dkl_on_the_plasmonic_twin_and_finds_corner_modes(tmp_pat
         controller.start()
         runner = controller.runner
         assert runner is not None, controller.status.value
-        deadline = time.time() + 120
-        while not runner.state.is_final and time.time() < deadline:
-            session.pump(0.02)
-        session.pump(0.1)
+        session.pump_until_done(runner, 120)
         assert runner.state is RunState.FINISHED, runner.progress.message
         twin = configuration.twin
         peak = {mode.name: mode.strength for mode in twin.modes}
@@ -128,7 +124,6 @@ def test_the_panel_runs_dkl_on_the_plasmonic_twin_and_finds_corner_modes(tmp_pat
 
 
 def test_the_panel_takes_the_band_from_a_spectrum_and_the_survey_from_an_image(tmp_path: pathlib.Path, monkeypatch: typing.Any) -> None:
-    import time
 
     from nion.swift import Facade
 
@@ -163,9 +158,7 @@ def test_the_panel_takes_the_band_from_a_spectrum_and_the_survey_from_an_image(t
         controller.start()
         runner = controller.runner
         assert runner is not None, controller.status.value
-        deadline = time.time() + 60
-        while not runner.state.is_final and time.time() < deadline:
-            session.pump(0.02)
+        session.pump_until_done(runner, 60)
         assert runner.state is RunState.FINISHED, runner.progress.message
         kinds = [s.action.kind for s in read_journal(runner.run_dir).steps]
         assert kinds == ["acquire"] * 12  # no new survey: the candidates came from the selected image

@@ -69,10 +69,7 @@ def test_atoms_in_an_image_already_in_the_document(tmp_path: pathlib.Path, monke
         library = Facade.Library(session.document_model)
         item = library.create_data_item_from_data_and_metadata(xdata, "loaded MoS2 image")
         runner = find_atoms_in_data_item(item, document_controller=session.document_controller)
-        deadline = time.time() + 60
-        while not runner.state.is_final and time.time() < deadline:
-            session.pump(0.02)
-        session.pump(0.1)
+        session.pump_until_done(runner, 60)
         assert runner.state is RunState.FINISHED, runner.progress.message
         titles = [d.title for d in session.document_model.data_items]
         assert any(t.startswith("Atoms found (ELIT)") for t in titles) and any(t.startswith("Classified atoms (ELIT)") for t in titles)
@@ -112,10 +109,7 @@ def test_the_panel_finds_atoms_live_on_the_twin_and_in_a_selected_image(tmp_path
             start()
             runner = controller.runner
             assert runner is not None, controller.status.value
-            deadline = time.time() + 60
-            while not runner.state.is_final and time.time() < deadline:
-                session.pump(0.02)
-            session.pump(0.1)
+            session.pump_until_done(runner, 60)
             assert runner.state is RunState.FINISHED, runner.progress.message
             result = runner.policy.results[-1]  # type: ignore[attr-defined]
             assert len(result) > 150 and {"Mo", "S2"} <= set(result.labels)

@@ -150,10 +150,7 @@ def run_panel(session: UsimSession, controller: typing.Any, timeout: float = 120
     controller.start()
     runner = controller.runner
     assert runner is not None, controller.status.value
-    deadline = time.time() + timeout
-    while not runner.state.is_final and time.time() < deadline:
-        session.pump(0.02)
-    session.pump(0.1)
+    session.pump_until_done(runner, timeout)
     return runner
 
 
