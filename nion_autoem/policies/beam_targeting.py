@@ -109,7 +109,7 @@ class TargetingSettings:
     line: tuple[tuple[float, float], tuple[float, float], float] | None = None
     points_nm: tuple[tuple[float, float], ...] | None = None
     max_targets: int = 10
-    sample_time_us: float = 200.0
+    sample_time_us: float = 100.0
     chunk_samples: int = 10
     drop_ratio: float = 0.65
     false_alarm_probability: float = 0.01
