@@ -10,7 +10,6 @@ domain turned by 90 degrees; walls are 2 nm wide.
 from __future__ import annotations
 
 import math
-import threading
 import typing
 
 import numpy
@@ -21,6 +20,7 @@ from nion_autoem.twin import spectra
 from nion_autoem.twin.clock import SimulatedClock
 from nion_autoem.twin.clock import StageDrift
 from nion_autoem.twin.sample import ProbeConditions
+from nion_autoem.twin.sample import SampleBase
 from nion_autoem.twin.sample import add_poisson_noise
 from nion_autoem.twin.sample import raster_times_s
 
@@ -29,7 +29,7 @@ _NDArray = numpy.typing.NDArray[typing.Any]
 ADF_FRACTION = 0.02
 
 
-class PolarDomainSample:
+class PolarDomainSample(SampleBase):
     """Stripe and bubble polarization domains with a known centre-of-mass field.
 
     Parameters
@@ -57,19 +57,7 @@ class PolarDomainSample:
         self.convergence_mrad = convergence_mrad
         self.bubble_center_nm = bubble_center_nm
         self.bubble_radius_nm = bubble_radius_nm
-        self.drift = drift or StageDrift()
-        self.clock = clock or SimulatedClock()
-        self.stage_offset_nm: tuple[float, float] = (0.0, 0.0)
-        self.__rng = numpy.random.default_rng(seed)
-        self.__electrons = 0.0
-        self.__lock = threading.RLock()
-
-    @property
-    def electrons_received(self) -> float:
-        return self.__electrons
-
-    def _to_sample(self, position_nm: _NDArray, time_s: numpy.typing.ArrayLike) -> _NDArray:
-        return typing.cast(_NDArray, position_nm - (numpy.asarray(self.stage_offset_nm) + self.drift.offset_nm(time_s)))
+        super().__init__(seed=seed, drift=drift, clock=clock)
 
     # -- ground truth ---------------------------------------------------------------------------
 
@@ -113,45 +101,45 @@ class PolarDomainSample:
 
     def render_frame(self, frame: ScanFrame, pixel_time_us: float, probe: ProbeConditions, channels: typing.Sequence[str] = ("HAADF",)) -> dict[str, _NDArray]:
         """ADF survey with faint domain contrast."""
-        with self.__lock:
+        with self._lock:
             row_start_s, duration_s = raster_times_s(frame, self.clock.now_s, pixel_time_us)
             self.clock.advance(duration_s)
             electrons = probe.electrons_per_s * pixel_time_us * 1e-6
-            self.__electrons += electrons * frame.shape[0] * frame.shape[1]
+            self._electrons += electrons * frame.shape[0] * frame.shape[1]
             p = self._to_sample(frame.pixel_grid_nm(), row_start_s[:, numpy.newaxis])
             fraction = self._adf_fraction(p)
-            return {c: add_poisson_noise((electrons * fraction * (1.0 if c == "HAADF" else 2.0 if c == "MAADF" else 0.0)).astype(numpy.float32), self.__rng)
+            return {c: add_poisson_noise((electrons * fraction * (1.0 if c == "HAADF" else 2.0 if c == "MAADF" else 0.0)).astype(numpy.float32), self._rng)
                     for c in channels}
 
     def dwell(self, positions_nm: numpy.typing.ArrayLike, sample_time_s: float, probe: ProbeConditions) -> dict[str, _NDArray]:
         p = numpy.atleast_2d(numpy.asarray(positions_nm, dtype=float))
-        with self.__lock:
+        with self._lock:
             t0 = self.clock.advance(p.shape[0] * sample_time_s)
             electrons = probe.electrons_per_s * sample_time_s
-            self.__electrons += electrons * p.shape[0]
+            self._electrons += electrons * p.shape[0]
             t = t0 + (numpy.arange(p.shape[0]) + 0.5) * sample_time_s
             fraction = self._adf_fraction(self._to_sample(p, t))
-            return {"HAADF": add_poisson_noise((electrons * fraction).astype(numpy.float32), self.__rng),
-                    "MAADF": add_poisson_noise((2 * electrons * fraction).astype(numpy.float32), self.__rng)}
+            return {"HAADF": add_poisson_noise((electrons * fraction).astype(numpy.float32), self._rng),
+                    "MAADF": add_poisson_noise((2 * electrons * fraction).astype(numpy.float32), self._rng)}
 
     def spectrum(self, position_nm: typing.Sequence[float], exposure_s: float, probe: ProbeConditions, energies_eV: _NDArray) -> _NDArray:
         energies = numpy.asarray(energies_eV, dtype=float)
         width = spectra.channel_width_eV(energies)
-        with self.__lock:
+        with self._lock:
             self.clock.advance(exposure_s)
             electrons = probe.electrons_per_s * exposure_s
-            self.__electrons += electrons
+            self._electrons += electrons
             shape = 0.8 * spectra.zero_loss_peak(energies) + 0.2 * spectra.lorentzian(energies, 15.0, 6.0)
-            return add_poisson_noise((electrons * width * shape).astype(numpy.float32), self.__rng)
+            return add_poisson_noise((electrons * width * shape).astype(numpy.float32), self._rng)
 
     def diffraction(self, position_nm: typing.Sequence[float], exposure_s: float, probe: ProbeConditions, shape: tuple[int, int], pixel_mrad: float) -> _NDArray | None:
         """A CBED frame (electrons per pixel): the bright-field disc shifted by the local CoM field."""
         if pixel_mrad <= 0:
             raise ValueError(f"pixel_mrad must be > 0 mrad per camera pixel, got {pixel_mrad!r}")
-        with self.__lock:
+        with self._lock:
             t0 = self.clock.advance(exposure_s)
             electrons = probe.electrons_per_s * exposure_s
-            self.__electrons += electrons
+            self._electrons += electrons
             if electrons <= 0:
                 return numpy.zeros(shape, numpy.float32)
             p = self._to_sample(numpy.asarray(position_nm, dtype=float), t0 + exposure_s / 2)
@@ -167,4 +155,4 @@ class PolarDomainSample:
             diffuse = numpy.exp(-r / (3 * radius_px))
             diffuse /= float(diffuse.sum())
             expected = electrons * (0.9 * disc + 0.1 * diffuse)
-            return add_poisson_noise(expected.astype(numpy.float32), self.__rng)
+            return add_poisson_noise(expected.astype(numpy.float32), self._rng)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import threading
 import typing
 
 import numpy
@@ -34,6 +33,7 @@ from nion_autoem.twin.damage import DamageEvent
 from nion_autoem.twin.damage import KnockOnModel
 from nion_autoem.twin.sample import CHANNELS
 from nion_autoem.twin.sample import ProbeConditions
+from nion_autoem.twin.sample import SampleBase
 from nion_autoem.twin.sample import add_poisson_noise
 from nion_autoem.twin.sample import raster_times_s
 
@@ -104,7 +104,7 @@ def _splat(pixels: _NDArray, weights: _NDArray, shape: tuple[int, int], pad: int
     return grid.reshape(h, w).astype(numpy.float32)
 
 
-class MoS2Sample:
+class MoS2Sample(SampleBase):
     """A 2H-MoS2 monolayer flake that images, dwells and gets damaged like the real one.
 
     Parameters
@@ -146,32 +146,22 @@ class MoS2Sample:
         self.columns = columns if columns is not None else lattice.mos2_flake(seed=seed)
         self.probe_sigma_nm = float(probe_sigma_nm)
         self.knock_on = knock_on or KnockOnModel()
-        self.drift = drift or StageDrift()
+        super().__init__(seed=seed, drift=drift, clock=clock)
         self.line_jitter_nm = float(line_jitter_nm)
-        self.clock = clock or SimulatedClock()
-        self.stage_offset_nm: tuple[float, float] = (0.0, 0.0)
-        self.__rng = numpy.random.default_rng(seed)
         self.__dose_e_per_nm2 = numpy.zeros(len(self.columns))
         self.__events: list[DamageEvent] = list()
-        self.__electrons = 0.0
-        self.__lock = threading.RLock()
 
     # -- ground truth ---------------------------------------------------------------------------
 
     @property
-    def electrons_received(self) -> float:
-        """Total electrons put on the sample so far."""
-        return self.__electrons
-
-    @property
     def damage_events(self) -> list[DamageEvent]:
         """Every ejection so far, in the order they happened within each acquisition."""
-        with self.__lock:
+        with self._lock:
             return list(self.__events)
 
     def ground_truth(self) -> AtomGroundTruth:
         """Snapshot of every column now (after any damage)."""
-        with self.__lock:
+        with self._lock:
             now = self.clock.now_s
             shift = numpy.asarray(self.stage_offset_nm) + self.drift.offset_nm(now)
             return AtomGroundTruth(now, numpy.arange(len(self.columns)), self.columns.position_nm + shift, self.columns.position_nm.copy(),
@@ -205,14 +195,14 @@ class MoS2Sample:
         for channel in channels:
             if channel not in CHANNELS:
                 raise ValueError(f"channel must be one of {CHANNELS}, got {channel!r}")
-        with self.__lock:
+        with self._lock:
             row_start_s, duration_s = raster_times_s(frame, self.clock.now_s, pixel_time_us)
             t0 = self.clock.advance(duration_s)
             electrons_per_pixel = probe.electrons_per_s * pixel_time_us * 1e-6
             out = {channel: numpy.zeros(frame.shape, numpy.float32) for channel in channels}
             if electrons_per_pixel <= 0:
                 return out
-            self.__electrons += electrons_per_pixel * frame.shape[0] * frame.shape[1]
+            self._electrons += electrons_per_pixel * frame.shape[0] * frame.shape[1]
             p_nm = frame.pixel_size_nm
             sigma_px = self.probe_sigma_nm / p_nm
             pad = int(math.ceil(min(4 * sigma_px, 64))) + 2
@@ -231,7 +221,7 @@ class MoS2Sample:
             if self.line_jitter_nm > 0:
                 # Line jitter displaces each scan line along x.  Shifting each column by the jitter
                 # of the line through its centre keeps the cost at one splat (blobs move rigidly).
-                jitter_px = self.__rng.standard_normal(frame.shape[0]) * (self.line_jitter_nm / p_nm)
+                jitter_px = self._rng.standard_normal(frame.shape[0]) * (self.line_jitter_nm / p_nm)
                 pix = pix.copy()
                 pix[:, 1] += jitter_px[rows]
             for channel in channels:
@@ -242,7 +232,7 @@ class MoS2Sample:
                 weights = numpy.sum(numpy.where(z > 0, z, 0.0) ** exponent, axis=1)
                 grid = _gaussian_blur(_splat(pix, weights, frame.shape, pad), sigma_px)[pad:-pad, pad:-pad]
                 expected = grid * numpy.float32(electrons_per_pixel * area_nm2 / p_nm ** 2)
-                out[channel] = add_poisson_noise(expected, self.__rng)
+                out[channel] = add_poisson_noise(expected, self._rng)
             self.__raster_damage(ids, pix, frame, electrons_per_pixel / p_nm ** 2, t_column)
             return out
 
@@ -250,7 +240,7 @@ class MoS2Sample:
         in_field = numpy.all((pix >= -0.5) & (pix <= numpy.asarray(frame.shape) - 0.5), axis=1)
         hit = ids[in_field]
         z = self.columns.z_atoms[hit]
-        thresholds = self.knock_on.thresholds_e_per_nm2(z, self.__rng)
+        thresholds = self.knock_on.thresholds_e_per_nm2(z, self._rng)
         dose_before = self.__dose_e_per_nm2[hit].copy()
         self.__dose_e_per_nm2[hit] += fluence_e_per_nm2
         ejected = numpy.argwhere(thresholds < fluence_e_per_nm2)
@@ -287,13 +277,13 @@ class MoS2Sample:
         if not math.isfinite(sample_time_s) or sample_time_s <= 0:
             raise ValueError(f"sample_time_s must be a positive dwell per sample, got {sample_time_s!r}")
         n = p.shape[0]
-        with self.__lock:
+        with self._lock:
             t0 = self.clock.advance(n * sample_time_s)
             rate = probe.electrons_per_s
             zeros = numpy.zeros(n, numpy.float32)
             if rate <= 0:
                 return {"HAADF": zeros, "MAADF": zeros.copy(), "chalcogen_atoms": numpy.zeros(n)}
-            self.__electrons += rate * n * sample_time_s
+            self._electrons += rate * n * sample_time_s
             t = t0 + (numpy.arange(n) + 0.5) * sample_time_s
             ps = p - self._shift_at(t)
             s = self.probe_sigma_nm
@@ -306,7 +296,7 @@ class MoS2Sample:
             fluence = rate * sample_time_s * profile  # e/nm^2 per sample, (N, K)
             cumulative = numpy.cumsum(fluence, axis=0)
             z_start = self.columns.z_atoms[cand].copy()
-            thresholds = self.knock_on.thresholds_e_per_nm2(z_start, self.__rng)
+            thresholds = self.knock_on.thresholds_e_per_nm2(z_start, self._rng)
             dose_before = self.__dose_e_per_nm2[cand].copy()
             # Per column, a piecewise-constant z over time: list of (sample, fraction before, slot).
             z_time = numpy.repeat(z_start[numpy.newaxis], n, axis=0).astype(float)  # (N, K, 2), fractional at event samples
@@ -337,7 +327,7 @@ class MoS2Sample:
                 occupancy = numpy.where(present, z_time / numpy.where(z_start[numpy.newaxis] > 0, z_start[numpy.newaxis], 1), 0.0)
                 weights = numpy.sum(zt ** exponent * occupancy, axis=-1)
                 expected = rate * sample_time_s * area_nm2 * numpy.sum(weights * profile, axis=1)
-                result[channel] = add_poisson_noise(expected.astype(numpy.float32), self.__rng)
+                result[channel] = add_poisson_noise(expected.astype(numpy.float32), self._rng)
             chalcogen = numpy.where(self.columns.site[cand] == lattice.CHALCOGEN_SITE, 1.0, 0.0)
             occupancy_all = numpy.where(present, z_time / numpy.where(z_start[numpy.newaxis] > 0, z_start[numpy.newaxis], 1), 0.0).sum(axis=-1)
             result["chalcogen_atoms"] = numpy.sum(occupancy_all * chalcogen * profile, axis=1) * 2 * math.pi * s * s
@@ -353,13 +343,13 @@ class MoS2Sample:
             target = int(cand[k])
             if columns.site[target] != lattice.CHALCOGEN_SITE or columns.atom_count[target] == 2:
                 continue
-            if self.__rng.exponential() / sigma >= fluence[k]:
+            if self._rng.exponential() / sigma >= fluence[k]:
                 continue
             d = numpy.linalg.norm(columns.position_nm - columns.position_nm[target], axis=1)
             donors = numpy.flatnonzero((d > 0) & (d < lattice.MOS2_A_NM * 1.05) & (columns.site == lattice.CHALCOGEN_SITE) & (columns.atom_count == 2))
             if len(donors) == 0:
                 continue
-            donor = int(donors[self.__rng.integers(len(donors))])
+            donor = int(donors[self._rng.integers(len(donors))])
             before = lattice.COLUMN_CLASSES[int(columns.column_class[donor])]
             z = int(columns.z_atoms[donor, 1])
             columns.z_atoms[donor, 1] = 0
@@ -391,7 +381,7 @@ class MoS2Sample:
         loss_fraction = min(0.02 + 2.0 * haadf_fraction, 0.5)
         shape = (1 - loss_fraction) * spectra.zero_loss_peak(energies)
         shape += loss_fraction * (0.35 * spectra.lorentzian(energies, 8.5, 3.0) + 0.65 * spectra.lorentzian(energies, 22.0, 9.0))
-        return add_poisson_noise((electrons * width * shape).astype(numpy.float32), self.__rng)
+        return add_poisson_noise((electrons * width * shape).astype(numpy.float32), self._rng)
 
     def diffraction(self, position_nm: typing.Sequence[float], exposure_s: float, probe: ProbeConditions, shape: tuple[int, int], pixel_mrad: float) -> _NDArray | None:
         """No twin Ronchigram for MoS2: the exposure still dwells (dose, damage, clock), usim draws the frame."""

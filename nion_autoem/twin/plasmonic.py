@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import threading
 import typing
 
 import numpy
@@ -24,6 +23,7 @@ from nion_autoem.twin import spectra
 from nion_autoem.twin.clock import SimulatedClock
 from nion_autoem.twin.clock import StageDrift
 from nion_autoem.twin.sample import ProbeConditions
+from nion_autoem.twin.sample import SampleBase
 from nion_autoem.twin.sample import add_poisson_noise
 from nion_autoem.twin.sample import raster_times_s
 
@@ -167,7 +167,7 @@ def _outline(p: Particle, n: int = 200) -> _NDArray:
     return numpy.concatenate([a + t * (b - a) for a, b in zip(v, numpy.roll(v, -1, axis=0))])
 
 
-class PlasmonicSample:
+class PlasmonicSample(SampleBase):
     """Ag nanoparticles (rods, a triangle, a cube, a gap dimer) on a thin membrane.
 
     Parameters
@@ -187,20 +187,8 @@ class PlasmonicSample:
         self.title = title
         self.particles = list(particles) if particles is not None else default_particles()
         self.modes = particle_modes(self.particles)
-        self.drift = drift or StageDrift()
-        self.clock = clock or SimulatedClock()
-        self.stage_offset_nm: tuple[float, float] = (0.0, 0.0)
+        super().__init__(seed=seed, drift=drift, clock=clock)
         self.probe_sigma_nm = probe_sigma_nm
-        self.__rng = numpy.random.default_rng(seed)
-        self.__electrons = 0.0
-        self.__lock = threading.RLock()
-
-    @property
-    def electrons_received(self) -> float:
-        return self.__electrons
-
-    def _to_sample(self, position_nm: _NDArray, time_s: numpy.typing.ArrayLike) -> _NDArray:
-        return typing.cast(_NDArray, position_nm - (numpy.asarray(self.stage_offset_nm) + self.drift.offset_nm(time_s)))
 
     # -- ground truth ---------------------------------------------------------------------------
 
@@ -254,11 +242,11 @@ class PlasmonicSample:
 
     def render_frame(self, frame: ScanFrame, pixel_time_us: float, probe: ProbeConditions, channels: typing.Sequence[str] = ("HAADF",)) -> dict[str, _NDArray]:
         """Survey image: particles bright on a faint membrane, Poisson counts."""
-        with self.__lock:
+        with self._lock:
             row_start_s, duration_s = raster_times_s(frame, self.clock.now_s, pixel_time_us)
             self.clock.advance(duration_s)
             electrons = probe.electrons_per_s * pixel_time_us * 1e-6
-            self.__electrons += electrons * frame.shape[0] * frame.shape[1]
+            self._electrons += electrons * frame.shape[0] * frame.shape[1]
             out: dict[str, _NDArray] = {}
             if electrons <= 0:
                 return {c: numpy.zeros(frame.shape, numpy.float32) for c in channels}
@@ -268,30 +256,30 @@ class PlasmonicSample:
             for channel in channels:
                 scale = 1.0 if channel == "HAADF" else 2.5 if channel == "MAADF" else 0.0
                 expected = electrons * scale * (SUBSTRATE_ADF_FRACTION + PARTICLE_ADF_FRACTION * thickness)
-                out[channel] = add_poisson_noise(expected.astype(numpy.float32), self.__rng)
+                out[channel] = add_poisson_noise(expected.astype(numpy.float32), self._rng)
             return out
 
     def dwell(self, positions_nm: numpy.typing.ArrayLike, sample_time_s: float, probe: ProbeConditions) -> dict[str, _NDArray]:
         """ADF counts while dwelling at scan-field positions (N, 2); Ag does not damage here."""
         p = numpy.atleast_2d(numpy.asarray(positions_nm, dtype=float))
-        with self.__lock:
+        with self._lock:
             t0 = self.clock.advance(p.shape[0] * sample_time_s)
             electrons = probe.electrons_per_s * sample_time_s
-            self.__electrons += electrons * p.shape[0]
+            self._electrons += electrons * p.shape[0]
             t = t0 + (numpy.arange(p.shape[0]) + 0.5) * sample_time_s
             thickness = self.thickness_fraction(self._to_sample(p, t))
             expected = electrons * (SUBSTRATE_ADF_FRACTION + PARTICLE_ADF_FRACTION * thickness)
-            return {"HAADF": add_poisson_noise(expected.astype(numpy.float32), self.__rng),
-                    "MAADF": add_poisson_noise((2.5 * expected).astype(numpy.float32), self.__rng)}
+            return {"HAADF": add_poisson_noise(expected.astype(numpy.float32), self._rng),
+                    "MAADF": add_poisson_noise((2.5 * expected).astype(numpy.float32), self._rng)}
 
     def spectrum(self, position_nm: typing.Sequence[float], exposure_s: float, probe: ProbeConditions, energies_eV: _NDArray) -> _NDArray:
         """Low-loss EELS at the parked probe: ZLP, plasmon modes by position, membrane background."""
         energies = numpy.asarray(energies_eV, dtype=float)
         width = spectra.channel_width_eV(energies)
-        with self.__lock:
+        with self._lock:
             t0 = self.clock.advance(exposure_s)
             electrons = probe.electrons_per_s * exposure_s
-            self.__electrons += electrons
+            self._electrons += electrons
             if electrons <= 0:
                 return numpy.zeros(energies.shape, numpy.float32)
             p = self._to_sample(numpy.asarray(position_nm, dtype=float), t0 + exposure_s / 2)
@@ -305,11 +293,11 @@ class PlasmonicSample:
             interband = 0.01 * thickness * spectra.power_law_background(energies, 4.0, 1.5) / 10.0
             total_loss = float(numpy.sum(loss + membrane + interband) * width)
             shape = max(1.0 - total_loss, 0.1) * spectra.zero_loss_peak(energies, 0.15) + loss + membrane + interband
-            return add_poisson_noise((electrons * width * shape).astype(numpy.float32), self.__rng)
+            return add_poisson_noise((electrons * width * shape).astype(numpy.float32), self._rng)
 
     def diffraction(self, position_nm: typing.Sequence[float], exposure_s: float, probe: ProbeConditions, shape: tuple[int, int], pixel_mrad: float) -> _NDArray | None:
         """No twin Ronchigram: the exposure spends time, usim draws the frame."""
-        with self.__lock:
+        with self._lock:
             self.clock.advance(exposure_s)
-            self.__electrons += probe.electrons_per_s * exposure_s
+            self._electrons += probe.electrons_per_s * exposure_s
         return None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import typing
 
 import numpy
@@ -90,6 +91,31 @@ class TwinSample(typing.Protocol):
     def electrons_received(self) -> float:
         """Total electrons put on this sample so far."""
         ...
+
+
+class SampleBase:
+    """Bookkeeping every twin shares: clock, stage drift and offset, electrons received, a lock, a seeded generator.
+
+    Subclasses call ``super().__init__(seed=..., drift=..., clock=...)`` and
+    guard their own state with ``self._lock``.
+    """
+
+    def __init__(self, *, seed: int = 0, drift: StageDrift | None = None, clock: SimulatedClock | None = None) -> None:
+        self.drift = drift or StageDrift()
+        self.clock = clock or SimulatedClock()
+        self.stage_offset_nm: tuple[float, float] = (0.0, 0.0)
+        self._rng = numpy.random.default_rng(seed)
+        self._electrons = 0.0
+        self._lock = threading.RLock()
+
+    @property
+    def electrons_received(self) -> float:
+        """Total electrons put on the sample so far."""
+        return self._electrons
+
+    def _to_sample(self, position_nm: _NDArray, time_s: numpy.typing.ArrayLike) -> _NDArray:
+        """Scan-field nm to the sample's own coordinates at ``time_s``."""
+        return typing.cast(_NDArray, position_nm - (numpy.asarray(self.stage_offset_nm) + self.drift.offset_nm(time_s)))
 
 
 def sample_to_scan_field(sample: TwinSample, sample_position_nm: numpy.typing.ArrayLike, time_s: numpy.typing.ArrayLike | None = None) -> _NDArray:
