@@ -56,7 +56,7 @@ def atom_products(image: DataAndMetadata.DataAndMetadata, frame: ScanFrame, resu
     fractions = frame.pixel_to_fraction(result.positions) if len(result) else numpy.zeros((0, 2))
     labels = tuple(result.class_names[int(k)] + ("?" if u > unsure_above else "") for k, u in zip(result.classes, result.uncertainties, strict=True))
     table = numpy.column_stack([positions_nm, result.classes, result.class_probabilities, result.uncertainties]) if len(result) else numpy.zeros((0, 5))
-    counts = {name: int((result.classes == k).sum()) for k, name in enumerate(result.class_names) if k > 0}
+    counts = result.counts()
     table_xdata = DataAndMetadata.new_data_and_metadata(
         table, intensity_calibration=Calibration.Calibration(), dimensional_calibrations=[Calibration.Calibration(1.0, 1.0, "atom"), Calibration.Calibration()],
         metadata={"nion_autoem": {"columns": list(TABLE_COLUMNS), "class_names": list(result.class_names), "counts": counts,
@@ -144,6 +144,5 @@ class AtomFinding:
         self.results.append(result)
         for product in atom_products(measurement.xdata, measurement.frame, result):
             context.publish(product)
-        counts = {name: int((result.classes == k).sum()) for k, name in enumerate(result.class_names) if k > 0}
-        summary.update({"atoms": len(result), "counts": counts, "mean_uncertainty": float(numpy.mean(result.uncertainties)) if len(result) else None})
+        summary.update({"atoms": len(result), "counts": result.counts(), "mean_uncertainty": float(numpy.mean(result.uncertainties)) if len(result) else None})
         return summary

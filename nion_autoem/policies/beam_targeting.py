@@ -164,11 +164,12 @@ class BeamTargeting:
     """
 
     name = "beam-targeting"
-    model_version = "beam-targeting/1+elit-mos2_v1"
 
     def __init__(self, settings: TargetingSettings, atom_finder: AtomFinder | None = None) -> None:
         self.settings = settings
         self.__find_atoms = atom_finder or elit_atom_finder
+        # the journal records which model picked and verified the targets
+        self.model_version = "beam-targeting/1+" + ("elit-mos2" if atom_finder is None else getattr(atom_finder, "__name__", "custom-atom-finder"))
         self.targets: list[Target] = []
         self.__survey: DataAndMetadata.DataAndMetadata | None = None
         self.__reference: _NDArray | None = None

@@ -128,7 +128,7 @@ class LiveAtomFinder:
                             "provenance": {"model_version": f"elit/{self.__ensemble_name or 'mos2'}", "analysis_ms": round(1000 * (time.perf_counter() - started), 1)}}
                 for product in atom_products(xdata, frame, result):
                     self.__sink.publish(product, metadata)
-                self.last_counts = {name: int((result.classes == k).sum()) for k, name in enumerate(result.class_names) if k > 0}
+                self.last_counts = result.counts()
                 self.frames_analysed += 1
             except Exception as e:  # one bad frame (e.g. no calibration) must not end the live mode
                 self.last_error = f"{type(e).__name__}: {e}"

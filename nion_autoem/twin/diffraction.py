@@ -112,13 +112,9 @@ class PolarDomainSample(SampleBase):
                     for c in channels}
 
     def dwell(self, positions_nm: numpy.typing.ArrayLike, sample_time_s: float, probe: ProbeConditions) -> dict[str, _NDArray]:
-        p = numpy.atleast_2d(numpy.asarray(positions_nm, dtype=float))
         with self._lock:
-            t0 = self.clock.advance(p.shape[0] * sample_time_s)
-            electrons = probe.electrons_per_s * sample_time_s
-            self._electrons += electrons * p.shape[0]
-            t = t0 + (numpy.arange(p.shape[0]) + 0.5) * sample_time_s
-            fraction = self._adf_fraction(self._to_sample(p, t))
+            sample_nm, electrons = self._dwell_samples(positions_nm, sample_time_s, probe)
+            fraction = self._adf_fraction(sample_nm)
             return {"HAADF": add_poisson_noise((electrons * fraction).astype(numpy.float32), self._rng),
                     "MAADF": add_poisson_noise((2 * electrons * fraction).astype(numpy.float32), self._rng)}
 

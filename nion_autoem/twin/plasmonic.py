@@ -261,13 +261,9 @@ class PlasmonicSample(SampleBase):
 
     def dwell(self, positions_nm: numpy.typing.ArrayLike, sample_time_s: float, probe: ProbeConditions) -> dict[str, _NDArray]:
         """ADF counts while dwelling at scan-field positions (N, 2); Ag does not damage here."""
-        p = numpy.atleast_2d(numpy.asarray(positions_nm, dtype=float))
         with self._lock:
-            t0 = self.clock.advance(p.shape[0] * sample_time_s)
-            electrons = probe.electrons_per_s * sample_time_s
-            self._electrons += electrons * p.shape[0]
-            t = t0 + (numpy.arange(p.shape[0]) + 0.5) * sample_time_s
-            thickness = self.thickness_fraction(self._to_sample(p, t))
+            sample_nm, electrons = self._dwell_samples(positions_nm, sample_time_s, probe)
+            thickness = self.thickness_fraction(sample_nm)
             expected = electrons * (SUBSTRATE_ADF_FRACTION + PARTICLE_ADF_FRACTION * thickness)
             return {"HAADF": add_poisson_noise(expected.astype(numpy.float32), self._rng),
                     "MAADF": add_poisson_noise((2.5 * expected).astype(numpy.float32), self._rng)}

@@ -117,6 +117,18 @@ class SampleBase:
         """Scan-field nm to the sample's own coordinates at ``time_s``."""
         return typing.cast(_NDArray, position_nm - (numpy.asarray(self.stage_offset_nm) + self.drift.offset_nm(time_s)))
 
+    def _dwell_samples(self, positions_nm: numpy.typing.ArrayLike, sample_time_s: float, probe: ProbeConditions) -> tuple[_NDArray, float]:
+        """Spend one sample of ``sample_time_s`` at each position, in order; call with ``self._lock`` held.
+
+        Advances the clock, counts the electrons, and returns the positions in
+        sample coordinates at the middle of each sample, with the electrons per sample.
+        """
+        p = numpy.atleast_2d(numpy.asarray(positions_nm, dtype=float))
+        t0 = self.clock.advance(p.shape[0] * sample_time_s)
+        electrons = probe.electrons_per_s * sample_time_s
+        self._electrons += electrons * p.shape[0]
+        return self._to_sample(p, t0 + (numpy.arange(p.shape[0]) + 0.5) * sample_time_s), electrons
+
 
 def sample_to_scan_field(sample: TwinSample, sample_position_nm: numpy.typing.ArrayLike, time_s: numpy.typing.ArrayLike | None = None) -> _NDArray:
     """Where points of ``sample`` appear in the scan field at ``time_s`` (default: now)."""

@@ -220,6 +220,17 @@ def _parked_position_nm(scan_context: stem_controller.ScanContext, probe_positio
     return float(nm[0]), float(nm[1])
 
 
+def _parked_twin(camera: typing.Any, generator: TwinScanDataGenerator, readout_area: Geometry.IntRect, binning_shape: Geometry.IntSize, exposure_s: float,
+                 scan_context: stem_controller.ScanContext, parked_probe_position: Geometry.FloatPoint | None) -> tuple[TwinSample, tuple[float, float]] | None:
+    """The selected twin and the probe's scan-field position for a camera exposure, or None to let usim draw."""
+    twin = generator.twin
+    if twin is None:
+        return None
+    settings = camera._get_frame_settings(readout_area, binning_shape, exposure_s, scan_context, parked_probe_position)
+    twin.stage_offset_nm = stage_offset_nm(camera.instrument)
+    return twin, _parked_position_nm(scan_context, settings.current_probe_position)
+
+
 class TwinEELSCameraSimulator(EELSCameraSimulator.EELSCameraSimulator):
     """usim's EELS camera; with a twin selected, the spectrum comes from the twin at the probe."""
 
@@ -229,12 +240,10 @@ class TwinEELSCameraSimulator(EELSCameraSimulator.EELSCameraSimulator):
 
     def get_frame_data(self, readout_area: Geometry.IntRect, binning_shape: Geometry.IntSize, exposure_s: float, scan_context: stem_controller.ScanContext,
                        parked_probe_position: Geometry.FloatPoint | None) -> DataAndMetadata.DataAndMetadata:
-        twin = self.__generator.twin
-        if twin is None:
+        parked = _parked_twin(self, self.__generator, readout_area, binning_shape, exposure_s, scan_context, parked_probe_position)
+        if parked is None:
             return super().get_frame_data(readout_area, binning_shape, exposure_s, scan_context, parked_probe_position)
-        settings = self._get_frame_settings(readout_area, binning_shape, exposure_s, scan_context, parked_probe_position)
-        twin.stage_offset_nm = stage_offset_nm(self.instrument)
-        position = _parked_position_nm(scan_context, settings.current_probe_position)
+        twin, position = parked
         calibrations = self.get_dimensional_calibrations(readout_area, binning_shape)
         energy = calibrations[1]
         height, width = self._sensor_dimensions.height, self._sensor_dimensions.width
@@ -255,12 +264,10 @@ class TwinRonchigramCameraSimulator(RonchigramCameraSimulator.RonchigramCameraSi
 
     def get_frame_data(self, readout_area: Geometry.IntRect, binning_shape: Geometry.IntSize, exposure_s: float, scan_context: stem_controller.ScanContext,
                        parked_probe_position: Geometry.FloatPoint | None) -> DataAndMetadata.DataAndMetadata:
-        twin = self.__generator.twin
-        if twin is None:
+        parked = _parked_twin(self, self.__generator, readout_area, binning_shape, exposure_s, scan_context, parked_probe_position)
+        if parked is None:
             return super().get_frame_data(readout_area, binning_shape, exposure_s, scan_context, parked_probe_position)
-        settings = self._get_frame_settings(readout_area, binning_shape, exposure_s, scan_context, parked_probe_position)
-        twin.stage_offset_nm = stage_offset_nm(self.instrument)
-        position = _parked_position_nm(scan_context, settings.current_probe_position)
+        twin, position = parked
         shape = (max(readout_area.height // max(binning_shape.height, 1), 1), max(readout_area.width // max(binning_shape.width, 1), 1))
         pixel_mrad = self._tv_pixel_angle * 1e3 * max(binning_shape.height, 1)
         frame = twin.diffraction(position, exposure_s, probe_conditions(self.instrument), shape, pixel_mrad)
