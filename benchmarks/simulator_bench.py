@@ -24,7 +24,7 @@ from nion.device_kit import ScanDevice
 from nion.instrumentation import stem_controller
 from nion.utils import Geometry
 
-from nion_autoem.twin import usim
+from nion_autoem.swift import usim_twin as usim
 
 
 def _best_ms(fn: typing.Callable[[], object], repeats: int) -> tuple[float, float]:

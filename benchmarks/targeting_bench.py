@@ -1,7 +1,7 @@
 """Beam targeting on the MoS2 twin with beam damage and drift, scored against the ground truth.
 
 Each run surveys a 3 nm field of the twin, picks S2 columns along a line with
-ELIT, and lets :class:`~nion_autoem.policies.beam_targeting.BeamTargeting`
+ELIT, and lets :class:`~nion_autoem.plans.beam_targeting.BeamTargeting`
 transform them one by one through the real runner and ``SwiftMicroscope`` on
 usim.  A thin wrapper around the microscope notes the twin's clock before every
 ADF trace, so each detection can be placed against the true ejection.
@@ -36,13 +36,13 @@ import numpy
 
 from nion_autoem.geometry import ScanFrame
 from nion_autoem.instrument import Measurement
-from nion_autoem.policies.beam_targeting import BeamTargeting
-from nion_autoem.policies.beam_targeting import TargetingSettings
-from nion_autoem.policy import MemorySink
+from nion_autoem.plans.beam_targeting import BeamTargeting
+from nion_autoem.plans.beam_targeting import TargetingSettings
+from nion_autoem.products import MemorySink
 from nion_autoem.runner import ExperimentRunner
 from nion_autoem.swift.session import UsimSession
+from nion_autoem.swift.usim_twin import create_configuration
 from nion_autoem.twin import lattice
-from nion_autoem.twin.usim import create_configuration
 
 
 class ClockedMicroscope:

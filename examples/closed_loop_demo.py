@@ -36,8 +36,8 @@ import numpy
 
 from nion_autoem.geometry import ScanFrame
 from nion_autoem.journal import read_journal
-from nion_autoem.policies import PointSpectroscopy
-from nion_autoem.policy import Policy
+from nion_autoem.plans import PointSpectroscopy
+from nion_autoem.products import Policy
 from nion_autoem.runner import Budget
 from nion_autoem.runner import ExperimentRunner
 from nion_autoem.runner import Progress
@@ -118,17 +118,17 @@ def main(argv: typing.Sequence[str] | None = None) -> int:
     frame = ScanFrame((192, 192), fov_nm=320.0)
     policy: Policy
     if args.policy == "dkl":
+        from nion_autoem.plans.dkl_spectroscopy import DKLSettings
+        from nion_autoem.plans.dkl_spectroscopy import DKLSpectroscopy
+        from nion_autoem.plans.dkl_spectroscopy import band_integral
         from nion_autoem_dkl.agent import AgentConfig
-        from nion_autoem_dkl.experiment import DKLSettings
-        from nion_autoem_dkl.experiment import DKLSpectroscopy
-        from nion_autoem_dkl.experiment import band_integral
         policy = DKLSpectroscopy(band_integral(LOW_MODE_BAND_EV),
                                  DKLSettings(patch_size=12, stride=3, max_measurements=args.measurements, exposure_ms=args.exposure_ms, survey_frame=frame, pixel_time_us=2.0),
                                  AgentConfig(acquisition="thompson", n_initial=10, exclusion_radius=1.5, seed=args.seed))
     else:
         policy = PointSpectroscopy(points=args.measurements, refine_points=4, exposure_ms=args.exposure_ms, band_eV=LOW_MODE_BAND_EV, survey_frame=frame, pixel_time_us=2.0)
 
-    from nion_autoem.twin.usim import create_configuration
+    from nion_autoem.swift.usim_twin import create_configuration
 
     def report(progress: Progress) -> None:
         if progress.step % 10 == 0 or progress.state.is_final:
@@ -137,7 +137,7 @@ def main(argv: typing.Sequence[str] | None = None) -> int:
     configuration = create_configuration("plasmonic", seed=args.seed)
     with UsimSession(configuration, project_dir=out / "project", project_name="nion-autoem-demo") as session:
         sink = DataItemSink(session.document_controller)
-        from nion_autoem.policy import MemorySink
+        from nion_autoem.products import MemorySink
 
         class Both:
             """Swift data items, plus an in-memory copy for the PNG."""

@@ -36,10 +36,10 @@ from nion_autoem.instrument import electrons
 from nion_autoem.journal import Journal
 from nion_autoem.journal import JournalStep
 from nion_autoem.journal import read_journal
-from nion_autoem.policy import MemorySink
-from nion_autoem.policy import Policy
-from nion_autoem.policy import ResultSink
-from nion_autoem.policy import RunContext
+from nion_autoem.products import MemorySink
+from nion_autoem.products import Policy
+from nion_autoem.products import ResultSink
+from nion_autoem.products import RunContext
 
 _logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """One-call experiments from the Swift console or a notebook.
 
 >>> from nion_autoem.swift.console import start_experiment          # doctest: +SKIP
->>> from nion_autoem.policies import PointSpectroscopy              # doctest: +SKIP
+>>> from nion_autoem.plans import PointSpectroscopy              # doctest: +SKIP
 >>> runner = start_experiment(PointSpectroscopy(points=10), window=api.application.document_windows[0])  # doctest: +SKIP
 >>> print(runner.progress)                                          # doctest: +SKIP
 >>> runner.stop()                                                   # doctest: +SKIP
@@ -16,11 +16,11 @@ import typing
 import numpy
 
 from nion_autoem.instrument import Microscope
-from nion_autoem.policy import Policy
+from nion_autoem.products import Policy
 from nion_autoem.runner import Budget
 from nion_autoem.runner import ExperimentRunner
 from nion_autoem.swift.data_items import DataItemSink
-from nion_autoem.swift_microscope import SwiftMicroscope
+from nion_autoem.swift.microscope import SwiftMicroscope
 
 if typing.TYPE_CHECKING:
     from nion.swift import DocumentController
@@ -38,7 +38,7 @@ def start_experiment(policy: Policy, *, window: typing.Any = None, document_cont
     Parameters
     ----------
     policy : Policy
-        What to do, e.g. :class:`nion_autoem.policies.PointSpectroscopy`.
+        What to do, e.g. :class:`nion_autoem.plans.PointSpectroscopy`.
     window : nion.swift.Facade.DocumentWindow, optional
         The console's window (``api.application.document_windows[0]``); its
         document receives the results.
@@ -87,7 +87,7 @@ def find_atoms_in_data_item(data_item: typing.Any, *, window: typing.Any = None,
     ensemble : str, optional
         ELIT model (``"mos2"`` default, ``"graphene"``, or a saved-model path).
     """
-    from nion_autoem.policies.atom_finding import AtomFinding
+    from nion_autoem.plans.atom_finding import AtomFinding
     from nion_autoem.replay import ReplayMicroscope
     from nion_autoem.xdata import frame_from_xdata
 

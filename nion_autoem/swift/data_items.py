@@ -14,7 +14,7 @@ import typing
 from nion.data import DataAndMetadata
 from nion.swift import Facade
 
-from nion_autoem.policy import Product
+from nion_autoem.products import Product
 
 if typing.TYPE_CHECKING:
     from nion.swift import DocumentController
@@ -24,7 +24,7 @@ _ROLE = "nion_autoem.position"
 
 
 class DataItemSink:
-    """A :class:`~nion_autoem.policy.ResultSink` that writes Swift data items.
+    """A :class:`~nion_autoem.products.ResultSink` that writes Swift data items.
 
     Parameters
     ----------

@@ -22,7 +22,7 @@ import numpy
 from nion.data import DataAndMetadata
 from nion.instrumentation import HardwareSource
 
-from nion_autoem.policies.atom_finding import atom_products
+from nion_autoem.plans.atom_finding import atom_products
 from nion_autoem.swift.data_items import DataItemSink
 from nion_autoem.xdata import frame_from_xdata
 

@@ -20,8 +20,8 @@ from nion.utils import Model
 from nion.utils import Registry
 
 from nion_autoem.geometry import ScanFrame
-from nion_autoem.policies import PointSpectroscopy
-from nion_autoem.policy import Policy
+from nion_autoem.plans import PointSpectroscopy
+from nion_autoem.products import Policy
 from nion_autoem.runner import Budget
 from nion_autoem.runner import ExperimentRunner
 from nion_autoem.runner import Progress
@@ -67,30 +67,30 @@ def _point_spectroscopy(p: PanelParameters) -> Policy:
 
 def _dkl_spectroscopy(p: PanelParameters) -> Policy:
     # imported here so the panel loads even if torch is slow to import
+    from nion_autoem.plans.dkl_spectroscopy import DKLSettings
+    from nion_autoem.plans.dkl_spectroscopy import DKLSpectroscopy
+    from nion_autoem.plans.dkl_spectroscopy import band_integral
     from nion_autoem_dkl.agent import AgentConfig
-    from nion_autoem_dkl.experiment import DKLSettings
-    from nion_autoem_dkl.experiment import DKLSpectroscopy
-    from nion_autoem_dkl.experiment import band_integral
     return DKLSpectroscopy(band_integral(p.band_eV), DKLSettings(patch_size=p.patch_size, stride=max(p.patch_size // 4, 1), exposure_ms=p.exposure_ms,
                                                                  max_measurements=p.points), AgentConfig(acquisition=typing.cast(typing.Any, p.acquisition)),
                            survey=p.survey)
 
 
 def _atom_finding(p: PanelParameters) -> Policy:
-    from nion_autoem.policies.atom_finding import AtomFinding
+    from nion_autoem.plans.atom_finding import AtomFinding
     return AtomFinding(frames=p.points)
 
 
 def _vacancy_line(p: PanelParameters) -> Policy:
-    from nion_autoem.policies.beam_targeting import BeamTargeting
-    from nion_autoem.policies.beam_targeting import TargetingSettings
+    from nion_autoem.plans.beam_targeting import BeamTargeting
+    from nion_autoem.plans.beam_targeting import TargetingSettings
     half = 0.4 * p.field_nm
     return BeamTargeting(TargetingSettings(ScanFrame((256, 256), p.field_nm), line=((0.0, -half), (0.0, half), 0.35), max_targets=p.points))
 
 
 def _drawn_targets(p: PanelParameters) -> Policy:
-    from nion_autoem.policies.beam_targeting import BeamTargeting
-    from nion_autoem.policies.beam_targeting import TargetingSettings
+    from nion_autoem.plans.beam_targeting import BeamTargeting
+    from nion_autoem.plans.beam_targeting import TargetingSettings
     if p.drawn_frame is None or not p.drawn_points_nm:
         raise ValueError("select a survey image with point graphics on the S columns to target (draw them with the point tool)")
     return BeamTargeting(TargetingSettings(p.drawn_frame, points_nm=p.drawn_points_nm, max_targets=max(p.points, len(p.drawn_points_nm))))

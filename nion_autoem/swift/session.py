@@ -25,7 +25,7 @@ from nion.swift.test import TestContext
 from nion.ui import TestUI
 from nion.utils import Registry
 
-from nion_autoem.swift_microscope import SwiftMicroscope
+from nion_autoem.swift.microscope import SwiftMicroscope
 
 if typing.TYPE_CHECKING:
     from nion.swift import DocumentController

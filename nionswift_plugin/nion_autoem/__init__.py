@@ -23,7 +23,7 @@ class AutonomousExperimentExtension:
 
 def run() -> None:
     """Give the simulated microscope our digital-twin samples; leave a real microscope alone."""
-    from nion_autoem.twin import usim
+    from nion_autoem.swift import usim_twin as usim
 
     stem = Registry.get_component("stem_controller")
     if stem is not None and getattr(stem, "instrument_id", None) == usim.INSTRUMENT_ID:

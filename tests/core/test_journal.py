@@ -15,7 +15,7 @@ import pytest
 
 from nion_autoem.journal import JOURNAL_NAME
 from nion_autoem.journal import read_journal
-from nion_autoem.policy import MemorySink
+from nion_autoem.products import MemorySink
 from nion_autoem.runner import ExperimentRunner
 from nion_autoem.runner import RunState
 from nion_autoem.runner import replay

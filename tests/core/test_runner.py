@@ -12,7 +12,7 @@ import pytest
 
 from nion_autoem.instrument import electrons
 from nion_autoem.journal import read_journal
-from nion_autoem.policy import MemorySink
+from nion_autoem.products import MemorySink
 from nion_autoem.runner import Budget
 from nion_autoem.runner import ExperimentRunner
 from nion_autoem.runner import RunState

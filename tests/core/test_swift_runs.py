@@ -12,7 +12,7 @@ from nion.swift.model import Profile
 from nion.utils import Registry
 
 from nion_autoem.geometry import ScanFrame
-from nion_autoem.policies import PointSpectroscopy
+from nion_autoem.plans import PointSpectroscopy
 from nion_autoem.runner import Budget
 from nion_autoem.runner import ExperimentRunner
 from nion_autoem.runner import RunState

@@ -10,15 +10,15 @@ import pytest
 
 from nion_autoem.geometry import ScanFrame
 from nion_autoem.journal import read_journal
-from nion_autoem.policy import MemorySink
+from nion_autoem.plans.dkl_spectroscopy import DKLSettings
+from nion_autoem.plans.dkl_spectroscopy import DKLSpectroscopy
+from nion_autoem.plans.dkl_spectroscopy import band_integral
+from nion_autoem.products import MemorySink
 from nion_autoem.replay import ReplayMicroscope
 from nion_autoem.runner import ExperimentRunner
 from nion_autoem.runner import RunState
 from nion_autoem.runner import replay
 from nion_autoem_dkl.agent import AgentConfig
-from nion_autoem_dkl.experiment import DKLSettings
-from nion_autoem_dkl.experiment import DKLSpectroscopy
-from nion_autoem_dkl.experiment import band_integral
 from nion_autoem_dkl.synthetic import make_textured_sample
 
 ENERGY = (-2.0, 0.1)  # offset, eV per channel
@@ -90,7 +90,7 @@ def test_the_panel_runs_dkl_on_the_plasmonic_twin_and_finds_corner_modes(tmp_pat
 
     from nion_autoem.swift import panel
     from nion_autoem.swift.session import UsimSession
-    from nion_autoem.twin.usim import create_configuration
+    from nion_autoem.swift.usim_twin import create_configuration
 
     monkeypatch.setenv("NION_AUTOEM_RUNS", str(tmp_path / "runs"))
     configuration = create_configuration("plasmonic", seed=0)
@@ -130,7 +130,7 @@ def test_the_panel_takes_the_band_from_a_spectrum_and_the_survey_from_an_image(t
     from nion_autoem import xdata as xdata_builders
     from nion_autoem.swift import panel
     from nion_autoem.swift.session import UsimSession
-    from nion_autoem.twin.usim import create_configuration
+    from nion_autoem.swift.usim_twin import create_configuration
 
     monkeypatch.setenv("NION_AUTOEM_RUNS", str(tmp_path / "runs"))
     with UsimSession(create_configuration("plasmonic", seed=1)) as session:

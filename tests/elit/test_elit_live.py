@@ -12,15 +12,15 @@ from nion.data import DataAndMetadata
 from nion.swift import Facade
 
 from nion_autoem.geometry import ScanFrame
-from nion_autoem.policies.atom_finding import TABLE_COLUMNS
-from nion_autoem.policies.atom_finding import AtomFinding
+from nion_autoem.plans.atom_finding import TABLE_COLUMNS
+from nion_autoem.plans.atom_finding import AtomFinding
 from nion_autoem.runner import ExperimentRunner
 from nion_autoem.runner import RunState
 from nion_autoem.swift.console import find_atoms_in_data_item
 from nion_autoem.swift.data_items import DataItemSink
 from nion_autoem.swift.session import UsimSession
+from nion_autoem.swift.usim_twin import create_configuration
 from nion_autoem.twin import lattice
-from nion_autoem.twin.usim import create_configuration
 from nion_autoem_elit import generate_frame
 from nion_autoem_elit import mos2_lattice
 

@@ -15,15 +15,15 @@ from nion_autoem.actions import Dwell
 from nion_autoem.geometry import ScanFrame
 from nion_autoem.instrument import OutOfFieldError
 from nion_autoem.journal import read_journal
-from nion_autoem.policies.beam_targeting import BeamTargeting
-from nion_autoem.policies.beam_targeting import Outcome
-from nion_autoem.policies.beam_targeting import TargetingSettings
-from nion_autoem.policy import MemorySink
+from nion_autoem.plans.beam_targeting import BeamTargeting
+from nion_autoem.plans.beam_targeting import Outcome
+from nion_autoem.plans.beam_targeting import TargetingSettings
+from nion_autoem.products import MemorySink
 from nion_autoem.runner import ExperimentRunner
 from nion_autoem.runner import RunState
 from nion_autoem.swift.session import UsimSession
+from nion_autoem.swift.usim_twin import create_configuration
 from nion_autoem.twin import lattice
-from nion_autoem.twin.usim import create_configuration
 
 FRAME = ScanFrame((256, 256), fov_nm=3.0)
 
@@ -114,7 +114,7 @@ def test_an_exception_in_the_atom_finder_leaves_the_beam_safe(tmp_path: pathlib.
     calls = {"n": 0}
 
     def flaky_finder(image: typing.Any) -> typing.Any:
-        from nion_autoem.policies.beam_targeting import elit_atom_finder
+        from nion_autoem.plans.beam_targeting import elit_atom_finder
         calls["n"] += 1
         if calls["n"] > 1:  # the survey works, the first verification fails
             raise RuntimeError("model file unreadable")

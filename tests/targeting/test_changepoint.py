@@ -6,12 +6,12 @@ import time
 import numpy
 import pytest
 
-from nion_autoem.targeting.changepoint import Detection
-from nion_autoem.targeting.changepoint import PoissonCusum
-from nion_autoem.targeting.changepoint import detect_drop
-from nion_autoem.targeting.changepoint import estimate_rate
-from nion_autoem.targeting.changepoint import false_alarm_probability
-from nion_autoem.targeting.changepoint import threshold_for_false_alarm
+from nion_autoem_targeting.changepoint import Detection
+from nion_autoem_targeting.changepoint import PoissonCusum
+from nion_autoem_targeting.changepoint import detect_drop
+from nion_autoem_targeting.changepoint import estimate_rate
+from nion_autoem_targeting.changepoint import false_alarm_probability
+from nion_autoem_targeting.changepoint import threshold_for_false_alarm
 
 BEFORE, AFTER = 400.0, 250.0  # counts per sample over S2, then S1
 

@@ -5,10 +5,10 @@ import types
 
 import pytest
 
-from nion_autoem.targeting import changepoint
-from nion_autoem.targeting import drift
-from nion_autoem.targeting import ordering
-from nion_autoem.targeting import selection
+from nion_autoem_targeting import changepoint
+from nion_autoem_targeting import drift
+from nion_autoem_targeting import ordering
+from nion_autoem_targeting import selection
 
 
 @pytest.mark.parametrize("module", [changepoint, drift, ordering, selection], ids=lambda m: m.__name__.rsplit(".", 1)[-1])

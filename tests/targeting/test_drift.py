@@ -7,8 +7,8 @@ import numpy
 import numpy.typing
 import pytest
 
-from nion_autoem.targeting.drift import DriftEstimator
-from nion_autoem.targeting.drift import measure_shift
+from nion_autoem_targeting.drift import DriftEstimator
+from nion_autoem_targeting.drift import measure_shift
 
 _NDArray = numpy.typing.NDArray[typing.Any]
 

@@ -5,9 +5,9 @@ import itertools
 import numpy
 import pytest
 
-from nion_autoem.targeting.ordering import nearest_neighbour_path
-from nion_autoem.targeting.ordering import path_length
-from nion_autoem.targeting.ordering import shortest_path
+from nion_autoem_targeting.ordering import nearest_neighbour_path
+from nion_autoem_targeting.ordering import path_length
+from nion_autoem_targeting.ordering import shortest_path
 
 
 def test_shuffled_line_comes_back_in_line_order() -> None:

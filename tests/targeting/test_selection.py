@@ -5,10 +5,10 @@ import math
 import numpy
 import pytest
 
-from nion_autoem.targeting.selection import in_region
-from nion_autoem.targeting.selection import near_line
-from nion_autoem.targeting.selection import nearest_to
-from nion_autoem.targeting.selection import select_targets
+from nion_autoem_targeting.selection import in_region
+from nion_autoem_targeting.selection import near_line
+from nion_autoem_targeting.selection import nearest_to
+from nion_autoem_targeting.selection import select_targets
 
 
 def _mos2_table() -> tuple[numpy.typing.NDArray[numpy.float64], numpy.typing.NDArray[numpy.str_]]:

@@ -6,9 +6,9 @@ import typing
 
 import pytest
 
+from nion_autoem.swift import usim_twin as usim
 from nion_autoem.swift.session import UsimSession
 from nion_autoem.swift.session import leaked_components
-from nion_autoem.twin import usim
 
 
 class TwinHarness(UsimSession):

@@ -7,8 +7,8 @@ import pathlib
 from nion.instrumentation import HardwareSource
 from nion.utils import Registry
 
+from nion_autoem.swift import usim_twin as usim
 from nion_autoem.twin import catalog
-from nion_autoem.twin import usim
 
 
 def test_install_and_uninstall_in_swift(tmp_path: pathlib.Path) -> None:

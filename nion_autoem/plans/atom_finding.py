@@ -26,8 +26,8 @@ from nion_autoem.actions import Action
 from nion_autoem.actions import Observation
 from nion_autoem.actions import Survey
 from nion_autoem.geometry import ScanFrame
-from nion_autoem.policy import Product
-from nion_autoem.policy import RunContext
+from nion_autoem.products import Product
+from nion_autoem.products import RunContext
 
 if typing.TYPE_CHECKING:
     from nion_autoem_elit.atoms import AtomFindingResult

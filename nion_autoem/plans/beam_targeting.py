@@ -35,14 +35,14 @@ from nion_autoem.actions import Observation
 from nion_autoem.actions import Survey
 from nion_autoem.actions import Verify
 from nion_autoem.geometry import ScanFrame
-from nion_autoem.policy import Product
-from nion_autoem.policy import RunContext
-from nion_autoem.targeting.changepoint import PoissonCusum
-from nion_autoem.targeting.changepoint import threshold_for_false_alarm
-from nion_autoem.targeting.drift import DriftEstimator
-from nion_autoem.targeting.drift import measure_shift
-from nion_autoem.targeting.ordering import shortest_path
-from nion_autoem.targeting.selection import select_targets
+from nion_autoem.products import Product
+from nion_autoem.products import RunContext
+from nion_autoem_targeting.changepoint import PoissonCusum
+from nion_autoem_targeting.changepoint import threshold_for_false_alarm
+from nion_autoem_targeting.drift import DriftEstimator
+from nion_autoem_targeting.drift import measure_shift
+from nion_autoem_targeting.ordering import shortest_path
+from nion_autoem_targeting.selection import select_targets
 
 _NDArray = numpy.typing.NDArray[typing.Any]
 

@@ -1,5 +1,5 @@
 """Ready-made policies built from the action language."""
 
-from nion_autoem.policies.point_spectroscopy import PointSpectroscopy
+from nion_autoem.plans.point_spectroscopy import PointSpectroscopy
 
 __all__ = ["PointSpectroscopy"]

@@ -27,8 +27,8 @@ from nion_autoem.actions import Action
 from nion_autoem.actions import Observation
 from nion_autoem.actions import Survey
 from nion_autoem.geometry import ScanFrame
-from nion_autoem.policy import Product
-from nion_autoem.policy import RunContext
+from nion_autoem.products import Product
+from nion_autoem.products import RunContext
 from nion_autoem.xdata import frame_from_xdata
 from nion_autoem_dkl import acquisition as acq
 from nion_autoem_dkl.agent import AgentConfig
