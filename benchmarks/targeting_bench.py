@@ -76,8 +76,8 @@ def run_once(seed: int, targets: int, drift_nm_per_min: float) -> dict[str, typi
     settings = TargetingSettings(frame, line=((0.0, -1.2), (0.0, 1.2), 0.35), max_targets=targets)
     with UsimSession(configuration) as session:
         scope = ClockedMicroscope(session.microscope(), configuration)
-        policy = BeamTargeting(settings)
-        runner = ExperimentRunner(scope, policy, run_dir=f"/tmp/nion-autoem-targeting-bench/{seed}-{time.time_ns()}", sink=MemorySink())
+        plan = BeamTargeting(settings)
+        runner = ExperimentRunner(scope, plan, run_dir=f"/tmp/nion-autoem-targeting-bench/{seed}-{time.time_ns()}", sink=MemorySink())
         started = time.perf_counter()
         runner.run()
         wall = time.perf_counter() - started
@@ -88,9 +88,9 @@ def run_once(seed: int, targets: int, drift_nm_per_min: float) -> dict[str, typi
     if runner.error is not None:
         raise RuntimeError(f"seed {seed}: {runner.progress.message}")
     sample_s = settings.sample_time_us * 1e-6
-    # Each target's column is the intact S2 nearest to where the policy aimed at survey time.
+    # Each target's column is the intact S2 nearest to where the plan aimed at survey time.
     targeted: list[int] = []
-    for target in policy.targets:
+    for target in plan.targets:
         d = numpy.linalg.norm(before.position_nm - numpy.asarray(target.position_nm), axis=1)
         targeted.append(int(before.column_id[int(numpy.argmin(d))]))
     is_s = numpy.isin(before.column_class, (lattice.S2, lattice.S1))
@@ -105,7 +105,7 @@ def run_once(seed: int, targets: int, drift_nm_per_min: float) -> dict[str, typi
     latencies: list[int] = []
     false_alarms = 0
     alarms = 0
-    for target, column in zip(policy.targets, targeted, strict=True):
+    for target, column in zip(plan.targets, targeted, strict=True):
         chunk_starts = [next(starts)[0] for _ in range(math.ceil(len(target.trace) / settings.chunk_samples))] if target.trace else []
         if target.alarm_sample is None:
             continue
@@ -121,10 +121,10 @@ def run_once(seed: int, targets: int, drift_nm_per_min: float) -> dict[str, typi
         else:
             latencies.append(target.alarm_sample - event_sample)
     dose_at_event = [e.dose_e_per_A2 for e in events if e.column_id in targeted and e.before == "S2"]
-    return {"targets": len(policy.targets), "success": sum(success), "emptied": emptied, "untargeted": int(untargeted.sum()), "collateral": int((changed & untargeted).sum()),
+    return {"targets": len(plan.targets), "success": sum(success), "emptied": emptied, "untargeted": int(untargeted.sum()), "collateral": int((changed & untargeted).sum()),
             "alarms": alarms, "false_alarms": false_alarms, "latencies": latencies, "wall_s": wall,
-            "dose_to_event_e": [t.dose_to_event_e for t in policy.targets if t.dose_to_event_e is not None], "dose_at_event_e_per_A2": dose_at_event,
-            "summary": policy.summary()}
+            "dose_to_event_e": [t.dose_to_event_e for t in plan.targets if t.dose_to_event_e is not None], "dose_at_event_e_per_A2": dose_at_event,
+            "summary": plan.summary()}
 
 
 def main() -> None:

@@ -36,8 +36,8 @@ import numpy
 
 from nion_autoem.geometry import ScanFrame
 from nion_autoem.journal import read_journal
+from nion_autoem.plan import Plan
 from nion_autoem.plans import PointSpectroscopy
-from nion_autoem.products import Policy
 from nion_autoem.runner import Budget
 from nion_autoem.runner import ExperimentRunner
 from nion_autoem.runner import Progress
@@ -116,17 +116,17 @@ def main(argv: typing.Sequence[str] | None = None) -> int:
     out.mkdir(parents=True)
     started = time.time()
     frame = ScanFrame((192, 192), fov_nm=320.0)
-    policy: Policy
+    plan: Plan
     if args.policy == "dkl":
         from nion_autoem.plans.dkl_spectroscopy import DKLSettings
         from nion_autoem.plans.dkl_spectroscopy import DKLSpectroscopy
         from nion_autoem.plans.dkl_spectroscopy import band_integral
         from nion_autoem_dkl.agent import AgentConfig
-        policy = DKLSpectroscopy(band_integral(LOW_MODE_BAND_EV),
+        plan = DKLSpectroscopy(band_integral(LOW_MODE_BAND_EV),
                                  DKLSettings(patch_size=12, stride=3, max_measurements=args.measurements, exposure_ms=args.exposure_ms, survey_frame=frame, pixel_time_us=2.0),
                                  AgentConfig(acquisition="thompson", n_initial=10, exclusion_radius=1.5, seed=args.seed))
     else:
-        policy = PointSpectroscopy(points=args.measurements, refine_points=4, exposure_ms=args.exposure_ms, band_eV=LOW_MODE_BAND_EV, survey_frame=frame, pixel_time_us=2.0)
+        plan = PointSpectroscopy(points=args.measurements, refine_points=4, exposure_ms=args.exposure_ms, band_eV=LOW_MODE_BAND_EV, survey_frame=frame, pixel_time_us=2.0)
 
     from nion_autoem.swift.usim_twin import create_configuration
 
@@ -148,8 +148,8 @@ def main(argv: typing.Sequence[str] | None = None) -> int:
                 self.memory.publish(product, run_metadata)
 
         both = Both()
-        runner = ExperimentRunner(session.microscope(), policy, run_dir=out / "run", sink=both, budget=Budget(max_steps=args.measurements + 20))
-        print(f"run {runner.run_id}: {policy.name} on the plasmonic twin")
+        runner = ExperimentRunner(session.microscope(), plan, run_dir=out / "run", sink=both, budget=Budget(max_steps=args.measurements + 20))
+        print(f"run {runner.run_id}: {plan.name} on the plasmonic twin")
         session.run_until_done(runner, on_progress=report)
         if runner.state.value != "finished":
             print(f"demo failed: {runner.progress.message}", file=sys.stderr)
@@ -161,11 +161,11 @@ def main(argv: typing.Sequence[str] | None = None) -> int:
         hit = low_mode_excitation(twin, measured) > 0.5
         candidates = frame.pixel_grid_nm()[::6, ::6].reshape(-1, 2)
         baseline = float(numpy.mean(low_mode_excitation(twin, candidates) > 0.5))
-        save_summary(out / "summary.png", products, frame, f"{policy.name}: {int(hit.sum())}/{len(hit)} spectra on corner/gap modes")
+        save_summary(out / "summary.png", products, frame, f"{plan.name}: {int(hit.sum())}/{len(hit)} spectra on corner/gap modes")
         project_path = session.project_path
         titles = sorted(d.title for d in session.document_model.data_items if "nion_autoem" in d.metadata)
     leaks = leaked_components()
-    summary = {"run_id": runner.run_id, "policy": policy.name, "state": runner.state.value, "steps": len(record.steps), "dose_e": runner.progress.dose_e,
+    summary = {"run_id": runner.run_id, "plan": plan.name, "state": runner.state.value, "steps": len(record.steps), "dose_e": runner.progress.dose_e,
                "on_low_modes": int(hit.sum()), "measured": int(len(hit)), "on_low_modes_frac": round(float(hit.mean()), 3), "low_mode_area_frac": round(baseline, 3),
                "project": str(project_path), "journal": str(out / "run" / "journal.jsonl"), "summary_png": str(out / "summary.png"),
                "data_items": titles, "leaked_components": leaks, "wall_s": round(time.time() - started, 2)}

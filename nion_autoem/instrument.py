@@ -2,7 +2,7 @@
 
 Experiments talk to a :class:`Microscope`; they never touch hardware sources,
 controls or cameras themselves.  Two implementations exist:
-:class:`nion_autoem.swift_microscope.SwiftMicroscope` (real Nion hardware or
+:class:`nion_autoem.swift.microscope.SwiftMicroscope` (real Nion hardware or
 nionswift-usim, through nionswift-instrumentation) and
 :class:`nion_autoem.replay.ReplayMicroscope` (recorded arrays, offline).
 
@@ -14,6 +14,7 @@ the electron dose it cost, so policies and journals can count every electron.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 
 from nion.data import DataAndMetadata
@@ -23,6 +24,12 @@ from nion_autoem.geometry import ScanFrame
 ELEMENTARY_CHARGE_C = 1.602176634e-19
 
 Position = tuple[float, float]
+
+MeasurementKind = typing.Literal["survey", "spectrum", "camera", "adf_trace", "none"]
+"""What a measurement holds: an image, a spectrum, a camera frame, an ADF time trace, or nothing (moves, settings)."""
+
+StageLimits = tuple[tuple[float, float], tuple[float, float]]
+"""((y_min, y_max), (x_min, x_max)) of the stage, in nm."""
 
 
 class InstrumentError(RuntimeError):
@@ -63,13 +70,33 @@ class Measurement:
     """
 
     data: typing.Mapping[str, DataAndMetadata.DataAndMetadata]
-    kind: str
+    kind: MeasurementKind
     position_nm: Position | None = None
     frame: ScanFrame | None = None
     dwell_s: float = 0.0
     dose_e: float = 0.0
     started_at: float = 0.0
     duration_s: float = 0.0
+
+    @classmethod
+    def of(cls, data: typing.Mapping[str, DataAndMetadata.DataAndMetadata], kind: MeasurementKind, *, dwell_s: float, beam_current_A: float, blanked: bool,
+           position_nm: Position | None = None, frame: ScanFrame | None = None, started_at: float = 0.0, duration_s: float = 0.0) -> Measurement:
+        """The one place a measurement's dose is computed: ``beam_current_A`` for ``dwell_s``, nothing while blanked.
+
+        Examples
+        --------
+        >>> m = Measurement.of({}, "spectrum", dwell_s=0.01, beam_current_A=1.602176634e-10, blanked=False)
+        >>> round(m.dose_e)
+        10000000
+        >>> Measurement.of({}, "spectrum", dwell_s=0.01, beam_current_A=1e-10, blanked=True).dose_e
+        0.0
+        """
+        if not (math.isfinite(dwell_s) and dwell_s >= 0):
+            raise ValueError(f"dwell_s must be a finite time >= 0 s, got {dwell_s!r}")
+        if not (math.isfinite(beam_current_A) and beam_current_A >= 0):
+            raise ValueError(f"beam_current_A must be a finite current >= 0 A, got {beam_current_A!r}")
+        dose = 0.0 if blanked else electrons(beam_current_A, dwell_s)
+        return cls(data, kind, position_nm=position_nm, frame=frame, dwell_s=dwell_s, dose_e=dose, started_at=started_at, duration_s=duration_s)
 
     @property
     def xdata(self) -> DataAndMetadata.DataAndMetadata:
@@ -161,4 +188,33 @@ class Microscope(typing.Protocol):
 
     def make_safe(self) -> None:
         """Abort acquisitions, unpark the probe and blank the beam. Never raises."""
+        ...
+
+    # --- operator controls: field, stage, focus ---------------------------------
+
+    def set_scan_frame(self, frame: ScanFrame) -> None:
+        """Make ``frame`` the current scan context (field of view / magnification, centre, rotation) without scanning."""
+        ...
+
+    @property
+    def stage_position_nm(self) -> Position:
+        """Stage (y, x) in nm, through the instrument's own stage controls."""
+        ...
+
+    @property
+    def stage_limits_nm(self) -> StageLimits:
+        """How far the stage may travel: ((y_min, y_max), (x_min, x_max)) in nm."""
+        ...
+
+    def move_stage(self, position_nm: Position) -> None:
+        """Move the stage to an absolute (y, x) in nm; raises ValueError beyond :attr:`stage_limits_nm`."""
+        ...
+
+    @property
+    def defocus_nm(self) -> float:
+        """Objective defocus (C10) in nm."""
+        ...
+
+    def set_defocus(self, defocus_nm: float) -> None:
+        """Set the objective defocus (C10) in nm."""
         ...

@@ -7,7 +7,7 @@ in flight and never leaves a line that points at missing data.  A torn last
 line (a crash mid-write) is ignored when the journal is read back.
 
 The journal is enough to replay a run (feed the recorded observations to a
-fresh policy) or to resume it (replay, then carry on live).
+fresh plan) or to resume it (replay, then carry on live).
 """
 
 from __future__ import annotations
@@ -61,12 +61,22 @@ def _calibration_from_dict(d: typing.Mapping[str, typing.Any]) -> Calibration.Ca
 
 @dataclasses.dataclass(frozen=True)
 class JournalStep:
-    """One journaled action, as read back from disk."""
+    """One journaled action, as read back from disk (with the plan's report for it merged into ``entry["result"]``)."""
 
     step: int
     action: Action
     entry: typing.Mapping[str, typing.Any]
     run_dir: pathlib.Path
+
+    @property
+    def source(self) -> str:
+        """``"plan"``, or the suspender (``"suspender:<name>"``) whose recovery ran this step."""
+        return str(self.entry.get("source", "plan"))
+
+    @property
+    def has_result(self) -> bool:
+        """Whether the plan's report for this step reached the journal."""
+        return bool(self.entry.get("has_result"))
 
     def load_measurement(self) -> Measurement:
         """Rebuild the recorded :class:`Measurement`, data included."""
@@ -116,6 +126,7 @@ class Journal:
         self.run_dir = pathlib.Path(run_dir)
         (self.run_dir / "data").mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / JOURNAL_NAME
+        _truncate_torn_tail(self.path)
         self.__file = open(self.path, "a", encoding="utf-8")
         self.__lock = threading.Lock()
 
@@ -131,14 +142,20 @@ class Journal:
             self.__file.flush()
             os.fsync(self.__file.fileno())
 
-    def write_header(self, run_id: str, *, policy: str, parameters: typing.Mapping[str, typing.Any], microscope: str, resumed_from_step: int | None = None) -> None:
-        self.__write({"type": "header", "run_id": run_id, "policy": policy, "parameters": parameters, "microscope": microscope,
-                      "time": datetime.datetime.now(datetime.UTC).isoformat(), "resumed_from_step": resumed_from_step})
+    def write_header(self, run_id: str, *, plan: str, parameters: typing.Mapping[str, typing.Any], microscope: str, resumed_from_step: int | None = None,
+                     **details: typing.Any) -> None:
+        self.__write({"type": "header", "run_id": run_id, "plan": plan, "parameters": parameters, "microscope": microscope,
+                      "time": datetime.datetime.now(datetime.UTC).isoformat(), "resumed_from_step": resumed_from_step, **details})
 
     def write_event(self, event: str, **details: typing.Any) -> None:
         self.__write({"type": "event", "event": event, "time": datetime.datetime.now(datetime.UTC).isoformat(), **details})
 
-    def write_step(self, step: int, action: Action, measurement: Measurement, *, result: typing.Mapping[str, typing.Any] | None = None, model_version: str = "") -> None:
+    def write_result(self, step: int, result: typing.Mapping[str, typing.Any], *, rewards: typing.Mapping[str, float] | None = None, model_version: str = "") -> None:
+        """The plan's report on a step it has processed, and the rewards' running totals."""
+        self.__write({"type": "result", "step": step, "result": dict(result), "rewards": dict(rewards or {}), "model_version": model_version})
+
+    def write_step(self, step: int, action: Action, measurement: Measurement, *, source: str = "plan", result: typing.Mapping[str, typing.Any] | None = None,
+                   model_version: str = "") -> None:
         """Save the data of one action, then journal it."""
         data_entries: dict[str, typing.Any] = {}
         for channel, xd in measurement.data.items():
@@ -159,11 +176,45 @@ class Journal:
                       "frame": measurement.frame.to_dict() if measurement.frame else None,
                       "started_at": measurement.started_at, "duration_s": measurement.duration_s,
                       "dwell_s": measurement.dwell_s, "dose_e": measurement.dose_e,
-                      "result": dict(result or {}), "model_version": model_version, "data": data_entries})
+                      "result": dict(result or {}), "model_version": model_version, "source": source, "data": data_entries})
 
     def write_end(self, state: str, *, message: str = "", steps: int = 0, dose_e: float = 0.0) -> None:
         self.__write({"type": "end", "state": state, "message": message, "steps": steps, "dose_e": dose_e,
                       "time": datetime.datetime.now(datetime.UTC).isoformat()})
+
+
+class NullJournal:
+    """A journal that keeps nothing (dry runs)."""
+
+    path: pathlib.Path | None = None
+
+    def close(self) -> None:
+        pass
+
+    def write_header(self, run_id: str, **details: typing.Any) -> None:
+        pass
+
+    def write_event(self, event: str, **details: typing.Any) -> None:
+        pass
+
+    def write_result(self, step: int, result: typing.Mapping[str, typing.Any], **details: typing.Any) -> None:
+        pass
+
+    def write_step(self, step: int, action: Action, measurement: Measurement, **details: typing.Any) -> None:
+        pass
+
+    def write_end(self, state: str, **details: typing.Any) -> None:
+        pass
+
+
+def _truncate_torn_tail(path: pathlib.Path) -> None:
+    """Cut a line left half-written by a crash, so that appended lines start on a line of their own."""
+    if not path.exists():
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
 
 
 def read_journal(run_dir: str | os.PathLike[str]) -> JournalRecord:
@@ -204,6 +255,10 @@ def read_journal(run_dir: str | os.PathLike[str]) -> JournalRecord:
         elif kind == "step":
             # a resumed run re-journals nothing it replayed, but be tolerant
             steps[entry["step"]] = JournalStep(entry["step"], action_from_dict(entry["action"]), entry, run_dir)
+        elif kind == "result" and entry.get("step") in steps:
+            step = steps[entry["step"]]
+            merged = {**step.entry, "result": {**step.entry.get("result", {}), **entry.get("result", {})}, "rewards": entry.get("rewards", {}), "has_result": True}
+            steps[entry["step"]] = dataclasses.replace(step, entry=merged)
         elif kind == "event":
             events.append(entry)
         elif kind == "end":

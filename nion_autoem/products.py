@@ -1,13 +1,9 @@
-"""Policies: observations in, decisions out.
+"""Products: what a run shows the user, and where it goes.
 
-A policy never touches the instrument.  The runner asks it to :meth:`decide`
-the next actions, performs them, and hands each result back through
-:meth:`observe`.  Whatever the policy wants the user to see (maps, stacks,
-tables, positions) it publishes as a :class:`Product`; the runner's sink turns
-products into Swift data items, or keeps them in memory for a notebook.
-
-Because a policy is deterministic given its observations (seed any randomness
-from its parameters), a run can be replayed or resumed from its journal.
+Whatever a plan wants the user to see (maps, stacks, tables, positions) it
+publishes as a :class:`Product`; the engine's sink turns products into Swift
+data items (:mod:`nion_autoem.swift.data_items`), or keeps them in memory for
+a notebook (:class:`MemorySink`).
 """
 
 from __future__ import annotations
@@ -18,9 +14,6 @@ import threading
 import typing
 
 from nion.data import DataAndMetadata
-
-from nion_autoem.actions import Action
-from nion_autoem.actions import Observation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +76,7 @@ class MemorySink:
 
 @dataclasses.dataclass
 class RunContext:
-    """What a policy may know about the run it is part of."""
+    """The run a product belongs to: its id, directory, parameters and provenance."""
 
     run_id: str
     run_dir: pathlib.Path
@@ -98,33 +91,3 @@ class RunContext:
         """Send a product to the sink, tagged with the run's provenance."""
         self.sink.publish(product, {"run_id": self.run_id, "run_dir": str(self.run_dir), "step": self.step, "dose_e": self.dose_e,
                                     "parameters": dict(self.parameters), "provenance": dict(self.provenance), "product": product.key})
-
-
-class Policy(typing.Protocol):
-    """The decision-making half of an experiment."""
-
-    @property
-    def name(self) -> str:
-        ...
-
-    @property
-    def parameters(self) -> typing.Mapping[str, typing.Any]:
-        """JSON-ready parameters, journaled and attached to every product."""
-        ...
-
-    @property
-    def model_version(self) -> str:
-        """Version of the model behind the decisions, journaled with every step."""
-        ...
-
-    def decide(self, context: RunContext) -> typing.Sequence[Action]:
-        """The next actions; an empty sequence means the experiment is done."""
-        ...
-
-    def observe(self, observation: Observation, context: RunContext) -> typing.Mapping[str, typing.Any] | None:
-        """Take in one result; return a short JSON-ready summary for the journal."""
-        ...
-
-    def fraction_done(self) -> float | None:
-        """The policy's own idea of progress in [0, 1], or None if it has none."""
-        ...

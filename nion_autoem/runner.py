@@ -1,16 +1,31 @@
-"""The experiment runner: observe, decide, act, until done, out of budget or stopped.
+"""The engine: runs a plan on a microscope, journals it, keeps the beam safe.
 
-One worker thread runs the loop; panels and the console read :attr:`progress`
-and call :meth:`~ExperimentRunner.pause`, :meth:`~ExperimentRunner.resume` and
+One worker thread drives the plan's generator: it performs each action the
+plan yields, journals it, and sends the measurement back in.  Panels and the
+console read :attr:`~ExperimentRunner.progress` and call
+:meth:`~ExperimentRunner.pause`, :meth:`~ExperimentRunner.resume` and
 :meth:`~ExperimentRunner.stop` from any thread.  The state machine is::
 
     idle -> running <-> paused
     running | paused -> finished | stopped | failed
 
-Whatever ends the run, the beam is made safe (blanked, probe unparked) and the
-journal says how it ended.  :meth:`~ExperimentRunner.stop` makes the beam safe
-itself, on the caller's thread, before it returns, so a stop button never waits
-for an exposure to finish.
+What the engine owns, so plans do not have to:
+
+- **the beam**: it unblanks just before the first action that delivers dose
+  (after every action so far was checked against the instrument), and
+  whatever ends the run, the beam is made safe (blanked, probe unparked).
+  :meth:`~ExperimentRunner.stop` makes it safe on the caller's thread before
+  it returns, so a stop button never waits for an exposure to finish;
+- **pause**: by default at the plan's next :class:`~nion_autoem.plan.Checkpoint`
+  (before the next action for plans that mark none), or at once with
+  ``pause(immediate=True)``; the beam is blanked while paused;
+- **budgets**: steps, dose (checked before each action with its planned
+  dose) and time;
+- **suspenders** (:mod:`nion_autoem.suspenders`): conditions watched between
+  actions that blank the beam, wait, run a recovery sub-plan and continue;
+- **the journal**: every action with its data, then the plan's report and
+  rewards for it; resume replays the journal into a fresh plan and continues
+  live, and no action that was journaled is performed again.
 """
 
 from __future__ import annotations
@@ -28,20 +43,35 @@ import uuid
 from nion.utils import Event
 
 import nion_autoem
+from nion_autoem import xdata as xdata_builders
+from nion_autoem.actions import ACTION_TYPES
 from nion_autoem.actions import Action
-from nion_autoem.actions import Observation
+from nion_autoem.actions import Blank
+from nion_autoem.actions import Unblank
+from nion_autoem.actions import Wait
+from nion_autoem.actions import is_action
 from nion_autoem.instrument import Measurement
 from nion_autoem.instrument import Microscope
-from nion_autoem.instrument import electrons
 from nion_autoem.journal import Journal
 from nion_autoem.journal import JournalStep
+from nion_autoem.journal import NullJournal
 from nion_autoem.journal import read_journal
+from nion_autoem.plan import Checkpoint
+from nion_autoem.plan import Plan
+from nion_autoem.plan import PlanGenerator
+from nion_autoem.plan import Publish
+from nion_autoem.plan import Report
+from nion_autoem.plan import rewards_of
 from nion_autoem.products import MemorySink
-from nion_autoem.products import Policy
+from nion_autoem.products import Product
 from nion_autoem.products import ResultSink
 from nion_autoem.products import RunContext
+from nion_autoem.suspenders import Suspender
+from nion_autoem.suspenders import SuspenderContext
 
 _logger = logging.getLogger(__name__)
+
+PLAN_SOURCE = "plan"
 
 
 class RunState(enum.Enum):
@@ -57,8 +87,16 @@ class RunState(enum.Enum):
         return self in (RunState.FINISHED, RunState.STOPPED, RunState.FAILED)
 
 
+class PlanError(TypeError):
+    """A plan yielded something the engine cannot run; the message names the plan, the step and the fix."""
+
+
 class _Stopped(Exception):
     """Raised inside the worker when a stop request is seen."""
+
+
+class _Ended(Exception):
+    """The run ends early for a reason that is not a failure (budget spent, replay complete)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +120,8 @@ class Budget:
     def __post_init__(self) -> None:
         for name in ("max_steps", "max_dose_e", "max_time_s"):
             value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"Budget.{name} must be positive or None, got {value!r}")
+            if value is not None and not (isinstance(value, (int, float)) and value > 0 and value < float("inf")):
+                raise ValueError(f"Budget.{name} must be a finite number > 0 or None, got {value!r}")
 
     def fraction_used(self, steps: int, dose_e: float, elapsed_s: float) -> float:
         fractions = [0.0]
@@ -121,6 +159,7 @@ class Progress:
     message: str
     dose_e: float
     elapsed_s: float
+    rewards: typing.Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     def __str__(self) -> str:
         eta = "" if self.eta_s is None else f", ETA {self.eta_s:.0f} s"
@@ -128,14 +167,14 @@ class Progress:
 
 
 class ExperimentRunner:
-    """Runs a policy on a microscope with a budget, a journal and a sink.
+    """Runs a plan on a microscope with a budget, a journal, suspenders and a sink.
 
     Parameters
     ----------
     microscope : Microscope or None
         The instrument; None only for a pure replay of a journal.
-    policy : Policy
-        Decides the actions.
+    plan : Plan
+        The experiment (see :mod:`nion_autoem.plan`).
     run_dir : path-like
         Directory for the journal and its data.  With ``resume=True`` it must
         hold the journal of the run to continue.
@@ -144,28 +183,43 @@ class ExperimentRunner:
     sink : ResultSink or None
         Where published products go (a :class:`MemorySink` if None).
     resume : bool
-        Replay the journal in ``run_dir`` into the policy, then continue live.
+        Replay the journal in ``run_dir`` into the plan, then continue live.
     run_id : str or None
         Identifier recorded everywhere; taken from the journal when resuming.
+    suspenders : sequence of Suspender
+        Conditions to watch between actions (see :mod:`nion_autoem.suspenders`).
+    journal : bool
+        Write a journal (a dry run does not).
 
     Examples
     --------
-    >>> runner = ExperimentRunner(microscope, policy, run_dir="runs/demo", budget=Budget(max_steps=20))  # doctest: +SKIP
+    >>> runner = ExperimentRunner(microscope, plan, run_dir="runs/demo", budget=Budget(max_steps=20))  # doctest: +SKIP
     >>> runner.start(); runner.wait()  # doctest: +SKIP
     """
 
-    def __init__(self, microscope: Microscope | None, policy: Policy, *, run_dir: str | pathlib.Path, budget: Budget = Budget(),
-                 sink: ResultSink | None = None, resume: bool = False, run_id: str | None = None) -> None:
+    def __init__(self, microscope: Microscope | None, plan: Plan, *, run_dir: str | pathlib.Path, budget: Budget = Budget(),
+                 sink: ResultSink | None = None, resume: bool = False, run_id: str | None = None, suspenders: typing.Sequence[Suspender] = (),
+                 journal: bool = True) -> None:
+        if not callable(getattr(plan, "messages", None)):
+            raise PlanError(f"{plan!r} is not a plan: a plan has a name, parameters and a messages() method; "
+                            "make one with @nion_autoem.plan.plan on a generator function")
+        for suspender in suspenders:
+            if not isinstance(suspender, Suspender):
+                raise TypeError(f"suspenders must be Suspender objects (nion_autoem.suspenders), got {suspender!r}")
         self.microscope = microscope
-        self.policy = policy
+        self.plan = plan
         self.budget = budget
+        self.suspenders = tuple(suspenders)
         self.sink: ResultSink = sink if sink is not None else MemorySink()
         self.run_dir = pathlib.Path(run_dir)
+        self.__write_journal = journal
         self.__recorded: list[JournalStep] = []
         if resume:
             record = read_journal(self.run_dir)
-            if record.header.get("policy") not in (None, policy.name):
-                raise ValueError(f"the journal in {self.run_dir} was written by policy {record.header.get('policy')!r}, not {policy.name!r}")
+            if not record.header:
+                raise ValueError(f"the journal in {self.run_dir} has no header line, so there is no run to resume; start a new run instead")
+            if record.header.get("plan") not in (None, plan.name):
+                raise ValueError(f"the journal in {self.run_dir} was written by plan {record.header.get('plan')!r}, not {plan.name!r}")
             self.__recorded = list(record.steps)
             run_id = run_id or str(record.header.get("run_id") or "")
         elif microscope is None:
@@ -173,6 +227,7 @@ class ExperimentRunner:
         self.run_id = run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         self.__resume = resume
         self.progress_changed_event = Event.Event()
+        self.journal: Journal | NullJournal = NullJournal()
         self.__lock = threading.Lock()
         self.__state = RunState.IDLE
         self.__step = 0
@@ -180,12 +235,29 @@ class ExperimentRunner:
         self.__started = 0.0
         self.__current = ""
         self.__message = ""
+        self.__fraction: float | None = None
+        self.__model_version = str(getattr(plan, "model_version", "") or plan.name)
         self.__stop_reason: str | None = None
         self.__pause_requested = threading.Event()
+        self.__pause_immediately = False
         self.__wakeup = threading.Event()
         self.__thread: threading.Thread | None = None
         self.__done = threading.Event()
+        self.__beam_on = False
+        self.__plan_blanked = False
+        self.__saw_checkpoint = False
+        self.__open_step: tuple[int, Measurement | None, bool] | None = None
+        self.__open_result: dict[str, typing.Any] = {}
+        self.__rewards = rewards_of(plan)
+        self.__reward_totals = {reward.name: 0.0 for reward in self.__rewards}
+        self.__reward_history: list[list[float]] = []
+        self.__held_products: dict[str, Product] = {}
+        self.__last_measurement: Measurement | None = None
+        self.__closed_result: typing.Mapping[str, typing.Any] = {}
+        self.__recent_doses: list[tuple[float, float]] = []
+        self.__context: RunContext | None = None
         self.error: BaseException | None = None
+        self.outcome = ""
 
     # --- read from any thread -------------------------------------------------
 
@@ -199,33 +271,38 @@ class ExperimentRunner:
         with self.__lock:
             elapsed = time.time() - self.__started if self.__started else 0.0
             fraction = self.budget.fraction_used(self.__step, self.__dose_e, elapsed)
-            policy_fraction = self.policy.fraction_done()
-            if policy_fraction is not None:
-                fraction = max(fraction, min(max(policy_fraction, 0.0), 1.0))
+            if self.__fraction is not None:
+                fraction = max(fraction, min(max(self.__fraction, 0.0), 1.0))
             if self.__state is RunState.FINISHED:
                 fraction = 1.0
             eta = elapsed * (1.0 - fraction) / fraction if 0.0 < fraction < 1.0 and self.__state is RunState.RUNNING else None
-            return Progress(self.__state, self.__step, fraction, eta, self.__current, self.__message, self.__dose_e, elapsed)
+            return Progress(self.__state, self.__step, fraction, eta, self.__current, self.__message, self.__dose_e, elapsed, dict(self.__reward_totals))
+
+    @property
+    def model_version(self) -> str:
+        """The model behind the plan's decisions now (as the plan last reported it)."""
+        with self.__lock:
+            return self.__model_version
 
     # --- control from any thread ----------------------------------------------
 
     def start(self) -> None:
-        """Run the experiment on a worker thread and return at once."""
-        with self.__lock:
-            if self.__state is not RunState.IDLE:
-                raise RuntimeError(f"a runner starts once; this one is {self.__state.value}")
-            self.__state = RunState.RUNNING
+        """Run the plan on a worker thread and return at once."""
+        self.__claim()
         self.__thread = threading.Thread(target=self.__run, name=f"nion-autoem run {self.run_id}", daemon=True)
         self.__thread.start()
 
     def run(self) -> Progress:
-        """Run the experiment on the calling thread (not the UI thread) until it ends."""
+        """Run the plan on the calling thread (not the UI thread) until it ends."""
+        self.__claim()
+        self.__run()
+        return self.progress
+
+    def __claim(self) -> None:
         with self.__lock:
             if self.__state is not RunState.IDLE:
                 raise RuntimeError(f"a runner starts once; this one is {self.__state.value}")
             self.__state = RunState.RUNNING
-        self.__run()
-        return self.progress
 
     def wait(self, timeout: float | None = None) -> Progress:
         """Wait for the run to end; returns the final progress."""
@@ -233,9 +310,11 @@ class ExperimentRunner:
             raise TimeoutError(f"run {self.run_id} still {self.state.value} after {timeout} s")
         return self.progress
 
-    def pause(self) -> None:
-        """Hold before the next action, with the beam blanked."""
+    def pause(self, *, immediate: bool = False) -> None:
+        """Hold with the beam blanked: at the plan's next checkpoint, or before the next action if ``immediate``."""
+        self.__pause_immediately = immediate
         self.__pause_requested.set()
+        self.__wakeup.set()
 
     def resume(self) -> None:
         """Continue a paused run."""
@@ -246,10 +325,11 @@ class ExperimentRunner:
         """End the run now: the beam is made safe before this returns.
 
         An acquisition in flight is aborted and not journaled.  Safe to call
-        from any thread, repeatedly, and after the run has ended.
+        from any thread, repeatedly, and after the run has ended (then it does
+        nothing).
         """
         with self.__lock:
-            if self.__state.is_final:
+            if self.__state.is_final or self.__state is RunState.IDLE:
                 return
             if self.__stop_reason is None:
                 self.__stop_reason = reason
@@ -274,11 +354,13 @@ class ExperimentRunner:
             if self.__stop_reason is not None:
                 raise _Stopped(self.__stop_reason)
 
-    def __hold_while_paused(self) -> None:
-        if not self.__pause_requested.is_set():
-            return
+    def __make_safe(self) -> None:
+        self.__beam_on = False
         if self.microscope is not None:
             self.microscope.make_safe()
+
+    def __hold_while_paused(self) -> None:
+        self.__make_safe()
         self.__set(state=RunState.PAUSED, current="", message="paused; beam blanked")
         self.journal.write_event("paused", step=self.__step)
         while self.__pause_requested.is_set():
@@ -286,117 +368,261 @@ class ExperimentRunner:
             self.__wakeup.wait(0.05)
             self.__wakeup.clear()
         self.__check_stop()
-        if self.microscope is not None:
-            self.microscope.unblank()
         self.journal.write_event("resumed", step=self.__step)
         self.__set(state=RunState.RUNNING, message="resumed")
 
     def __run(self) -> None:
         self.__started = time.time()
-        self.journal = Journal(self.run_dir)
-        provenance = {"policy": self.policy.name, "model_version": self.policy.model_version, "software": f"nion-autoem {nion_autoem.__version__}",
+        provenance = {"plan": self.plan.name, "model_version": self.__model_version, "software": f"nion-autoem {nion_autoem.__version__}",
                       "microscope": self.microscope.name if self.microscope else "journal replay", "journal": str(self.run_dir / "journal.jsonl"),
                       "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.__started))}
-        context = RunContext(self.run_id, self.run_dir, dict(self.policy.parameters), self.sink, provenance)
         final_state, message = RunState.FINISHED, ""
         try:
-            self.journal.write_header(self.run_id, policy=self.policy.name, parameters={**dict(self.policy.parameters), "budget": self.budget.to_dict()},
+            self.__context = RunContext(self.run_id, self.run_dir, dict(self.plan.parameters), self.sink, provenance)
+            if self.__write_journal:
+                self.journal = Journal(self.run_dir)
+            self.journal.write_header(self.run_id, plan=self.plan.name, parameters={**dict(self.plan.parameters), "budget": self.budget.to_dict()},
                                       microscope=self.microscope.name if self.microscope else "journal replay",
-                                      resumed_from_step=len(self.__recorded) if self.__resume else None)
-            message = self.__loop(context)
+                                      resumed_from_step=len(self.__recorded) if self.__resume else None,
+                                      suspenders=[s.name for s in self.suspenders], rewards=[r.name for r in self.__rewards])
+            outcome = self.__drive(self.plan.messages(), PLAN_SOURCE)
+            self.__close_step()
+            message = self.outcome = outcome or "plan finished"
         except _Stopped as stopped:
             final_state, message = RunState.STOPPED, str(stopped)
+        except _Ended as ended:
+            self.__close_step()
+            message = self.outcome = str(ended)
         except Exception as e:
             self.error = e
             final_state = RunState.FAILED
-            message = f"{type(e).__name__} at step {self.__step} ({self.__current or 'deciding'}): {e}"
+            message = f"{type(e).__name__} {self.__where()}: {e}"
             _logger.error("run %s failed: %s", self.run_id, message)
-            self.journal.write_event("error", step=self.__step, message=message, traceback=traceback.format_exc())
+            self.__journal_quietly("write_event", "error", step=self.__step, message=message, traceback=traceback.format_exc())
         finally:
-            if self.microscope is not None:
-                self.microscope.make_safe()
-            self.journal.write_end(final_state.value, message=message, steps=self.__step, dose_e=self.__dose_e)
-            self.journal.close()
+            self.__make_safe()
+            self.__flush_held_products()
+            self.__journal_quietly("write_end", final_state.value, message=message, steps=self.__step, dose_e=self.__dose_e)
+            self.__journal_quietly("close")
             self.__set(state=final_state, current="", message=message)
             self.__done.set()
 
-    def __loop(self, context: RunContext) -> str:
-        if self.microscope is not None and not self.__recorded:
-            self.microscope.unblank()
-        while True:
-            if (message := self.__check_between_actions(None)) is not None:
-                return message
-            context.step, context.dose_e, context.replaying = self.__step, self.__dose_e, bool(self.__recorded)
-            self.__set(current="deciding")
-            actions = list(self.policy.decide(context))
-            if not actions:
-                if self.__recorded:
-                    raise RuntimeError(f"the policy finished at step {self.__step} but the journal has {len(self.__recorded)} more step(s); was it run with other parameters?")
-                return "policy finished"
-            for action in actions:
-                if (message := self.__check_between_actions(action)) is not None:
-                    return message
-                self.__perform(action, context)
+    def __where(self) -> str:
+        current = self.__current
+        if current.startswith("processing "):
+            return f"in plan {self.plan.name!r} while processing step {self.__step - 1} ({current.removeprefix('processing ')})"
+        if current:
+            return f"at step {self.__step} ({current}) of plan {self.plan.name!r}"
+        return f"in plan {self.plan.name!r} before step {self.__step}"
 
-    def __check_between_actions(self, action: Action | None) -> str | None:
-        """Honour stop and pause, and say why the run should end, if it should."""
+    def __journal_quietly(self, method: str, *args: typing.Any, **kwargs: typing.Any) -> None:
+        """Journal on the way out; a journal that fails here must not keep the run from ending."""
+        try:
+            getattr(self.journal, method)(*args, **kwargs)
+        except Exception:
+            _logger.exception("run %s: could not %s the journal in %s", self.run_id, method, self.run_dir)
+
+    # --- driving a plan ------------------------------------------------------------
+
+    def __drive(self, generator: PlanGenerator, source: str) -> str:
+        """Run one plan generator to its end; returns its outcome."""
+        reply: typing.Any = None
+        try:
+            while True:
+                try:
+                    message = generator.send(reply)
+                except StopIteration as stop:
+                    return "" if stop.value is None else str(stop.value)
+                reply = None
+                if isinstance(message, Checkpoint):
+                    self.__saw_checkpoint = True
+                    if self.__pause_requested.is_set() and not self.__replaying:
+                        self.__hold_while_paused()
+                elif isinstance(message, Publish):
+                    self.__publish(message.product)
+                elif isinstance(message, Report):
+                    self.__report(message)
+                elif is_action(message):
+                    reply = self.__perform(message, source)
+                    self.__set(current=f"processing {message.label}")
+                else:
+                    raise PlanError(f"plan {self.plan.name!r} yielded {message!r} before step {self.__step}, which is not something a plan can yield; "
+                                    f"yield an action ({', '.join(sorted(ACTION_TYPES))}) or a Checkpoint, Publish or Report")
+        finally:
+            generator.close()
+
+    @property
+    def __replaying(self) -> bool:
+        return bool(self.__recorded)
+
+    def __publish(self, product: Product) -> None:
+        if self.__replaying:
+            self.__held_products[product.key] = product  # only the latest of each is worth showing once live
+            return
+        assert self.__context is not None
+        self.__context.step, self.__context.dose_e = self.__step, self.__dose_e
+        self.__context.publish(product)
+
+    def __flush_held_products(self) -> None:
+        held, self.__held_products = self.__held_products, {}
+        for product in held.values():
+            try:
+                assert self.__context is not None
+                self.__context.publish(product)
+            except Exception:
+                _logger.exception("run %s: could not publish %s", self.run_id, product.key)
+
+    def __report(self, report: Report) -> None:
+        self.__open_result.update(report.result)
+        with self.__lock:
+            if report.fraction is not None:
+                self.__fraction = report.fraction
+            if report.model_version is not None:
+                self.__model_version = report.model_version
+        if report.status is not None:
+            self.__set(message=report.status)
+
+    def __close_step(self) -> None:
+        """The plan has processed the last step: journal its report and rewards."""
+        if self.__open_step is None:
+            return
+        step, measurement, recorded_result = self.__open_step
+        result, self.__open_result, self.__open_step = self.__open_result, {}, None
+        self.__closed_result = result
+        for reward in self.__rewards:
+            self.__reward_totals[reward.name] += float(reward.increment(measurement, result))
+        if self.__rewards:
+            self.__reward_history.append([self.__reward_totals[r.name] for r in self.__rewards])
+            self.__publish_rewards()
+        if not recorded_result and (result or self.__rewards):
+            self.journal.write_result(step, result, rewards=dict(self.__reward_totals), model_version=self.__model_version)
+
+    def __publish_rewards(self) -> None:
+        import numpy
+
+        history = numpy.asarray(self.__reward_history, dtype=float)
+        for index, reward in enumerate(self.__rewards):
+            xdata = xdata_builders.line_xdata(history[:, index], "step", units=reward.units, metadata={"nion_autoem": {"reward": reward.name}})
+            self.__publish(Product(f"reward-{reward.name}", f"Reward: {reward.name}", xdata))
+
+    def __perform(self, action: Action, source: str) -> Measurement:
+        self.__close_step()
+        if self.__replaying:
+            return self.__replay(action, source)
+        if self.microscope is None:
+            raise _Ended("replay complete")
         self.__check_stop()
-        self.__hold_while_paused()
-        if self.microscope is None and not self.__recorded:
-            return "replay complete"
+        if self.__pause_requested.is_set() and (self.__pause_immediately or not self.__saw_checkpoint):
+            self.__hold_while_paused()
+        if source == PLAN_SOURCE:
+            self.__watch_suspenders()
         spent = self.budget.exhausted(self.__step, self.__dose_e, time.time() - self.__started)
         if spent:
-            return spent
-        if action is not None and not self.__recorded and self.microscope is not None and self.budget.max_dose_e is not None:
-            planned = self.__dose_e + electrons(self.microscope.beam_current_A, action.planned_dwell_s(self.microscope))
+            raise _Ended(spent)
+        self.__set(current=action.label)
+        action.check(self.microscope)
+        if self.budget.max_dose_e is not None and self.__beam_would_be_on(action):
+            planned = self.__dose_e + action.planned_dose_e(self.microscope)
             if planned > self.budget.max_dose_e:
-                return f"the next action ({action.label}) would exceed the dose budget of {self.budget.max_dose_e:.3g} e"
-        return None
-
-    def __perform(self, action: Action, context: RunContext) -> None:
+                raise _Ended(f"the next action ({action.label}) would exceed the dose budget of {self.budget.max_dose_e:.3g} e")
+        if action.delivers_dose and not self.__beam_on and not self.__plan_blanked:
+            self.microscope.unblank()
+            self.__beam_on = True
         step = self.__step
-        replayed = False
-        if self.__recorded:
-            recorded = self.__recorded.pop(0)
-            if recorded.action != action:
-                raise RuntimeError(f"replay diverged at step {step}: the policy decided {action} but the journal recorded {recorded.action}")
-            measurement: Measurement = recorded.load_measurement()
-            replayed = True
-            if not self.__recorded and self.microscope is not None:
-                self.journal.write_event("replay complete; continuing live", step=step + 1)
-                self.microscope.unblank()
-        elif self.microscope is None:
-            raise RuntimeError("the journal is exhausted and there is no microscope to continue live")
-        else:
-            self.__set(current=f"{action.label} ({action.kind})")
-            try:
-                measurement = action.perform(self.microscope)
-            except Exception:
-                # An abort caused by stop() surfaces as an acquisition error:
-                # report it as the stop it is.
-                self.__check_stop()
-                raise
-            self.__check_stop()
-        observation = Observation(step, action, measurement, replayed=replayed)
-        context.step = step
-        result: typing.Mapping[str, typing.Any] | None = None
+        self.__set(current=f"{action.label} ({action.kind})")
         try:
-            result = self.policy.observe(observation, context)
-        finally:
-            if not replayed:
-                self.journal.write_step(step, action, measurement, result=result, model_version=self.policy.model_version)
-            self.__set(step=step + 1, dose_e=self.__dose_e + measurement.dose_e, current="")
+            measurement = self.__wait(action) if isinstance(action, Wait) else action.perform(self.microscope)
+        except Exception:
+            # An abort caused by stop() surfaces as an acquisition error: report it as the stop it is.
+            self.__check_stop()
+            raise
+        self.__check_stop()
+        if isinstance(action, (Blank, Unblank)):
+            self.__plan_blanked = isinstance(action, Blank)
+            self.__beam_on = isinstance(action, Unblank)
+        self.journal.write_step(step, action, measurement, source=source, model_version=self.__model_version)
+        self.__recent_doses.append((time.time(), measurement.dose_e))
+        self.__finish_step(step, measurement, recorded_result=False)
+        return measurement
+
+    def __beam_would_be_on(self, action: Action) -> bool:
+        return action.delivers_dose and not self.__plan_blanked
+
+    def __wait(self, action: Wait) -> Measurement:
+        deadline = time.monotonic() + action.seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.__check_stop()
+            self.__wakeup.wait(min(left, 0.05))
+            self.__wakeup.clear()
+        assert self.microscope is not None
+        return action.perform(self.microscope)
+
+    def __finish_step(self, step: int, measurement: Measurement, *, recorded_result: bool) -> None:
+        self.__last_measurement = measurement
+        self.__open_step = (step, measurement, recorded_result)
+        self.__set(step=step + 1, dose_e=self.__dose_e + measurement.dose_e)
+
+    def __replay(self, action: Action, source: str) -> Measurement:
+        while self.__recorded and self.__recorded[0].source != source:
+            # Recovery steps of a suspender ran between the plan's steps; they are done: count them and move on.
+            skipped = self.__recorded.pop(0)
+            self.__set(step=skipped.step + 1, dose_e=self.__dose_e + float(skipped.entry.get("dose_e", 0.0)))
+        if not self.__recorded:
+            self.__journal_quietly("write_event", "replay complete; continuing live", step=self.__step)
+            self.__flush_held_products()
+            return self.__perform(action, source)
+        recorded = self.__recorded.pop(0)
+        if recorded.action != action:
+            raise RuntimeError(f"replay diverged at step {recorded.step}: plan {self.plan.name!r} decided {action} but the journal recorded {recorded.action}; "
+                               "was it started with other parameters?")
+        measurement = recorded.load_measurement()
+        self.__finish_step(recorded.step, measurement, recorded_result=recorded.has_result)
+        if not self.__recorded:
+            self.__journal_quietly("write_event", "replay complete; continuing live" if self.microscope is not None else "replay complete", step=recorded.step + 1)
+            self.__flush_held_products()
+        return measurement
+
+    # --- suspenders -----------------------------------------------------------------
+
+    def __dose_rate_e_per_s(self, window_s: float = 1.0) -> float:
+        now = time.time()
+        self.__recent_doses = [(t, d) for t, d in self.__recent_doses if now - t <= window_s]
+        return sum(d for _, d in self.__recent_doses) / window_s
+
+    def __watch_suspenders(self) -> None:
+        assert self.microscope is not None
+        for suspender in self.suspenders:
+            context = SuspenderContext(self.microscope, self.__step, self.__last_measurement, dict(self.__closed_result), self.__dose_rate_e_per_s())
+            reason = suspender.tripped(context)
+            if reason is None:
+                continue
+            trips = suspender.record_trip()
+            self.__make_safe()
+            self.journal.write_event("suspended", step=self.__step, suspender=suspender.name, reason=reason, trip=trips)
+            self.__set(message=f"suspended by {suspender.name}: {reason}; beam blanked")
+            if trips > suspender.max_trips:
+                raise RuntimeError(f"suspender {suspender.name!r} tripped {trips} times ({reason}); the recovery does not help, so the run ends here")
+            deadline = time.monotonic() + suspender.wait_s
+            while time.monotonic() < deadline:
+                self.__check_stop()
+                self.__wakeup.wait(0.05)
+                self.__wakeup.clear()
+            self.__set(message=f"recovering ({suspender.name})")
+            self.__drive(suspender.recovery(), f"suspender:{suspender.name}")
+            self.__close_step()
+            self.journal.write_event("recovered", step=self.__step, suspender=suspender.name)
+            self.__set(message=f"recovered from {suspender.name}; continuing")
 
 
-def replay(run_dir: str | pathlib.Path, policy: Policy, *, sink: ResultSink | None = None) -> ExperimentRunner:
-    """Feed a journaled run to a fresh policy, without a microscope.
+def replay(run_dir: str | pathlib.Path, plan: Plan, *, sink: ResultSink | None = None) -> ExperimentRunner:
+    """Feed a journaled run to a fresh plan, without a microscope.
 
-    Returns the finished runner; its sink holds what the policy published.
-    Use it to re-run a recorded experiment with another scalarizer or model.
-    The replay writes a journal of its own in ``<run_dir>/replay-<time>``.
+    Returns the finished runner; its sink holds what the plan published.  Use
+    it to re-run a recorded experiment with another scalarizer or model.  The
+    replay writes a journal of its own in ``<run_dir>/replay-<time>``.
     """
     source = pathlib.Path(run_dir)
-    runner = ExperimentRunner(None, policy, run_dir=source, sink=sink, resume=True)
+    runner = ExperimentRunner(None, plan, run_dir=source, sink=sink, resume=True)
     runner.run_dir = source / time.strftime("replay-%Y%m%d-%H%M%S")
     runner.run()
     return runner

@@ -15,6 +15,7 @@ imaging conditions of this session.
 
 from __future__ import annotations
 
+import dataclasses
 import typing
 
 import numpy
@@ -22,12 +23,15 @@ import numpy.typing
 from nion.data import Calibration
 from nion.data import DataAndMetadata
 
-from nion_autoem.actions import Action
-from nion_autoem.actions import Observation
 from nion_autoem.actions import Survey
 from nion_autoem.geometry import ScanFrame
+from nion_autoem.instrument import Measurement
+from nion_autoem.plan import Checkpoint
+from nion_autoem.plan import PlanGenerator
+from nion_autoem.plan import Publish
+from nion_autoem.plan import Report
+from nion_autoem.plan import SubPlan
 from nion_autoem.products import Product
-from nion_autoem.products import RunContext
 
 if typing.TYPE_CHECKING:
     from nion_autoem_elit.atoms import AtomFindingResult
@@ -118,31 +122,71 @@ class AtomFinding:
     def fraction_done(self) -> float | None:
         return len(self.results) / self.frames
 
-    def decide(self, context: RunContext) -> typing.Sequence[Action]:
-        if len(self.results) >= self.frames:
-            return []
-        return [Survey(self.survey_frame, pixel_time_us=self.pixel_time_us, label=f"frame {len(self.results) + 1}")]
+    def messages(self) -> PlanGenerator:
+        self.results = []
+        self.__ensemble = None
+        result = None
+        for index in range(self.frames):
+            yield Checkpoint()
+            frame = yield Survey(self.survey_frame, pixel_time_us=self.pixel_time_us, label=f"frame {index + 1}")
+            result = yield from self.find_atoms_in(frame, index)
+        assert result is not None
+        counts = ", ".join(f"{n} {name}" for name, n in result.counts().items() if n)
+        return f"{len(result)} columns in the last of {self.frames} frame(s): {counts or 'none'}"
 
-    def observe(self, observation: Observation, context: RunContext) -> dict[str, typing.Any]:
+    def find_atoms_in(self, measurement: Measurement, index: int = 0) -> SubPlan:
+        """Find and classify the atoms of one frame (adapting the ensemble on the first, if asked); returns :class:`FoundAtoms`."""
         from nion_autoem_elit import api
 
-        measurement = observation.measurement
-        assert measurement.frame is not None
-        image = numpy.asarray(measurement.xdata.data, dtype=float)
         if self.__ensemble is None:
             self.__ensemble = api.resolve_ensemble(self.ensemble_name)
-        summary: dict[str, typing.Any] = {}
-        if self.adapt and not self.results:
+        if self.adapt and index == 0:
             from nion_autoem_elit import lattices
             from nion_autoem_elit.iterative import elit_iteration
 
             lattice = lattices.mos2_lattice() if self.lattice == "mos2" else lattices.graphene_lattice()
-            self.__ensemble, report = elit_iteration(self.__ensemble, image, lattice)
-            self.__version = f"elit/{self.ensemble_name or 'mos2'}+adapted@step{observation.step}"
-            summary["adaptation"] = report.as_dict()
-        result = api.find_atoms(image, self.__ensemble)
-        self.results.append(result)
-        for product in atom_products(measurement.xdata, measurement.frame, result):
-            context.publish(product)
-        summary.update({"atoms": len(result), "counts": result.counts(), "mean_uncertainty": float(numpy.mean(result.uncertainties)) if len(result) else None})
-        return summary
+            self.__ensemble, report = elit_iteration(self.__ensemble, numpy.asarray(measurement.xdata.data, dtype=float), lattice)
+            self.__version = f"elit/{self.ensemble_name or 'mos2'}+adapted@frame{index + 1}"
+            yield Report({"adaptation": report.as_dict()}, model_version=self.__version)
+        atoms = yield from find_atoms(measurement, ensemble=self.__ensemble)
+        self.results.append(atoms.result)
+        yield Report(fraction=self.fraction_done())
+        return atoms.result
+
+
+@dataclasses.dataclass(frozen=True)
+class FoundAtoms:
+    """What :func:`find_atoms` found in a frame, with positions in the frame's scan-field nm."""
+
+    result: AtomFindingResult
+    frame: ScanFrame
+
+    def positions_nm(self, kind: str | None = None) -> list[tuple[float, float]]:
+        """Scan-field positions of every column, or of the columns of one class (e.g. ``"S1"``)."""
+        if not len(self.result):
+            return []
+        keep = numpy.ones(len(self.result), dtype=bool) if kind is None else numpy.asarray(
+            [self.result.class_names[int(k)] == kind for k in self.result.classes], dtype=bool)
+        return [(float(y), float(x)) for y, x in self.frame.pixel_to_nm(self.result.positions[keep]).reshape(-1, 2)]
+
+    def counts(self) -> dict[str, int]:
+        return self.result.counts()
+
+
+def find_atoms(measurement: Measurement, *, ensemble: typing.Any = None, key_prefix: str = "") -> SubPlan:
+    """Sub-plan: find and classify every column of a surveyed frame with ELIT, publish them, return :class:`FoundAtoms`.
+
+    ``ensemble`` is a loaded ensemble, a packaged model name (``"mos2"``,
+    ``"graphene"``), a saved-model path, or None for MoS2.  Nothing is
+    acquired: the sub-plan reports and publishes what the frame holds.
+    """
+    from nion_autoem_elit import api
+
+    if measurement.frame is None:
+        raise ValueError(f"find_atoms needs a surveyed frame (a Survey's measurement), got a {measurement.kind!r} measurement")
+    loaded = ensemble if ensemble is not None and not isinstance(ensemble, str) else api.resolve_ensemble(ensemble)
+    result = api.find_atoms(numpy.asarray(measurement.xdata.data, dtype=float), loaded)
+    yield Report({"atoms": len(result), "counts": result.counts(), "mean_uncertainty": float(numpy.mean(result.uncertainties)) if len(result) else None})
+    for product in atom_products(measurement.xdata, measurement.frame, result, key_prefix=key_prefix):
+        yield Publish(product)
+    return FoundAtoms(result, measurement.frame)

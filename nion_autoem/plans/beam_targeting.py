@@ -12,8 +12,10 @@ For every target, in shortest-path order, the policy
 3. **verifies**: re-images the target and asks the atom finder what the column
    is now; a column that is still intact is retried, up to a limit.
 
-Everything is an action of :mod:`nion_autoem.actions` (``Survey``, ``Verify``,
-``Dwell``), so the runner journals it, counts its dose and keeps the beam safe.
+The plan is plain control flow over the actions of :mod:`nion_autoem.actions`
+(``Survey``, ``Verify``, ``Dwell``), so the engine journals every step, counts
+its dose and keeps the beam safe; each target ends at a checkpoint, so a pause
+never splits a registration from its dwell.
 """
 
 from __future__ import annotations
@@ -29,14 +31,18 @@ from nion.data import Calibration
 from nion.data import DataAndMetadata
 
 from nion_autoem import xdata as xdata_builders
-from nion_autoem.actions import Action
 from nion_autoem.actions import Dwell
-from nion_autoem.actions import Observation
 from nion_autoem.actions import Survey
 from nion_autoem.actions import Verify
 from nion_autoem.geometry import ScanFrame
+from nion_autoem.instrument import Measurement
+from nion_autoem.plan import Checkpoint
+from nion_autoem.plan import PlanGenerator
+from nion_autoem.plan import Publish
+from nion_autoem.plan import Report
+from nion_autoem.plan import Reward
+from nion_autoem.plan import SubPlan
 from nion_autoem.products import Product
-from nion_autoem.products import RunContext
 from nion_autoem_targeting.changepoint import PoissonCusum
 from nion_autoem_targeting.changepoint import threshold_for_false_alarm
 from nion_autoem_targeting.drift import DriftEstimator
@@ -137,7 +143,6 @@ class Target:
 
     index: int
     position_nm: tuple[float, float]
-    phase: str = "register"
     corrected_nm: tuple[float, float] | None = None
     trace: list[float] = dataclasses.field(default_factory=list)
     dose_e: float = 0.0
@@ -165,18 +170,19 @@ class BeamTargeting:
 
     name = "beam-targeting"
 
+    rewards = (Reward("targets transformed", lambda measurement, result: float(result.get("outcome") == Outcome.TRANSFORMED.value), units="targets"),)
+
     def __init__(self, settings: TargetingSettings, atom_finder: AtomFinder | None = None) -> None:
         self.settings = settings
         self.__find_atoms = atom_finder or elit_atom_finder
         # the journal records which model picked and verified the targets
         self.model_version = "beam-targeting/1+" + ("elit-mos2" if atom_finder is None else getattr(atom_finder, "__name__", "custom-atom-finder"))
         self.targets: list[Target] = []
+        self.atoms_found = 0
         self.__survey: DataAndMetadata.DataAndMetadata | None = None
         self.__reference: _NDArray | None = None
         self.__after: DataAndMetadata.DataAndMetadata | None = None
         self.__drift = DriftEstimator()
-        self.__current = 0
-        self.__finished = False
         self.__clock_s = 0.0
 
     @property
@@ -185,62 +191,71 @@ class BeamTargeting:
         d["survey_frame"] = self.settings.survey_frame.to_dict()
         return d
 
-    def fraction_done(self) -> float | None:
+    def fraction_done(self) -> float:
         if not self.targets:
             return 0.0
         return sum(t.outcome is not None for t in self.targets) / len(self.targets)
 
-    # -- decisions -------------------------------------------------------------
+    # -- the plan ----------------------------------------------------------------
 
-    def decide(self, context: RunContext) -> typing.Sequence[Action]:
+    def messages(self) -> PlanGenerator:
         s = self.settings
-        if self.__survey is None:
-            return [Survey(s.survey_frame, pixel_time_us=s.pixel_time_us, label="survey before")]
-        if self.__current >= len(self.targets):
-            if self.__after is None and self.targets:
-                return [Survey(s.survey_frame, pixel_time_us=s.pixel_time_us, label="survey after")]
-            return []
-        target = self.targets[self.__current]
-        predicted = self.__predicted(target.position_nm)
-        if target.phase == "register":
-            return [Verify(predicted, s.registration_fov_nm, s.registration_shape, s.pixel_time_us, label=f"register target {target.index + 1}")]
-        if target.phase == "dwell":
-            position = target.corrected_nm or predicted
-            return [Dwell(position, s.chunk_samples, s.sample_time_us, label=f"dwell on target {target.index + 1}")]
-        return [Verify(target.corrected_nm or predicted, s.verify_fov_nm, s.registration_shape, s.pixel_time_us, label=f"verify target {target.index + 1}")]
+        self.targets, self.atoms_found, self.__survey, self.__after, self.__drift, self.__clock_s = [], 0, None, None, DriftEstimator(), 0.0
+        survey = yield Survey(s.survey_frame, pixel_time_us=s.pixel_time_us, label="survey before")
+        yield Report(self.__choose_targets(self.__observed(survey)), fraction=0.0, status=f"{len(self.targets)} {s.kind} targets chosen")
+        yield from self.__publish()
+        for target in self.targets:
+            yield Checkpoint(f"target {target.index + 1}")
+            yield from self.__transform(target)
+            if target.trace:
+                yield from self.__publish_trace(target)
+            yield from self.__publish()
+            yield Report(fraction=self.fraction_done(), status=f"target {target.index + 1} of {len(self.targets)}: {target.outcome.value if target.outcome else ''}")
+        if self.targets:
+            after = yield Survey(s.survey_frame, pixel_time_us=s.pixel_time_us, label="survey after")
+            self.__after = self.__observed(after).xdata
+            yield Report(self.summary())
+            yield from self.__publish()
+        return self.outcome_sentence()
+
+    def __transform(self, target: Target) -> SubPlan:
+        """Register, dwell until the column changes, verify; retry an unchanged column."""
+        s = self.settings
+        while target.outcome is None:
+            registration = yield Verify(self.__predicted(target.position_nm), s.registration_fov_nm, s.registration_shape, s.pixel_time_us,
+                                        label=f"register target {target.index + 1}")
+            yield Report(self.__registered(target, self.__observed(registration)))
+            if target.outcome is not None:
+                return
+            while target.outcome is None and target.alarm_sample is None:
+                position = target.corrected_nm or self.__predicted(target.position_nm)
+                chunk = yield Dwell(position, s.chunk_samples, s.sample_time_us, label=f"dwell on target {target.index + 1}")
+                yield Report(self.__dwelled(target, self.__observed(chunk)))
+            if target.outcome is not None:
+                return
+            verification = yield Verify(target.corrected_nm or self.__predicted(target.position_nm), s.verify_fov_nm, s.registration_shape, s.pixel_time_us,
+                                        label=f"verify target {target.index + 1}")
+            yield Report(self.__verified(target, self.__observed(verification)))
+
+    def __observed(self, measurement: Measurement) -> Measurement:
+        self.__clock_s = measurement.started_at + measurement.duration_s
+        return measurement
 
     def __predicted(self, position_nm: tuple[float, float]) -> tuple[float, float]:
         dy, dx = self.__drift.predict(self.__clock_s)
         return position_nm[0] + float(dy), position_nm[1] + float(dx)
 
-    # -- observations ----------------------------------------------------------
+    # -- what each step means ------------------------------------------------------
 
-    def observe(self, observation: Observation, context: RunContext) -> dict[str, typing.Any]:
-        measurement = observation.measurement
-        self.__clock_s = measurement.started_at + measurement.duration_s
-        action = observation.action
-        if isinstance(action, Survey):
-            if self.__survey is None:
-                return self.__choose_targets(measurement.xdata, context)
-            self.__after = measurement.xdata
-            self.__publish(context)
-            return self.summary()
-        target = self.targets[self.__current]
-        if isinstance(action, Dwell):
-            return self.__dwelled(target, numpy.asarray(measurement.xdata.data, dtype=float), measurement.dose_e, measurement.dwell_s, context)
-        assert isinstance(action, Verify) and measurement.frame is not None
-        image = numpy.asarray(measurement.xdata.data, dtype=float)
-        if target.phase == "register":
-            return self.__registered(target, image, measurement.frame)
-        return self.__verified(target, image, measurement.frame, context)
-
-    def __choose_targets(self, survey: DataAndMetadata.DataAndMetadata, context: RunContext) -> dict[str, typing.Any]:
+    def __choose_targets(self, measurement: Measurement) -> dict[str, typing.Any]:
         s = self.settings
         frame = s.survey_frame
+        survey = measurement.xdata
         image = numpy.asarray(survey.data, dtype=float)
         self.__survey = survey
         self.__reference = image
         pixels, classes = self.__find_atoms(image)
+        self.atoms_found = len(classes)
         positions = frame.pixel_to_nm(pixels) if len(pixels) else numpy.zeros((0, 2))
         inside = frame.contains_nm(positions, margin=0.08) if len(positions) else numpy.zeros(0, dtype=bool)
         chosen = select_targets(positions, numpy.asarray(classes), kind=s.kind,
@@ -250,11 +265,12 @@ class BeamTargeting:
             chosen = chosen[shortest_path(positions[chosen])][: s.max_targets]
         self.targets = [Target(k, (float(positions[i, 0]), float(positions[i, 1]))) for k, i in enumerate(chosen)]
         self.__drift.add(self.__clock_s, (0.0, 0.0))
-        self.__publish(context)
         return {"atoms": len(classes), "targets": len(self.targets), "classes": {c: classes.count(c) for c in set(classes)}}
 
-    def __registered(self, target: Target, image: _NDArray, frame: ScanFrame) -> dict[str, typing.Any]:
-        assert self.__reference is not None
+    def __registered(self, target: Target, measurement: Measurement) -> dict[str, typing.Any]:
+        assert self.__reference is not None and measurement.frame is not None
+        frame = measurement.frame
+        image = numpy.asarray(measurement.xdata.data, dtype=float)
         reference = self.__reference_patch(frame)
         dy, dx = measure_shift(reference, image, frame.pixel_size_nm)
         # measure_shift works along the image axes; turn that into scan-field nm with the frame's rotation.
@@ -267,13 +283,13 @@ class BeamTargeting:
         target.corrected_nm = (target.position_nm[0] + offset[0], target.position_nm[1] + offset[1])
         if not self.settings.survey_frame.contains_nm(target.corrected_nm, margin=0.02):
             target.outcome = Outcome.SKIPPED
-            self.__next()
-            return {"target": target.index, "skipped": "drifted out of the surveyed field"}
-        target.phase = "dwell"
+            return {"target": target.index, "skipped": "drifted out of the surveyed field", "outcome": target.outcome.value}
         target.cusum = None
         target.trace = []
+        target.alarm_sample = None
         target.attempts += 1
-        return {"target": target.index, "drift_nm": [offset[0], offset[1]], "velocity_nm_per_s": list(map(float, self.__drift.velocity_nm_per_s))}
+        return {"target": target.index, "drift_nm": [offset[0], offset[1]], "velocity_nm_per_s": list(map(float, self.__drift.velocity_nm_per_s)),
+                "drift_nm_per_s": float(numpy.hypot(*self.__drift.velocity_nm_per_s))}
 
     def __reference_patch(self, frame: ScanFrame) -> _NDArray:
         """The survey resampled onto a registration frame's pixels."""
@@ -281,8 +297,10 @@ class BeamTargeting:
         pixels = self.settings.survey_frame.nm_to_pixel(frame.pixel_grid_nm())
         return typing.cast(_NDArray, scipy.ndimage.map_coordinates(self.__reference, [pixels[..., 0], pixels[..., 1]], order=1, mode="nearest"))
 
-    def __dwelled(self, target: Target, chunk: _NDArray, dose_e: float, dwell_s: float, context: RunContext) -> dict[str, typing.Any]:
+    def __dwelled(self, target: Target, measurement: Measurement) -> dict[str, typing.Any]:
         s = self.settings
+        chunk = numpy.asarray(measurement.xdata.data, dtype=float)
+        dose_e, dwell_s = measurement.dose_e, measurement.dwell_s
         start = len(target.trace)
         target.trace.extend(chunk.tolist())
         dose_per_sample = dose_e / max(len(chunk), 1)
@@ -305,14 +323,15 @@ class BeamTargeting:
             target.change_sample = int(target.cusum.change_index) if target.cusum.change_index is not None else int(alarm)
             target.dose_to_event_e = target.dose_e - dose_e + dose_per_sample * (target.change_sample - start + 1)
             target.time_to_event_s = (target.change_sample + 1) * s.sample_time_us * 1e-6
-            target.phase = "verify"
         elif target.dose_e >= s.max_dose_per_target_e:
             target.outcome = Outcome.NO_EVENT
-            self.__publish_trace(target, context)
-            self.__next()
-        return {"target": target.index, "samples": len(target.trace), "alarm": target.alarm_sample, "dose_e": target.dose_e}
+        return {"target": target.index, "samples": len(target.trace), "alarm": target.alarm_sample, "dose_e": target.dose_e,
+                **({"outcome": target.outcome.value} if target.outcome else {})}
 
-    def __verified(self, target: Target, image: _NDArray, frame: ScanFrame, context: RunContext) -> dict[str, typing.Any]:
+    def __verified(self, target: Target, measurement: Measurement) -> dict[str, typing.Any]:
+        assert measurement.frame is not None
+        frame = measurement.frame
+        image = numpy.asarray(measurement.xdata.data, dtype=float)
         pixels, classes = self.__find_atoms(image)
         position = target.corrected_nm or target.position_nm
         if len(pixels):
@@ -325,18 +344,11 @@ class BeamTargeting:
         if target.verified_class != self.settings.kind:
             target.outcome = Outcome.TRANSFORMED
         elif target.attempts <= self.settings.max_retries:
-            target.phase = "register"
             target.alarm_sample = None
             return {"target": target.index, "verified": target.verified_class, "retry": target.attempts}
         else:
             target.outcome = Outcome.NOT_VERIFIED
-        self.__publish_trace(target, context)
-        self.__next()
-        self.__publish(context)
         return {"target": target.index, "verified": target.verified_class, "outcome": target.outcome.value, "dose_to_event_e": target.dose_to_event_e}
-
-    def __next(self) -> None:
-        self.__current += 1
 
     # -- results -----------------------------------------------------------------
 
@@ -361,22 +373,33 @@ class BeamTargeting:
         labels = tuple(f"{t.index + 1}{'' if t.outcome is None else ' ' + t.outcome.value}" for t in self.targets)
         return points, labels
 
-    def __publish(self, context: RunContext) -> None:
+    def outcome_sentence(self) -> str:
+        """What the run achieved, in words."""
+        if not self.targets:
+            return (f"no {self.settings.kind} columns to target: {self.atoms_found} columns found in the survey, none of them {self.settings.kind} "
+                    "in the chosen region; try another field or region")
+        summary = self.summary()
+        return (f"{summary['transformed']} of {summary['targets']} targets transformed"
+                + "".join(f", {summary[key]} {words}" for key, words in (("no_event", "without an event within the dose limit"),
+                                                                          ("not_verified", "with an event not verified"), ("skipped", "skipped (drifted out)"))
+                          if summary[key]))
+
+    def __publish(self) -> SubPlan:
         points, labels = self.__target_points()
         if self.__survey is not None:
-            context.publish(Product("before", "Targets before", self.__survey, points=points, labels=labels))
+            yield Publish(Product("before", "Targets before", self.__survey, points=points, labels=labels))
         if self.__after is not None:
-            context.publish(Product("after", "Targets after", self.__after, points=points, labels=labels))
+            yield Publish(Product("after", "Targets after", self.__after, points=points, labels=labels))
         columns = ["target", "y_nm", "x_nm", "dose_to_event_e", "time_to_event_s", "outcome", "alarm_sample"]
         table = DataAndMetadata.new_data_and_metadata(self.event_table(), intensity_calibration=Calibration.Calibration(),
                                                       dimensional_calibrations=[Calibration.Calibration(1.0, 1.0, "target"), Calibration.Calibration()],
                                                       metadata={"nion_autoem": {"columns": columns, "outcome_codes": {o.value: i for i, o in enumerate(Outcome)},
                                                                                 "summary": self.summary()}})
-        context.publish(Product("events", "Targeting events", table))
+        yield Publish(Product("events", "Targeting events", table))
 
-    def __publish_trace(self, target: Target, context: RunContext) -> None:
+    def __publish_trace(self, target: Target) -> SubPlan:
         trace = xdata_builders.trace_xdata(numpy.asarray(target.trace), self.settings.sample_time_us,
                                            metadata={"target": target.index + 1, "position_nm": list(target.corrected_nm or target.position_nm),
                                                      "alarm_sample": target.alarm_sample, "change_sample": target.change_sample,
                                                      "outcome": target.outcome.value if target.outcome else None})
-        context.publish(Product(f"trace-{target.index + 1}", f"ADF trace, target {target.index + 1}", trace))
+        yield Publish(Product(f"trace-{target.index + 1}", f"ADF trace, target {target.index + 1}", trace))

@@ -1,9 +1,9 @@
-"""DKL active spectroscopy as a runner policy: survey, then spectra where they matter.
+"""DKL active spectroscopy as a plan: survey, then spectra where they matter.
 
-The policy speaks the action language of :mod:`nion_autoem.actions`: one
-:class:`~nion_autoem.actions.Survey`, then batches of
-:class:`~nion_autoem.actions.Acquire` at the candidates the :class:`DKLAgent`
-suggests.  Every spectrum is scalarized and fed back; the maps (prediction,
+The plan speaks the action language of :mod:`nion_autoem.actions`: one
+:class:`~nion_autoem.actions.Survey` (or a survey the user already has), then
+batches of :class:`~nion_autoem.actions.Acquire` at the candidates the
+:class:`DKLAgent` suggests, with a checkpoint after each batch.  Every spectrum is scalarized and fed back; the maps (prediction,
 uncertainty, acquisition), the stack of measured signals, the exploration path
 and the convergence curve are published as products after each batch.
 
@@ -23,12 +23,16 @@ from nion.data import DataAndMetadata
 
 from nion_autoem import xdata as xdata_builders
 from nion_autoem.actions import Acquire
-from nion_autoem.actions import Action
-from nion_autoem.actions import Observation
+from nion_autoem.actions import Detector
 from nion_autoem.actions import Survey
 from nion_autoem.geometry import ScanFrame
+from nion_autoem.instrument import Measurement
+from nion_autoem.plan import Checkpoint
+from nion_autoem.plan import PlanGenerator
+from nion_autoem.plan import Publish
+from nion_autoem.plan import Report
+from nion_autoem.plan import SubPlan
 from nion_autoem.products import Product
-from nion_autoem.products import RunContext
 from nion_autoem.xdata import frame_from_xdata
 from nion_autoem_dkl import acquisition as acq
 from nion_autoem_dkl.agent import AgentConfig
@@ -86,7 +90,7 @@ class DKLSettings:
     patch_size: int = 16
     stride: int = 4
     normalization: str = "global"
-    detector: str = "eels"
+    detector: Detector = "eels"
     exposure_ms: float = 20.0
     batch_size: int = 1
     max_measurements: int = 100
@@ -145,7 +149,6 @@ class DKLSpectroscopy:
         self.__survey: DataAndMetadata.DataAndMetadata | None = None
         self.__positions_nm: _NDArray = numpy.zeros((0, 2))
         self.__grid_shape: tuple[int, int] | None = None
-        self.__pending: list[int] = []
         self.__signals: list[_NDArray] = []
         self.__signal_calibrations: list[Calibration.Calibration] = []
         self.measured: list[int] = []
@@ -171,28 +174,34 @@ class DKLSpectroscopy:
         """Every measured signal, in order; re-scalarize them with :func:`scalarize_all`."""
         return list(self.__signals)
 
-    # -- decisions -------------------------------------------------------------
+    # -- the plan ----------------------------------------------------------------
 
-    def decide(self, context: RunContext) -> typing.Sequence[Action]:
-        if self.agent is None and self.__given_survey is not None:
-            self.__start(self.__given_survey, self.__given_frame, context)
-        if self.agent is None:
-            return [Survey(self.settings.survey_frame, pixel_time_us=self.settings.pixel_time_us)]
-        remaining = self.settings.max_measurements - len(self.values)
-        if remaining <= 0 or self.agent.should_stop:
-            return []
-        chosen = self.agent.suggest(q=min(self.settings.batch_size, remaining))
-        self.__pending = [int(i) for i in chosen]
-        return [Acquire((float(self.__positions_nm[i, 0]), float(self.__positions_nm[i, 1])), self.settings.exposure_ms, self.settings.detector,
-                        label=f"measurement {len(self.values) + k + 1}") for k, i in enumerate(self.__pending)]
+    def messages(self) -> PlanGenerator:
+        self.agent, self.frame, self.__survey, self.__signals, self.measured, self.values = None, None, None, [], [], []
+        self.__scalarizer = None if self.__make_scalarizer is not None else self.__scalarizer
+        if self.__given_survey is not None:
+            yield Report(self.__start(self.__given_survey, self.__given_frame))
+        else:
+            survey = yield Survey(self.settings.survey_frame, pixel_time_us=self.settings.pixel_time_us)
+            yield Report(self.__start(survey.xdata, survey.frame))
+        yield from self.__publish()
+        assert self.agent is not None
+        while len(self.values) < self.settings.max_measurements and not self.agent.should_stop:
+            yield Checkpoint()
+            batch = [int(i) for i in self.agent.suggest(q=min(self.settings.batch_size, self.settings.max_measurements - len(self.values)))]
+            for index in batch:
+                measurement = yield Acquire((float(self.__positions_nm[index, 0]), float(self.__positions_nm[index, 1])), self.settings.exposure_ms,
+                                            self.settings.detector, label=f"measurement {len(self.values) + 1}")
+                yield Report(self.__measured(index, measurement), fraction=self.fraction_done(), model_version=self.model_version)
+            yield from self.__publish()
+        if not self.values:
+            return "no measurements taken"
+        best = int(numpy.argmax(self.values))
+        y, x = self.__positions_nm[self.measured[best]]
+        return f"{len(self.values)} measurements; the highest value {self.values[best]:.4g} at ({y:.3g}, {x:.3g}) nm"
 
-    def observe(self, observation: Observation, context: RunContext) -> dict[str, typing.Any]:
-        measurement = observation.measurement
-        if measurement.kind == "survey":
-            return self.__start(measurement.xdata, measurement.frame, context)
-        if self.agent is None or not self.__pending:
-            raise RuntimeError("a measurement arrived that the DKL policy did not ask for")
-        index = self.__pending.pop(0)
+    def __measured(self, index: int, measurement: Measurement) -> dict[str, typing.Any]:
+        assert self.agent is not None
         signal = numpy.asarray(measurement.xdata.data, dtype=float)
         value = self.__scalarize(measurement.xdata)
         self.agent.observe([index], [value])
@@ -200,8 +209,6 @@ class DKLSpectroscopy:
         self.__signal_calibrations = list(measurement.xdata.dimensional_calibrations)
         self.measured.append(index)
         self.values.append(value)
-        if not self.__pending:
-            self.__publish(context)
         return {"candidate": index, "value": value, "best": max(self.values), "coverage95": self.agent.coverage95 if self.agent.has_model else None,
                 "step_ms": self.agent.step_timings[-1] if self.agent.step_timings else None}
 
@@ -216,7 +223,7 @@ class DKLSpectroscopy:
             raise ValueError(f"the scalarizer returned {value} for measurement {len(self.values) + 1}; it must return a finite number")
         return value
 
-    def __start(self, survey: DataAndMetadata.DataAndMetadata, frame: ScanFrame | None, context: RunContext) -> dict[str, typing.Any]:
+    def __start(self, survey: DataAndMetadata.DataAndMetadata, frame: ScanFrame | None) -> dict[str, typing.Any]:
         assert frame is not None
         image = numpy.asarray(survey.data, dtype=float)
         candidates = extract_patches(image, self.settings.patch_size, stride=self.settings.stride, normalization=typing.cast(typing.Any, self.settings.normalization))
@@ -227,7 +234,6 @@ class DKLSpectroscopy:
         self.__survey = survey
         self.__positions_nm = frame.pixel_to_nm(candidates.positions)
         self.agent = DKLAgent(candidates.patches, candidates.positions, self.agent_config)
-        self.__publish(context)
         return {"candidates": len(candidates), "embedding_s": round(self.agent.embedding_seconds, 3)}
 
     # -- products ----------------------------------------------------------------
@@ -254,26 +260,26 @@ class DKLSpectroscopy:
         beta = acq.gp_ucb_beta(len(self.values) + 1, self.agent.n_candidates, scale=self.agent_config.ucb_scale)
         return acq.upper_confidence_bound(posterior.mean, posterior.std, beta)
 
-    def __publish(self, context: RunContext) -> None:
+    def __publish(self) -> SubPlan:
         assert self.frame is not None and self.__survey is not None and self.agent is not None
         path = self.frame.nm_to_fraction(self.__positions_nm[self.measured]) if self.measured else numpy.zeros((0, 2))
-        context.publish(Product("survey", "DKL exploration path", self.__survey, points=tuple((float(y), float(x)) for y, x in path),
+        yield Publish(Product("survey", "DKL exploration path", self.__survey, points=tuple((float(y), float(x)) for y, x in path),
                                 labels=tuple(str(i + 1) for i in range(len(self.measured)))))
         if self.agent.has_model:
             mean, std = self.agent.predict()
             for key, title, values in (("prediction", "DKL prediction", mean), ("uncertainty", "DKL uncertainty (1σ)", std),
                                        ("acquisition", f"DKL acquisition ({self.agent_config.acquisition})", self.acquisition_map())):
                 if values is not None and (xd := self.__map_xdata(numpy.asarray(values, dtype=float), "")) is not None:
-                    context.publish(Product(key, title, xd))
+                    yield Publish(Product(key, title, xd))
         if self.__signals:
             stack = numpy.stack(self.__signals)
             calibrations = [Calibration.Calibration(units="measurement")] + self.__signal_calibrations
             descriptor = DataAndMetadata.DataDescriptor(False, 1, stack.ndim - 1)
             metadata = {"nion_autoem": {"positions_nm": self.__positions_nm[self.measured].tolist(), "values": list(self.values)}}
-            context.publish(Product("signals", f"DKL measured {'spectra' if self.settings.detector == 'eels' else 'frames'}",
+            yield Publish(Product("signals", f"DKL measured {'spectra' if self.settings.detector == 'eels' else 'frames'}",
                                     DataAndMetadata.new_data_and_metadata(stack, intensity_calibration=Calibration.Calibration(units="counts"),
                                                                           dimensional_calibrations=calibrations, metadata=metadata, data_descriptor=descriptor)))
             best_so_far = numpy.maximum.accumulate(numpy.asarray(self.values))
-            context.publish(Product("convergence", "DKL best value so far",
+            yield Publish(Product("convergence", "DKL best value so far",
                                     xdata_builders.line_xdata(best_so_far, "measurement", metadata={"nion_autoem": {"values": list(self.values)}})))
 

@@ -18,12 +18,16 @@ from skimage.feature import peak_local_max
 
 from nion_autoem import xdata as xdata_builders
 from nion_autoem.actions import Acquire
-from nion_autoem.actions import Action
-from nion_autoem.actions import Observation
 from nion_autoem.actions import Survey
 from nion_autoem.geometry import ScanFrame
+from nion_autoem.instrument import Measurement
+from nion_autoem.plan import Checkpoint
+from nion_autoem.plan import PlanGenerator
+from nion_autoem.plan import Publish
+from nion_autoem.plan import Report
+from nion_autoem.plan import SubPlan
 from nion_autoem.products import Product
-from nion_autoem.products import RunContext
+from nion_autoem_dkl.scalarizers import BandIntegral
 
 _NDArray = numpy.typing.NDArray[typing.Any]
 
@@ -75,14 +79,9 @@ def pick_features(image: _NDArray, count: int, *, min_distance: int = 8, smoothi
 
 
 def band_intensity(spectrum: DataAndMetadata.DataAndMetadata, band_eV: tuple[float, float]) -> float:
-    """Counts integrated over an energy band of a calibrated spectrum."""
+    """Counts integrated over an energy band of a calibrated spectrum (the same integral DKL's band scalarizer takes)."""
     calibration = spectrum.dimensional_calibrations[-1]
-    lo, hi = sorted(calibration.convert_from_calibrated_value(e) for e in band_eV)
-    data = numpy.asarray(spectrum.data, dtype=float)
-    lo_i, hi_i = max(int(numpy.floor(lo)), 0), min(int(numpy.ceil(hi)) + 1, data.shape[-1])
-    if hi_i <= lo_i:
-        raise ValueError(f"energy band {band_eV} eV lies outside the spectrum's range")
-    return float(data[..., lo_i:hi_i].sum())
+    return float(BandIntegral((calibration.offset, calibration.scale), band_eV)(numpy.asarray(spectrum.data, dtype=float)))
 
 
 class PointSpectroscopy:
@@ -129,7 +128,6 @@ class PointSpectroscopy:
         self.__spectra: list[_NDArray] = []
         self.__energy: Calibration.Calibration | None = None
         self.__scores: list[float] = []
-        self.__refined = False
 
     @property
     def parameters(self) -> dict[str, typing.Any]:
@@ -138,8 +136,8 @@ class PointSpectroscopy:
                 "min_distance_px": self.__min_distance_px}
 
     def fraction_done(self) -> float | None:
-        total = 1 + self.__points + self.__refine_points
-        return (int(self.__survey is not None) + len(self.__spectra)) / total
+        total = 1 + (len(self.__planned) or self.__points) + self.__refine_points
+        return min((int(self.__survey is not None) + len(self.__spectra)) / total, 1.0)
 
     @property
     def scores(self) -> list[float]:
@@ -149,16 +147,26 @@ class PointSpectroscopy:
     def positions_nm(self) -> list[tuple[float, float]]:
         return list(self.__positions)
 
-    def decide(self, context: RunContext) -> typing.Sequence[Action]:
-        if self.__survey is None:
-            return [Survey(self.__survey_frame, pixel_time_us=self.__pixel_time_us)]
-        if len(self.__spectra) == self.__points and not self.__refined:
-            self.__refined = True
-            self.__planned.extend(self.__ring_around_best())
-        done = len(self.__spectra)
-        if done < len(self.__planned):
-            return [Acquire(self.__planned[done], self.__exposure_ms, label=f"spectrum {done + 1}")]
-        return []
+    def messages(self) -> PlanGenerator:
+        self.__survey, self.__frame, self.__planned, self.__positions, self.__spectra, self.__scores = None, None, [], [], [], []
+        survey = yield Survey(self.__survey_frame, pixel_time_us=self.__pixel_time_us)
+        yield Report(self.__surveyed(survey))
+        yield from self.__publish()
+        yield from self.__spectra_at(list(self.__planned))
+        ring = self.__ring_around_best()
+        yield from self.__spectra_at(ring)
+        best = int(numpy.argmax(self.__scores)) if self.__scores else None
+        if best is None:
+            return "no spectra taken"
+        y, x = self.__positions[best]
+        return f"{len(self.__spectra)} spectra; the strongest band ({self.__band_eV[0]:g}–{self.__band_eV[1]:g} eV) at ({y:.3g}, {x:.3g}) nm"
+
+    def __spectra_at(self, positions: list[tuple[float, float]]) -> SubPlan:
+        for position in positions:
+            yield Checkpoint()
+            spectrum = yield Acquire(position, self.__exposure_ms, label=f"spectrum {len(self.__spectra) + 1}")
+            yield Report(self.__measured(spectrum), fraction=self.fraction_done())
+            yield from self.__publish()
 
     def __ring_around_best(self) -> list[tuple[float, float]]:
         assert self.__frame is not None
@@ -170,17 +178,15 @@ class PointSpectroscopy:
         ring = [(best[0] + radius * numpy.sin(a), best[1] + radius * numpy.cos(a)) for a in angles]
         return [(float(y), float(x)) for y, x in ring if self.__frame.contains_nm((y, x))]
 
-    def observe(self, observation: Observation, context: RunContext) -> dict[str, typing.Any]:
-        measurement = observation.measurement
-        if measurement.kind == "survey":
-            assert measurement.frame is not None
-            self.__frame = measurement.frame
-            self.__survey = measurement.xdata
-            pixels = pick_features(numpy.asarray(measurement.xdata.data), self.__points, min_distance=self.__min_distance_px)
-            self.__planned = [(float(y), float(x)) for y, x in self.__frame.pixel_to_nm(pixels)]
-            self.__points = len(self.__planned)
-            self.__publish(context)
-            return {"features": len(self.__planned), "dose_e_per_A2": measurement.dose_e_per_A2}
+    def __surveyed(self, measurement: Measurement) -> dict[str, typing.Any]:
+        assert measurement.frame is not None
+        self.__frame = measurement.frame
+        self.__survey = measurement.xdata
+        pixels = pick_features(numpy.asarray(measurement.xdata.data), self.__points, min_distance=self.__min_distance_px)
+        self.__planned = [(float(y), float(x)) for y, x in self.__frame.pixel_to_nm(pixels)]
+        return {"features": len(self.__planned), "dose_e_per_A2": measurement.dose_e_per_A2}
+
+    def __measured(self, measurement: Measurement) -> dict[str, typing.Any]:
         spectrum = measurement.xdata
         score = band_intensity(spectrum, self.__band_eV)
         self.__energy = spectrum.dimensional_calibrations[-1]
@@ -188,16 +194,15 @@ class PointSpectroscopy:
         assert measurement.position_nm is not None
         self.__positions.append(measurement.position_nm)
         self.__scores.append(score)
-        self.__publish(context)
         return {"band_intensity": score, "position_nm": list(measurement.position_nm)}
 
-    def __publish(self, context: RunContext) -> None:
+    def __publish(self) -> SubPlan:
         assert self.__frame is not None and self.__survey is not None
         fractions = tuple((float(f[0]), float(f[1])) for f in self.__frame.nm_to_fraction(numpy.array(self.__positions).reshape(-1, 2)))
-        context.publish(Product("survey", "Survey with measured points", self.__survey, points=fractions,
+        yield Publish(Product("survey", "Survey with measured points", self.__survey, points=fractions,
                                 labels=tuple(str(i + 1) for i in range(len(fractions)))))
         if self.__spectra and self.__energy is not None:
             stack = xdata_builders.spectrum_xdata(numpy.stack(self.__spectra), self.__energy.offset, self.__energy.scale,
                                                   metadata={"nion_autoem": {"positions_nm": [list(p) for p in self.__positions],
                                                                             "band_intensity": list(self.__scores), "band_eV": list(self.__band_eV)}})
-            context.publish(Product("spectra", "Measured spectra", stack))
+            yield Publish(Product("spectra", "Measured spectra", stack))

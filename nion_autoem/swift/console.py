@@ -16,7 +16,7 @@ import typing
 import numpy
 
 from nion_autoem.instrument import Microscope
-from nion_autoem.products import Policy
+from nion_autoem.plan import Plan
 from nion_autoem.runner import Budget
 from nion_autoem.runner import ExperimentRunner
 from nion_autoem.swift.data_items import DataItemSink
@@ -31,13 +31,13 @@ def runs_root() -> pathlib.Path:
     return pathlib.Path(os.environ.get("NION_AUTOEM_RUNS", pathlib.Path.home() / "nion-autoem" / "runs"))
 
 
-def start_experiment(policy: Policy, *, window: typing.Any = None, document_controller: DocumentController.DocumentController | None = None,
+def start_experiment(plan: Plan, *, window: typing.Any = None, document_controller: DocumentController.DocumentController | None = None,
                      budget: Budget | None = None, run_dir: str | pathlib.Path | None = None, microscope: Microscope | None = None) -> ExperimentRunner:
-    """Start ``policy`` on the connected microscope (or usim) and return its runner at once.
+    """Start ``plan`` on the connected microscope (or usim) and return its runner at once.
 
     Parameters
     ----------
-    policy : Policy
+    plan : Plan
         What to do, e.g. :class:`nion_autoem.plans.PointSpectroscopy`.
     window : nion.swift.Facade.DocumentWindow, optional
         The console's window (``api.application.document_windows[0]``); its
@@ -61,7 +61,7 @@ def start_experiment(policy: Policy, *, window: typing.Any = None, document_cont
             raise ValueError("pass window=api.application.document_windows[0] (or document_controller=) so results have a document to go to")
         document_controller = window._document_controller
     assert document_controller is not None
-    runner = ExperimentRunner(microscope or SwiftMicroscope(), policy, run_dir=run_dir or runs_root() / "pending", budget=budget or Budget(max_steps=500),
+    runner = ExperimentRunner(microscope or SwiftMicroscope(), plan, run_dir=run_dir or runs_root() / "pending", budget=budget or Budget(max_steps=500),
                               sink=DataItemSink(document_controller))
     if run_dir is None:
         runner.run_dir = runs_root() / runner.run_id

@@ -20,8 +20,8 @@ from nion.utils import Model
 from nion.utils import Registry
 
 from nion_autoem.geometry import ScanFrame
+from nion_autoem.plan import Plan
 from nion_autoem.plans import PointSpectroscopy
-from nion_autoem.products import Policy
 from nion_autoem.runner import Budget
 from nion_autoem.runner import ExperimentRunner
 from nion_autoem.runner import Progress
@@ -55,17 +55,17 @@ class PanelParameters:
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentChoice:
-    """An experiment the panel offers: a title and how to build its policy."""
+    """An experiment the panel offers: a title and how to build its plan."""
 
     title: str
-    make_policy: typing.Callable[[PanelParameters], Policy]
+    make_plan: typing.Callable[[PanelParameters], Plan]
 
 
-def _point_spectroscopy(p: PanelParameters) -> Policy:
+def _point_spectroscopy(p: PanelParameters) -> Plan:
     return PointSpectroscopy(points=p.points, exposure_ms=p.exposure_ms, band_eV=p.band_eV)
 
 
-def _dkl_spectroscopy(p: PanelParameters) -> Policy:
+def _dkl_spectroscopy(p: PanelParameters) -> Plan:
     # imported here so the panel loads even if torch is slow to import
     from nion_autoem.plans.dkl_spectroscopy import DKLSettings
     from nion_autoem.plans.dkl_spectroscopy import DKLSpectroscopy
@@ -76,19 +76,19 @@ def _dkl_spectroscopy(p: PanelParameters) -> Policy:
                            survey=p.survey)
 
 
-def _atom_finding(p: PanelParameters) -> Policy:
+def _atom_finding(p: PanelParameters) -> Plan:
     from nion_autoem.plans.atom_finding import AtomFinding
     return AtomFinding(frames=p.points)
 
 
-def _vacancy_line(p: PanelParameters) -> Policy:
+def _vacancy_line(p: PanelParameters) -> Plan:
     from nion_autoem.plans.beam_targeting import BeamTargeting
     from nion_autoem.plans.beam_targeting import TargetingSettings
     half = 0.4 * p.field_nm
     return BeamTargeting(TargetingSettings(ScanFrame((256, 256), p.field_nm), line=((0.0, -half), (0.0, half), 0.35), max_targets=p.points))
 
 
-def _drawn_targets(p: PanelParameters) -> Policy:
+def _drawn_targets(p: PanelParameters) -> Plan:
     from nion_autoem.plans.beam_targeting import BeamTargeting
     from nion_autoem.plans.beam_targeting import TargetingSettings
     if p.drawn_frame is None or not p.drawn_points_nm:
@@ -188,8 +188,8 @@ class ExperimentPanelController(Declarative.Handler):
                                          ACQUISITIONS[self.acquisition_index.value or 0], int(self.patch_size.value or 0),
                                          float(self.field_nm.value or 0), drawn_points, drawn_frame, survey)
             max_steps = int(self.max_steps.value or 0)
-            policy = EXPERIMENTS[self.experiment_index.value or 0].make_policy(parameters)
-            self.runner = start_experiment(policy, document_controller=self.__document_controller, budget=Budget(max_steps=max_steps))
+            plan = EXPERIMENTS[self.experiment_index.value or 0].make_plan(parameters)
+            self.runner = start_experiment(plan, document_controller=self.__document_controller, budget=Budget(max_steps=max_steps))
         except Exception as e:  # bad parameters or no instrument: say so in the panel
             self.status.value = f"{_('Cannot start')}: {e}"
             return

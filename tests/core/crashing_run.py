@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 
 from nion_autoem.runner import ExperimentRunner
-from tests.core.policies import WalkPolicy
-from tests.core.policies import replay_scope
+from tests.core.plans import WalkPlan
+from tests.core.plans import replay_scope
 
 if __name__ == "__main__":
-    ExperimentRunner(replay_scope(), WalkPolicy(points=400, delay_s=0.02), run_dir=sys.argv[1]).run()
+    ExperimentRunner(replay_scope(), WalkPlan(points=400, delay_s=0.02), run_dir=sys.argv[1]).run()

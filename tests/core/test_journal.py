@@ -19,8 +19,8 @@ from nion_autoem.products import MemorySink
 from nion_autoem.runner import ExperimentRunner
 from nion_autoem.runner import RunState
 from nion_autoem.runner import replay
-from tests.core.policies import WalkPolicy
-from tests.core.policies import replay_scope
+from tests.core.plans import WalkPlan
+from tests.core.plans import replay_scope
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -58,7 +58,7 @@ def test_a_killed_run_keeps_every_completed_step(tmp_path: pathlib.Path) -> None
 
 def test_a_torn_last_line_is_skipped_but_corruption_is_not(tmp_path: pathlib.Path) -> None:
     run_dir = tmp_path / "run"
-    ExperimentRunner(replay_scope(), WalkPolicy(points=3), run_dir=run_dir).run()
+    ExperimentRunner(replay_scope(), WalkPlan(points=3), run_dir=run_dir).run()
     journal = run_dir / JOURNAL_NAME
     with open(journal, "a") as f:
         f.write('{"type":"step","step":99,"act')
@@ -77,7 +77,7 @@ def test_resume_after_a_crash_finishes_the_same_run(tmp_path: pathlib.Path) -> N
     before = read_journal(run_dir)
     done = len(before.steps)
     scope = replay_scope()
-    policy = WalkPolicy(points=400, delay_s=0.0)
+    policy = WalkPlan(points=400, delay_s=0.0)
     runner = ExperimentRunner(scope, policy, run_dir=run_dir, resume=True)
     assert runner.run_id == before.header["run_id"]
     progress = runner.run()
@@ -87,7 +87,7 @@ def test_resume_after_a_crash_finishes_the_same_run(tmp_path: pathlib.Path) -> N
     # the replayed steps were not measured again: their data are the originals
     assert [s.entry["started_at"] for s in after.steps[:done]] == [s.entry["started_at"] for s in before.steps]
     # and an uninterrupted run with the same seed takes the very same path
-    reference = WalkPolicy(points=400)
+    reference = WalkPlan(points=400)
     ExperimentRunner(replay_scope(), reference, run_dir=tmp_path / "reference").run()
     ref = read_journal(tmp_path / "reference")
     assert [s.action for s in after.steps] == [s.action for s in ref.steps]
@@ -95,20 +95,20 @@ def test_resume_after_a_crash_finishes_the_same_run(tmp_path: pathlib.Path) -> N
 
 def test_replay_feeds_a_fresh_policy_the_recorded_observations(tmp_path: pathlib.Path) -> None:
     run_dir = tmp_path / "run"
-    original = WalkPolicy(points=12)
+    original = WalkPlan(points=12)
     ExperimentRunner(replay_scope(), original, run_dir=run_dir).run()
-    again = WalkPolicy(points=12)
+    again = WalkPlan(points=12)
     runner = replay(run_dir, again, sink=MemorySink())
     assert runner.state is RunState.FINISHED
     assert len(again.spectra) == 12
     assert all(numpy.array_equal(a, b) for a, b in zip(original.spectra, again.spectra, strict=True))
     # a policy that wants another path is told the replay diverged
-    diverged = replay(run_dir, WalkPolicy(points=12, seed=99))
+    diverged = replay(run_dir, WalkPlan(points=12, seed=99))
     assert diverged.state is RunState.FAILED and "diverged at step 1" in str(diverged.error)
 
 
 def test_journal_lines_are_plain_json(tmp_path: pathlib.Path) -> None:
-    ExperimentRunner(replay_scope(), WalkPolicy(points=2), run_dir=tmp_path / "run").run()
+    ExperimentRunner(replay_scope(), WalkPlan(points=2), run_dir=tmp_path / "run").run()
     lines = (tmp_path / "run" / JOURNAL_NAME).read_text().strip().split("\n")
     kinds = [json.loads(line)["type"] for line in lines]
     assert kinds[0] == "header" and kinds[-1] == "end" and kinds.count("step") == 3

@@ -16,13 +16,13 @@ from nion_autoem.products import MemorySink
 from nion_autoem.runner import Budget
 from nion_autoem.runner import ExperimentRunner
 from nion_autoem.runner import RunState
-from tests.core.policies import WalkPolicy
-from tests.core.policies import replay_scope
+from tests.core.plans import WalkPlan
+from tests.core.plans import replay_scope
 
 
 def test_runs_to_completion_and_journals_every_step(tmp_path: pathlib.Path) -> None:
     scope = replay_scope()
-    runner = ExperimentRunner(scope, WalkPolicy(points=5), run_dir=tmp_path / "run")
+    runner = ExperimentRunner(scope, WalkPlan(points=5), run_dir=tmp_path / "run")
     progress = runner.run()
     assert progress.state is RunState.FINISHED and progress.step == 6 and progress.fraction == 1.0
     record = read_journal(tmp_path / "run")
@@ -32,17 +32,17 @@ def test_runs_to_completion_and_journals_every_step(tmp_path: pathlib.Path) -> N
     for key in ("action", "position_nm", "started_at", "dwell_s", "dose_e", "result", "model_version", "data"):
         assert key in step
     assert step["model_version"] == "walk/1" and step["dose_e"] == pytest.approx(electrons(scope.beam_current_A, 0.01))
-    assert numpy.array_equal(record.steps[2].load_measurement().xdata.data, runner.policy.spectra[1])  # type: ignore[attr-defined]
+    assert numpy.array_equal(record.steps[2].load_measurement().xdata.data, runner.plan.spectra[1])  # type: ignore[attr-defined]
     assert scope.is_blanked and scope.probe_position_nm is None
 
 
 def test_step_and_dose_budgets_end_the_run(tmp_path: pathlib.Path) -> None:
-    progress = ExperimentRunner(replay_scope(), WalkPolicy(points=50), run_dir=tmp_path / "a", budget=Budget(max_steps=4)).run()
+    progress = ExperimentRunner(replay_scope(), WalkPlan(points=50), run_dir=tmp_path / "a", budget=Budget(max_steps=4)).run()
     assert progress.state is RunState.FINISHED and progress.step == 4 and "step budget" in progress.message
     scope = replay_scope()
     per_spectrum = electrons(scope.beam_current_A, 0.01)
     survey_dose = electrons(scope.beam_current_A, 32 * 32 * 1e-6)
-    runner = ExperimentRunner(scope, WalkPolicy(points=50), run_dir=tmp_path / "b", budget=Budget(max_dose_e=survey_dose + 3.5 * per_spectrum))
+    runner = ExperimentRunner(scope, WalkPlan(points=50), run_dir=tmp_path / "b", budget=Budget(max_dose_e=survey_dose + 3.5 * per_spectrum))
     progress = runner.run()
     # three spectra fit; the fourth would overshoot, so it is never taken
     assert progress.step == 4 and progress.dose_e <= survey_dose + 3.5 * per_spectrum and "dose budget" in progress.message
@@ -52,7 +52,7 @@ def test_step_and_dose_budgets_end_the_run(tmp_path: pathlib.Path) -> None:
 
 def test_stop_returns_fast_and_leaves_the_beam_safe(tmp_path: pathlib.Path) -> None:
     scope = replay_scope()
-    runner = ExperimentRunner(scope, WalkPolicy(points=1000, delay_s=0.02), run_dir=tmp_path / "run")
+    runner = ExperimentRunner(scope, WalkPlan(points=1000, delay_s=0.02), run_dir=tmp_path / "run")
     runner.start()
     while runner.progress.step < 5:
         time.sleep(0.005)
@@ -71,7 +71,7 @@ def test_stop_returns_fast_and_leaves_the_beam_safe(tmp_path: pathlib.Path) -> N
 
 def test_pause_blanks_and_resume_continues(tmp_path: pathlib.Path) -> None:
     scope = replay_scope()
-    runner = ExperimentRunner(scope, WalkPolicy(points=30, delay_s=0.01), run_dir=tmp_path / "run")
+    runner = ExperimentRunner(scope, WalkPlan(points=30, delay_s=0.01), run_dir=tmp_path / "run")
     runner.start()
     while runner.progress.step < 3:
         time.sleep(0.005)
@@ -90,13 +90,13 @@ def test_pause_blanks_and_resume_continues(tmp_path: pathlib.Path) -> None:
     assert events == ["paused", "resumed"]
 
 
-@pytest.mark.parametrize("where", ["policy", "microscope"])
+@pytest.mark.parametrize("where", ["plan", "microscope"])
 def test_an_exception_fails_the_run_safely_and_keeps_the_data(tmp_path: pathlib.Path, where: str) -> None:
     scope = replay_scope()
-    if where == "policy":
-        policy = WalkPolicy(points=10, fail_at=3)
+    if where == "plan":
+        plan = WalkPlan(points=10, fail_at=3)
     else:
-        policy = WalkPolicy(points=10, exposure_ms=10.0)
+        plan = WalkPlan(points=10, exposure_ms=10.0)
         original = scope.acquire_spectrum
         calls = {"n": 0}
 
@@ -106,11 +106,14 @@ def test_an_exception_fails_the_run_safely_and_keeps_the_data(tmp_path: pathlib.
                 raise OSError("camera cable unplugged")
             return original(exposure_ms)
         scope.acquire_spectrum = flaky  # type: ignore[method-assign]
-    runner = ExperimentRunner(scope, policy, run_dir=tmp_path / "run")
+    runner = ExperimentRunner(scope, plan, run_dir=tmp_path / "run")
     progress = runner.run()
     assert progress.state is RunState.FAILED
-    assert ("exploded on purpose" if where == "policy" else "camera cable unplugged") in progress.message
-    assert "step 4" in progress.message
+    # the place that really raised: the plan while it processed step 3, or the camera during step 4
+    if where == "plan":
+        assert "exploded on purpose" in progress.message and "while processing step 3" in progress.message
+    else:
+        assert "camera cable unplugged" in progress.message and "at step 4 (acquire" in progress.message
     assert scope.is_blanked and scope.probe_position_nm is None
     record = read_journal(tmp_path / "run")
     assert len(record.steps) == 4 and record.end is not None and record.end["state"] == "failed"
@@ -118,7 +121,7 @@ def test_an_exception_fails_the_run_safely_and_keeps_the_data(tmp_path: pathlib.
 
 
 def test_progress_reports_fraction_eta_and_action(tmp_path: pathlib.Path) -> None:
-    runner = ExperimentRunner(replay_scope(), WalkPolicy(points=20, delay_s=0.01), run_dir=tmp_path / "run")
+    runner = ExperimentRunner(replay_scope(), WalkPlan(points=20, delay_s=0.01), run_dir=tmp_path / "run")
     seen: list[typing.Any] = []
     lock = threading.Lock()
 
@@ -137,8 +140,8 @@ def test_progress_reports_fraction_eta_and_action(tmp_path: pathlib.Path) -> Non
 
 def test_a_live_run_needs_a_microscope(tmp_path: pathlib.Path) -> None:
     with pytest.raises(ValueError, match="needs a microscope"):
-        ExperimentRunner(None, WalkPolicy(), run_dir=tmp_path)
-    runner = ExperimentRunner(replay_scope(), WalkPolicy(points=1), run_dir=tmp_path / "r", sink=MemorySink())
+        ExperimentRunner(None, WalkPlan(), run_dir=tmp_path)
+    runner = ExperimentRunner(replay_scope(), WalkPlan(points=1), run_dir=tmp_path / "r", sink=MemorySink())
     runner.run()
     with pytest.raises(RuntimeError, match="starts once"):
         runner.start()

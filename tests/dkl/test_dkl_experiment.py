@@ -113,7 +113,7 @@ def test_the_panel_runs_dkl_on_the_plasmonic_twin_and_finds_corner_modes(tmp_pat
         def excitation(position: typing.Any) -> float:
             return max((s / peak[n] for n, _, s in twin.modes_at(position) if "corner" in n or n.startswith("gap")), default=0.0)
 
-        policy = runner.policy
+        policy = runner.plan
         measured = frame.pixel_to_nm(policy.agent.positions[policy.measured])  # type: ignore[attr-defined]
         on_modes = sum(excitation(p) > 0.5 for p in measured)
         field = frame.pixel_grid_nm()[::4, ::4].reshape(-1, 2)

@@ -57,7 +57,7 @@ def test_live_frames_from_the_twin_become_classified_atoms(tmp_path: pathlib.Pat
         assert table_item.xdata.data_shape == (len(result), len(TABLE_COLUMNS))
         assert table_item.metadata["nion_autoem"]["columns"] == list(TABLE_COLUMNS)
         assert map_item.xdata.dimensional_calibrations[0].units == "nm"
-        assert runner.policy.model_version == "elit/mos2"
+        assert runner.plan.model_version == "elit/mos2"
 
 
 def test_atoms_in_an_image_already_in_the_document(tmp_path: pathlib.Path, monkeypatch: typing.Any) -> None:
@@ -73,7 +73,7 @@ def test_atoms_in_an_image_already_in_the_document(tmp_path: pathlib.Path, monke
         assert runner.state is RunState.FINISHED, runner.progress.message
         titles = [d.title for d in session.document_model.data_items]
         assert any(t.startswith("Atoms found (ELIT)") for t in titles) and any(t.startswith("Classified atoms (ELIT)") for t in titles)
-        result = runner.policy.results[0]  # type: ignore[attr-defined]
+        result = runner.plan.results[0]  # type: ignore[attr-defined]
         inside = simulated.positions[numpy.all((simulated.positions > 4) & (simulated.positions < 188), axis=1)]
         distance = numpy.min(numpy.linalg.norm(inside[:, None] - result.positions[None], axis=-1), axis=1)
         assert numpy.mean(distance < 3.0) >= 0.95
@@ -111,7 +111,7 @@ def test_the_panel_finds_atoms_live_on_the_twin_and_in_a_selected_image(tmp_path
             assert runner is not None, controller.status.value
             session.pump_until_done(runner, 60)
             assert runner.state is RunState.FINISHED, runner.progress.message
-            result = runner.policy.results[-1]  # type: ignore[attr-defined]
+            result = runner.plan.results[-1]  # type: ignore[attr-defined]
             assert len(result) > 150 and {"Mo", "S2"} <= set(result.labels)
         tables = [d for d in session.document_model.data_items if d.title.startswith("Classified atoms (ELIT)")]
         assert len(tables) == 2  # one from the live run, one from the selected image

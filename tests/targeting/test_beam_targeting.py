@@ -168,7 +168,7 @@ def test_from_the_panel_a_vacancy_line_is_written_and_verified(tmp_path: pathlib
         runner = run_panel(session, controller)
         assert runner.state is RunState.FINISHED, runner.progress.message
         assert "finished" in controller.status.value and controller.percent.value == 100
-        policy = runner.policy
+        policy = runner.plan
         assert [t.outcome for t in policy.targets] == [Outcome.TRANSFORMED] * 3
         after = configuration.twin.ground_truth()
         for target in policy.targets:
@@ -203,7 +203,7 @@ def test_from_the_panel_targets_drawn_as_graphics(tmp_path: pathlib.Path, monkey
         controller.points.value = 1
         runner = run_panel(session, controller)
         assert runner.state is RunState.FINISHED, runner.progress.message
-        chosen = [t.position_nm for t in runner.policy.targets]
+        chosen = [t.position_nm for t in runner.plan.targets]
         assert len(chosen) == 2
         for position in truth.position_nm[s2]:
             assert min(numpy.linalg.norm(numpy.asarray(c) - position) for c in chosen) < 0.05

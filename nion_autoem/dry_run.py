@@ -1,0 +1,246 @@
+"""Dry run: what a plan would do, before anything is done.
+
+:func:`dry_run` runs a plan through the real engine against a
+:class:`PlanningMicroscope`, which takes the instrument's geometry, beam
+current and limits but delivers nothing: surveys come back as flat Poisson
+noise, spectra flat, ADF traces with a drop at their middle (an event, so a
+plan that waits for one moves on), camera frames flat.  Every action is
+checked against the instrument's limits exactly as in a live run, so bad
+input (a stage move beyond the limits, a survey that would keep the beam on
+too long, a position outside the field) is caught here.
+
+The report lists the planned steps, the beam-on time, the dose by kind of
+action and by region, and the probe and stage path.  A plan that branches on
+what it sees follows one plausible path on placeholder data: treat the
+figures as the plan's shape and order of magnitude, not a promise.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import pathlib
+import tempfile
+import typing
+
+import numpy
+import numpy.typing
+
+from nion_autoem import xdata as xdata_builders
+from nion_autoem.geometry import ScanFrame
+from nion_autoem.instrument import Measurement
+from nion_autoem.instrument import Microscope
+from nion_autoem.instrument import OutOfFieldError
+from nion_autoem.instrument import Position
+from nion_autoem.instrument import StageLimits
+from nion_autoem.plan import Plan
+from nion_autoem.runner import Budget
+from nion_autoem.runner import ExperimentRunner
+from nion_autoem.runner import RunState
+
+_NDArray = numpy.typing.NDArray[typing.Any]
+
+
+class PlanningMicroscope:
+    """A :class:`~nion_autoem.instrument.Microscope` that records what it is asked and returns placeholders.
+
+    Parameters
+    ----------
+    like : Microscope or None
+        Take the scan frame, beam current, stage position and limits and
+        defocus from this instrument (read only); None uses defaults.
+    energy_axis : (offset_eV, scale_eV)
+        Axis of the placeholder spectra.
+    """
+
+    def __init__(self, like: Microscope | None = None, *, energy_axis: tuple[float, float] = (-3.0, 0.025), spectrum_channels: int = 1024) -> None:
+        self.__frame = like.scan_frame if like is not None else ScanFrame((256, 256), 16.0)
+        self.__current = like.beam_current_A if like is not None else 50e-12
+        self.__stage: Position = like.stage_position_nm if like is not None else (0.0, 0.0)
+        self.__limits: StageLimits = like.stage_limits_nm if like is not None else ((-1e6, 1e6), (-1e6, 1e6))
+        self.__defocus = like.defocus_nm if like is not None else 0.0
+        self.__energy_axis = energy_axis
+        self.__channels = spectrum_channels
+        self.__probe: Position | None = None
+        self.__blanked = True
+        self.__rng = numpy.random.default_rng(0)
+        #: Every acquisition asked of it, in order, and every stage position moved to.
+        self.ledger: list[Measurement] = []
+        self.stage_path: list[Position] = []
+        self.name = f"dry run of {like.name}" if like is not None else "dry run"
+
+    @property
+    def scan_frame(self) -> ScanFrame:
+        return self.__frame
+
+    @property
+    def beam_current_A(self) -> float:
+        return self.__current
+
+    @property
+    def is_blanked(self) -> bool:
+        return self.__blanked
+
+    @property
+    def probe_position_nm(self) -> Position | None:
+        return self.__probe
+
+    def survey(self, frame: ScanFrame | None = None, *, channels: typing.Sequence[str] = ("HAADF",), pixel_time_us: float | None = None) -> Measurement:
+        frame = frame or self.__frame
+        self.__frame = frame
+        dwell = frame.shape[0] * frame.shape[1] * (pixel_time_us or 1.0) * 1e-6
+        data = {c: xdata_builders.image_xdata(self.__rng.poisson(100.0, frame.shape).astype(numpy.float32), frame, channel=c) for c in channels}
+        return self.__noted(Measurement.of(data, "survey", dwell_s=dwell, beam_current_A=self.__current, blanked=self.__blanked, frame=frame))
+
+    def probe_fraction(self, position_nm: Position) -> Position:
+        fy, fx = self.__frame.nm_to_fraction(position_nm)
+        if not (0.0 <= fy <= 1.0 and 0.0 <= fx <= 1.0):
+            raise OutOfFieldError(f"probe position {tuple(round(v, 3) for v in position_nm)} nm is outside the scan field "
+                                  f"({self.__frame.fov_nm:.3g} nm centred on {self.__frame.center_nm} nm)")
+        return float(fy), float(fx)
+
+    def park_probe(self, position_nm: Position) -> None:
+        self.probe_fraction(position_nm)
+        self.__probe = (float(position_nm[0]), float(position_nm[1]))
+
+    def acquire_spectrum(self, exposure_ms: float) -> Measurement:
+        spectrum = numpy.full(self.__channels, 100.0)
+        data = {"eels": xdata_builders.spectrum_xdata(spectrum, *self.__energy_axis)}
+        return self.__noted(Measurement.of(data, "spectrum", dwell_s=exposure_ms * 1e-3, beam_current_A=self.__current, blanked=self.__blanked,
+                                           position_nm=self.__probe))
+
+    def acquire_camera_frame(self, exposure_ms: float) -> Measurement:
+        data = {"ronchigram": xdata_builders.camera_xdata(numpy.full((64, 64), 10.0))}
+        return self.__noted(Measurement.of(data, "camera", dwell_s=exposure_ms * 1e-3, beam_current_A=self.__current, blanked=self.__blanked,
+                                           position_nm=self.__probe))
+
+    def adf_trace(self, samples: int, sample_time_us: float, *, channel: str = "HAADF") -> Measurement:
+        trace = numpy.full(samples, 1000.0)
+        trace[samples // 2:] = 500.0  # an event half-way, so a plan that waits for one moves on
+        data = {channel: xdata_builders.trace_xdata(trace, sample_time_us, channel=channel)}
+        return self.__noted(Measurement.of(data, "adf_trace", dwell_s=samples * sample_time_us * 1e-6, beam_current_A=self.__current,
+                                           blanked=self.__blanked, position_nm=self.__probe))
+
+    def __noted(self, measurement: Measurement) -> Measurement:
+        self.ledger.append(measurement)
+        return measurement
+
+    def blank(self) -> None:
+        self.__blanked = True
+
+    def unblank(self) -> None:
+        self.__blanked = False
+
+    def make_safe(self) -> None:
+        self.__blanked = True
+        self.__probe = None
+
+    def set_scan_frame(self, frame: ScanFrame) -> None:
+        self.__frame = frame
+
+    @property
+    def stage_position_nm(self) -> Position:
+        return self.__stage
+
+    @property
+    def stage_limits_nm(self) -> StageLimits:
+        return self.__limits
+
+    def move_stage(self, position_nm: Position) -> None:
+        self.__stage = (float(position_nm[0]), float(position_nm[1]))
+        self.stage_path.append(self.__stage)
+
+    @property
+    def defocus_nm(self) -> float:
+        return self.__defocus
+
+    def set_defocus(self, defocus_nm: float) -> None:
+        self.__defocus = float(defocus_nm)
+
+
+@dataclasses.dataclass(frozen=True)
+class DryRunReport:
+    """What a plan would do: its steps, beam-on time, dose, and paths."""
+
+    plan: str
+    steps: int
+    actions: typing.Mapping[str, int]
+    beam_on_s: float
+    dose_e: float
+    dose_by_kind: typing.Mapping[str, float]
+    surveyed_frames: tuple[ScanFrame, ...]
+    survey_dose_e: tuple[float, ...]
+    probe_path_nm: tuple[Position, ...]
+    point_dose_e: tuple[float, ...]
+    stage_path_nm: tuple[Position, ...]
+    state: str
+    message: str
+
+    @property
+    def ok(self) -> bool:
+        """Whether the plan ran to its end (or its budget) without an error."""
+        return self.state == RunState.FINISHED.value
+
+    def dose_per_region(self, frame: ScanFrame, shape: tuple[int, int] = (16, 16)) -> _NDArray:
+        """Electrons per region of ``frame`` (a ``shape`` grid): surveys spread over what they scan, point dose where the probe sat."""
+        grid = numpy.zeros(shape)
+        rows, cols = numpy.mgrid[0:shape[0], 0:shape[1]]
+        centres = frame.fraction_to_nm(numpy.stack([(rows + 0.5) / shape[0], (cols + 0.5) / shape[1]], axis=-1)).reshape(-1, 2)
+        for surveyed, dose in zip(self.surveyed_frames, self.survey_dose_e, strict=True):
+            # spread over the regions the survey covers, so no electron is lost to the grid's coarseness
+            inside = surveyed.contains_nm(centres).reshape(shape)
+            if inside.any():
+                grid[inside] += dose / inside.sum()
+            else:
+                self.__add_point(grid, frame, surveyed.center_nm, dose)
+        for position, dose in zip(self.probe_path_nm, self.point_dose_e, strict=True):
+            self.__add_point(grid, frame, position, dose)
+        return grid
+
+    @staticmethod
+    def __add_point(grid: _NDArray, frame: ScanFrame, position: Position, dose: float) -> None:
+        fy, fx = frame.nm_to_fraction(position)
+        if 0 <= fy <= 1 and 0 <= fx <= 1:
+            grid[min(int(fy * grid.shape[0]), grid.shape[0] - 1), min(int(fx * grid.shape[1]), grid.shape[1] - 1)] += dose
+
+
+    def summary(self) -> str:
+        """One line for the panel before Start."""
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(self.actions.items()))
+        dose = ", ".join(f"{kind} {d:.2g} e" for kind, d in sorted(self.dose_by_kind.items()) if d)
+        where = f"; probe at {len(set(self.probe_path_nm))} positions" if self.probe_path_nm else ""
+        stage = f"; {len(self.stage_path_nm)} stage moves" if self.stage_path_nm else ""
+        problem = "" if self.ok else f" — {self.state}: {self.message}"
+        return f"{self.steps} steps ({kinds}); beam on {self.beam_on_s:.3g} s; dose {self.dose_e:.3g} e ({dose}){where}{stage}{problem}"
+
+
+def dry_run(plan: Plan, microscope: Microscope | None = None, *, budget: Budget | None = None, max_steps: int = 5000) -> DryRunReport:
+    """Run ``plan`` on a :class:`PlanningMicroscope` shaped like ``microscope`` and report what it would do.
+
+    Nothing is sent to ``microscope``: it is only read (scan frame, beam
+    current, stage, defocus).  The run is not journaled.  ``max_steps`` caps
+    plans that would run for very long on placeholder data.
+    """
+    planner = PlanningMicroscope(microscope)
+    budget = budget or Budget()
+    capped = Budget(min(budget.max_steps or max_steps, max_steps), budget.max_dose_e, None)
+    with tempfile.TemporaryDirectory(prefix="nion-autoem-dry-run-") as folder:
+        runner = ExperimentRunner(planner, plan, run_dir=pathlib.Path(folder), budget=capped, journal=False, sink=_Discard())
+        progress = runner.run()
+    ledger = planner.ledger
+    dose_by_kind: dict[str, float] = collections.defaultdict(float)
+    for m in ledger:
+        dose_by_kind[m.kind] += m.dose_e
+    surveys = [m for m in ledger if m.kind == "survey" and m.frame is not None]
+    points = [m for m in ledger if m.kind != "survey" and m.position_nm is not None]
+    return DryRunReport(plan.name, progress.step, dict(collections.Counter(m.kind for m in ledger)), sum(m.dwell_s for m in ledger), progress.dose_e,
+                        dict(dose_by_kind), tuple(typing.cast(ScanFrame, m.frame) for m in surveys), tuple(m.dose_e for m in surveys),
+                        tuple(typing.cast(Position, m.position_nm) for m in points), tuple(m.dose_e for m in points), tuple(planner.stage_path),
+                        progress.state.value, progress.message)
+
+
+class _Discard:
+    """Products of a dry run go nowhere."""
+
+    def publish(self, product: typing.Any, run_metadata: typing.Mapping[str, typing.Any]) -> None:
+        pass
