@@ -30,9 +30,11 @@ setuptools.setup(
         "torch>=2.2",
         "gpytorch>=1.11",
         "matplotlib>=3.7",
+        "event-model>=1.24",
     ],
     extras_require={
         "dev": ["pytest>=8", "ruff>=0.5", "mypy>=1.10"],
         "gui": ["PySide6-Essentials>=6.5"],
+        "bench": ["bluesky>=1.15"],
     },
 )

@@ -56,13 +56,11 @@ def start_experiment(plan: Plan, *, window: typing.Any = None, document_controll
     ExperimentRunner
         Already running; read ``.progress``, call ``.pause()``, ``.resume()``, ``.stop()``.
     """
-    if document_controller is None:
-        if window is None:
-            raise ValueError("pass window=api.application.document_windows[0] (or document_controller=) so results have a document to go to")
-        document_controller = window._document_controller
-    assert document_controller is not None
+    target = window if window is not None else document_controller
+    if target is None:
+        raise ValueError("pass window=api.application.document_windows[0] (or document_controller=) so results have a document to go to")
     runner = ExperimentRunner(microscope or SwiftMicroscope(), plan, run_dir=run_dir or runs_root() / "pending", budget=budget or Budget(max_steps=500),
-                              sink=DataItemSink(document_controller))
+                              sink=DataItemSink(target))
     if run_dir is None:
         runner.run_dir = runs_root() / runner.run_id
     runner.start()

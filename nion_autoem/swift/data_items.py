@@ -28,8 +28,9 @@ class DataItemSink:
 
     Parameters
     ----------
-    document_controller : DocumentController
-        The window whose document receives the items.
+    window : Facade.DocumentWindow or DocumentController
+        The window whose document receives the items (the console's
+        ``api.application.document_windows[0]``, or a document controller).
 
     Notes
     -----
@@ -38,9 +39,10 @@ class DataItemSink:
     again updates the item's data, metadata and position graphics in place.
     """
 
-    def __init__(self, document_controller: DocumentController.DocumentController) -> None:
-        self.__document_controller = document_controller
-        self.__library = Facade.Library(document_controller.document_model)
+    def __init__(self, window: Facade.DocumentWindow | DocumentController.DocumentController) -> None:
+        # Only the facade's public window API: its task queue and its library.
+        self.__window = window if isinstance(window, Facade.DocumentWindow) else Facade.DocumentWindow(window)
+        self.__library = self.__window.library
         self.__lock = threading.Lock()
         self.__pending: dict[str, tuple[Product, dict[str, typing.Any]]] = {}
         self.__items: dict[str, Facade.DataItem] = {}
@@ -52,7 +54,7 @@ class DataItemSink:
             already_queued = item_key in self.__pending
             self.__pending[item_key] = (product, dict(run_metadata))
         if not already_queued:
-            self.__document_controller.queue_task(lambda: self.__apply(item_key))
+            self.__window.queue_task(lambda: self.__apply(item_key))
 
     def data_item(self, run_id: str, key: str) -> Facade.DataItem | None:
         """The data item of a published product, once the UI thread has made it."""

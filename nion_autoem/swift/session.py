@@ -120,7 +120,6 @@ class UsimSession:
         assert document_model is not None
         self.__app = Application.Application(TestUI.UserInterface(), set_global=False)
         document_controller = self.__app.create_document_controller(document_model, "library")
-        self.__app._set_document_model(document_model)
         return document_controller
 
     @property

@@ -44,11 +44,11 @@ def test_stop_during_a_long_exposure_is_fast_and_safe(usim_session: typing.Any, 
 
 def test_an_exception_mid_run_leaves_the_probe_safe(usim_session: typing.Any, tmp_path: pathlib.Path) -> None:
     scope = usim_session.microscope()
-    # A band outside the spectrum makes the policy raise on the first spectrum.
+    # A band outside the spectrum makes the plan raise on the first spectrum.
     policy = PointSpectroscopy(points=3, refine_points=0, band_eV=(5000.0, 6000.0), survey_frame=ScanFrame((64, 64), 32.0))
     runner = ExperimentRunner(scope, policy, run_dir=tmp_path / "run")
     usim_session.run_until_done(runner)
-    assert runner.state is RunState.FAILED and "outside the spectrum" in runner.progress.message
+    assert runner.state is RunState.FAILED and "contains no channel" in runner.progress.message
     stem = Registry.get_component("stem_controller")
     assert scope.is_blanked and stem.probe_position is None
 
@@ -90,7 +90,7 @@ def test_results_are_data_items_that_survive_reopening_the_project(tmp_path: pat
         assert energy.units == "eV" and energy.scale > 0
         md = spectra.metadata["nion_autoem"]
         assert md["parameters"]["points"] == 5 and len(md["positions_nm"]) == measured
-        assert md["provenance"]["policy"] == "point-spectroscopy" and md["provenance"]["software"].startswith("nion-autoem")
+        assert md["provenance"]["plan"] == "point-spectroscopy" and md["provenance"]["software"].startswith("nion-autoem")
         assert md["provenance"]["journal"] == str(tmp_path / "run" / "journal.jsonl")
         survey = ours[f"Survey with measured points ({run_id})"]
         assert survey.xdata.dimensional_calibrations[0].units == "nm"
