@@ -19,7 +19,7 @@ The last line printed is a JSON summary, including a check against the twin's
 ground truth: how many measurements landed where a corner or gap mode is
 strong, compared with the share of such positions among all candidates.
 
-``--policy point`` runs the simpler point-spectroscopy loop instead.
+``--plan point`` runs the simpler point-spectroscopy loop instead.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def save_summary(png: pathlib.Path, products: dict[str, typing.Any], frame: Scan
 def main(argv: typing.Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("out/demo"), help="output folder (replaced)")
-    parser.add_argument("--policy", choices=("dkl", "point"), default="dkl")
+    parser.add_argument("--plan", choices=("dkl", "point"), default="dkl")
     parser.add_argument("--measurements", type=int, default=60, help="spectra to record")
     parser.add_argument("--exposure-ms", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=0)
@@ -117,7 +117,7 @@ def main(argv: typing.Sequence[str] | None = None) -> int:
     started = time.time()
     frame = ScanFrame((192, 192), fov_nm=320.0)
     plan: Plan
-    if args.policy == "dkl":
+    if args.plan == "dkl":
         from nion_autoem.plans.dkl_spectroscopy import DKLSettings
         from nion_autoem.plans.dkl_spectroscopy import DKLSpectroscopy
         from nion_autoem.plans.dkl_spectroscopy import band_integral
