@@ -178,9 +178,9 @@ class Journal:
                       "dwell_s": measurement.dwell_s, "dose_e": measurement.dose_e,
                       "result": dict(result or {}), "model_version": model_version, "source": source, "data": data_entries})
 
-    def write_end(self, state: str, *, message: str = "", steps: int = 0, dose_e: float = 0.0) -> None:
+    def write_end(self, state: str, *, message: str = "", steps: int = 0, dose_e: float = 0.0, **details: typing.Any) -> None:
         self.__write({"type": "end", "state": state, "message": message, "steps": steps, "dose_e": dose_e,
-                      "time": datetime.datetime.now(datetime.UTC).isoformat()})
+                      "time": datetime.datetime.now(datetime.UTC).isoformat(), **details})
 
 
 class NullJournal:

@@ -160,6 +160,8 @@ class Progress:
     dose_e: float
     elapsed_s: float
     rewards: typing.Mapping[str, float] = dataclasses.field(default_factory=dict)
+    #: False when the beam could not be made safe (the blanker failed): the loudest fact of the run.
+    beam_safe: bool | None = None
 
     def __str__(self) -> str:
         eta = "" if self.eta_s is None else f", ETA {self.eta_s:.0f} s"
@@ -190,6 +192,11 @@ class ExperimentRunner:
         Conditions to watch between actions (see :mod:`nion_autoem.suspenders`).
     journal : bool
         Write a journal (a dry run does not).
+    abandon_after_s : float
+        After a stop (or a time budget that runs out mid-action) the beam is
+        safe at once; if the instrument has not returned from the action in
+        flight this much later, the run is ended without it (a wedged driver
+        must not keep a run "running").
 
     Examples
     --------
@@ -199,7 +206,7 @@ class ExperimentRunner:
 
     def __init__(self, microscope: Microscope | None, plan: Plan, *, run_dir: str | pathlib.Path, budget: Budget = Budget(),
                  sink: ResultSink | None = None, resume: bool = False, run_id: str | None = None, suspenders: typing.Sequence[Suspender] = (),
-                 journal: bool = True) -> None:
+                 journal: bool = True, abandon_after_s: float = 2.0) -> None:
         if not callable(getattr(plan, "messages", None)):
             raise PlanError(f"{plan!r} is not a plan: a plan has a name, parameters and a messages() method; "
                             "make one with @nion_autoem.plan.plan on a generator function")
@@ -209,6 +216,7 @@ class ExperimentRunner:
         self.microscope = microscope
         self.plan = plan
         self.budget = budget
+        self.abandon_after_s = abandon_after_s
         self.suspenders = tuple(suspenders)
         self.sink: ResultSink = sink if sink is not None else MemorySink()
         self.run_dir = pathlib.Path(run_dir)
@@ -256,6 +264,9 @@ class ExperimentRunner:
         self.__closed_result: typing.Mapping[str, typing.Any] = {}
         self.__recent_doses: list[tuple[float, float]] = []
         self.__context: RunContext | None = None
+        self.__beam_safe: bool | None = None
+        self.__finalized = False
+        self.__watchdogs: list[threading.Timer] = []
         self.error: BaseException | None = None
         self.outcome = ""
 
@@ -276,7 +287,8 @@ class ExperimentRunner:
             if self.__state is RunState.FINISHED:
                 fraction = 1.0
             eta = elapsed * (1.0 - fraction) / fraction if 0.0 < fraction < 1.0 and self.__state is RunState.RUNNING else None
-            return Progress(self.__state, self.__step, fraction, eta, self.__current, self.__message, self.__dose_e, elapsed, dict(self.__reward_totals))
+            return Progress(self.__state, self.__step, fraction, eta, self.__current, self.__message, self.__dose_e, elapsed, dict(self.__reward_totals),
+                            self.__beam_safe)
 
     @property
     def model_version(self) -> str:
@@ -303,6 +315,15 @@ class ExperimentRunner:
             if self.__state is not RunState.IDLE:
                 raise RuntimeError(f"a runner starts once; this one is {self.__state.value}")
             self.__state = RunState.RUNNING
+        if self.budget.max_time_s is not None:
+            # Between actions the budget ends the run; this ends it when one action outlasts the budget.
+            self.__watch(self.budget.max_time_s + 0.5, lambda: self.stop(f"time budget of {self.budget.max_time_s:g} s reached during {self.progress.current_action or 'an action'}"))
+
+    def __watch(self, delay_s: float, action: typing.Callable[[], None]) -> None:
+        timer = threading.Timer(delay_s, lambda: None if self.__done.is_set() else action())
+        timer.daemon = True
+        self.__watchdogs.append(timer)
+        timer.start()
 
     def wait(self, timeout: float | None = None) -> Progress:
         """Wait for the run to end; returns the final progress."""
@@ -331,11 +352,21 @@ class ExperimentRunner:
         with self.__lock:
             if self.__state.is_final or self.__state is RunState.IDLE:
                 return
-            if self.__stop_reason is None:
+            first = self.__stop_reason is None
+            if first:
                 self.__stop_reason = reason
-        if self.microscope is not None:
-            self.microscope.make_safe()
+        self.__make_safe()
         self.__wakeup.set()
+        if first:
+            self.__watch(self.abandon_after_s, self.__abandon)
+
+    def __abandon(self) -> None:
+        """The worker is still inside the instrument long after the stop: end the run without it."""
+        current = self.progress.current_action or "an action"
+        message = (f"{self.__stop_reason}; the instrument did not return from {current} within {self.abandon_after_s:g} s of the stop, "
+                   "so the run was ended without it (the beam was made safe first)")
+        _logger.error("run %s: %s", self.run_id, message)
+        self.__finish(RunState.STOPPED, message)
 
     # --- the worker -------------------------------------------------------------
 
@@ -355,9 +386,21 @@ class ExperimentRunner:
                 raise _Stopped(self.__stop_reason)
 
     def __make_safe(self) -> None:
+        """Blank, abort, unpark; then check that the beam really is blanked, and say so loudly if not."""
         self.__beam_on = False
-        if self.microscope is not None:
-            self.microscope.make_safe()
+        if self.microscope is None:
+            return
+        self.microscope.make_safe()
+        try:
+            blanked = self.microscope.is_blanked
+        except Exception:
+            _logger.exception("run %s: could not read the blanker after make_safe", self.run_id)
+            blanked = False
+        with self.__lock:
+            self.__beam_safe = blanked and self.__beam_safe is not False
+        if not blanked:
+            _logger.critical("run %s: THE BEAM IS NOT BLANKED after make_safe: blank it by hand", self.run_id)
+            self.__journal_quietly("write_event", "beam not safe", step=self.__step, message="the blanker did not blank the beam; blank it by hand")
 
     def __hold_while_paused(self) -> None:
         self.__make_safe()
@@ -394,6 +437,7 @@ class ExperimentRunner:
             self.__close_step()
             message = self.outcome = str(ended)
         except Exception as e:
+            self.__make_safe()  # first, before anything that could fail again
             self.error = e
             final_state = RunState.FAILED
             message = f"{type(e).__name__} {self.__where()}: {e}"
@@ -402,10 +446,23 @@ class ExperimentRunner:
         finally:
             self.__make_safe()
             self.__flush_held_products()
-            self.__journal_quietly("write_end", final_state.value, message=message, steps=self.__step, dose_e=self.__dose_e)
-            self.__journal_quietly("close")
-            self.__set(state=final_state, current="", message=message)
-            self.__done.set()
+            self.__finish(final_state, message)
+
+    def __finish(self, state: RunState, message: str) -> None:
+        """End the run once: journal how, set the final state, release wait()."""
+        with self.__lock:
+            if self.__finalized:
+                return
+            self.__finalized = True
+            beam_safe = self.__beam_safe
+        for timer in self.__watchdogs:
+            timer.cancel()
+        if beam_safe is False:
+            message = f"BEAM NOT SAFE: the blanker did not blank the beam; blank it by hand. {message}"
+        self.__journal_quietly("write_end", state.value, message=message, steps=self.__step, dose_e=self.__dose_e, beam_safe=beam_safe)
+        self.__journal_quietly("close")
+        self.__set(state=state, current="", message=message)
+        self.__done.set()
 
     def __where(self) -> str:
         current = self.__current
