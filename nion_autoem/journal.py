@@ -43,7 +43,7 @@ def _jsonable(value: typing.Any) -> typing.Any:
     if isinstance(value, numpy.generic):
         return _jsonable(value.item())
     if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # JSON has no inf or NaN; "inf" reads back unambiguously
+        return None  # JSON has no inf or NaN; a journal line stays plain JSON whatever an instrument's metadata holds
     if isinstance(value, numpy.ndarray):
         return value.tolist() if value.size <= 64 else f"<array {value.shape} {value.dtype}>"
     if isinstance(value, (str, int, float, bool)) or value is None:
@@ -82,7 +82,12 @@ class JournalStep:
         """Rebuild the recorded :class:`Measurement`, data included."""
         data: dict[str, DataAndMetadata.DataAndMetadata] = {}
         for channel, info in self.entry.get("data", {}).items():
-            array = numpy.load(self.run_dir / info["file"], allow_pickle=False)
+            file = self.run_dir / info["file"]
+            try:
+                array = numpy.load(file, allow_pickle=False)
+            except (OSError, ValueError, EOFError) as e:
+                raise ValueError(f"{file}: the {channel} data of step {self.step} cannot be read ({e}); the file is missing, truncated or corrupt, "
+                                 "so this step cannot be replayed — resume from a copy of the run cut before it") from e
             descriptor = info.get("data_descriptor")
             data[channel] = DataAndMetadata.new_data_and_metadata(
                 array, _calibration_from_dict(info["intensity_calibration"]),
@@ -232,35 +237,47 @@ def read_journal(run_dir: str | os.PathLike[str]) -> JournalRecord:
     path = run_dir / JOURNAL_NAME
     if not path.exists():
         raise FileNotFoundError(f"no journal at {path}; pass the run directory that contains {JOURNAL_NAME}")
-    lines = path.read_text(encoding="utf-8").split("\n")
+    lines = path.read_bytes().split(b"\n")
     header: typing.Mapping[str, typing.Any] = {}
     steps: dict[int, JournalStep] = {}
     events: list[typing.Mapping[str, typing.Any]] = []
     end: typing.Mapping[str, typing.Any] | None = None
     torn = 0
-    for number, line in enumerate(lines):
-        if not line.strip():
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    for number, raw in enumerate(lines):
+        if not raw.strip():
             continue
+        where = f"{path}:{number + 1}"
         try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as e:
-            if number >= len(lines) - 2:
-                torn += 1
+            entry = json.loads(raw.decode("utf-8"))
+            if not isinstance(entry, dict):
+                raise ValueError(f"a journal line is a JSON object, this one is {type(entry).__name__}")
+        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            if number == last and not raw.endswith(b"}"):
+                torn += 1  # the line a crash cut short; resuming truncates it
                 continue
-            raise ValueError(f"{path}:{number + 1} is not valid JSON ({e}); the journal is corrupt") from e
+            raise ValueError(f"{where} is not a valid journal line ({e}); the journal is corrupt from here on: "
+                             "copy the run directory, cut the journal before this line, and resume from the copy") from e
         kind = entry.get("type")
-        if kind == "header":
-            header = header or entry
-            end = None  # a resumed run reopens its journal
-        elif kind == "step":
-            # a resumed run re-journals nothing it replayed, but be tolerant
-            steps[entry["step"]] = JournalStep(entry["step"], action_from_dict(entry["action"]), entry, run_dir)
-        elif kind == "result" and entry.get("step") in steps:
-            step = steps[entry["step"]]
-            merged = {**step.entry, "result": {**step.entry.get("result", {}), **entry.get("result", {})}, "rewards": entry.get("rewards", {}), "has_result": True}
-            steps[entry["step"]] = dataclasses.replace(step, entry=merged)
-        elif kind == "event":
-            events.append(entry)
-        elif kind == "end":
-            end = entry
+        try:
+            if kind == "header":
+                header = header or entry
+                end = None  # a resumed run reopens its journal
+            elif kind == "step":
+                # a resumed run re-journals nothing it replayed, but be tolerant
+                steps[int(entry["step"])] = JournalStep(int(entry["step"]), action_from_dict(entry["action"]), entry, run_dir)
+            elif kind == "result" and entry.get("step") in steps:
+                step = steps[entry["step"]]
+                merged = {**step.entry, "result": {**step.entry.get("result", {}), **entry.get("result", {})}, "rewards": entry.get("rewards", {}), "has_result": True}
+                steps[entry["step"]] = dataclasses.replace(step, entry=merged)
+            elif kind == "event":
+                events.append(entry)
+            elif kind == "end":
+                end = entry
+            elif kind != "result":
+                raise ValueError(f"unknown line type {kind!r}; expected header, step, result, event or end")
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            missing = f"it has no {e} field" if isinstance(e, KeyError) else str(e)
+            raise ValueError(f"{where} is a {kind!r} line the journal cannot use: {missing}; the journal is corrupt — "
+                             "cut it before this line to keep the steps before it") from e
     return JournalRecord(run_dir, header, tuple(steps[k] for k in sorted(steps)), tuple(events), end, torn)

@@ -18,11 +18,15 @@ from nion_autoem.plan import plan
 from nion_autoem.replay import ReplayMicroscope
 
 
-def replay_scope(seed: int = 0) -> ReplayMicroscope:
+def replay_data(seed: int = 0) -> tuple[numpy.ndarray[typing.Any, typing.Any], ScanFrame, numpy.ndarray[typing.Any, typing.Any]]:
+    """A small recorded survey and spectrum image."""
     rng = numpy.random.default_rng(seed)
     frame = ScanFrame((32, 32), fov_nm=8.0)
-    survey = rng.uniform(10, 100, frame.shape)
-    si = rng.poisson(20, (16, 16, 64)).astype(float)
+    return rng.uniform(10, 100, frame.shape), frame, rng.poisson(20, (16, 16, 64)).astype(float)
+
+
+def replay_scope(seed: int = 0) -> ReplayMicroscope:
+    survey, frame, si = replay_data(seed)
     return ReplayMicroscope(survey, frame, spectrum_image=si, energy_axis=(-5.0, 0.5), seed=seed)
 
 
