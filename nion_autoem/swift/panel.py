@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import gettext
+import threading
 import typing
 
 from nion.data import DataAndMetadata
@@ -19,6 +20,7 @@ from nion.ui import Declarative
 from nion.utils import Model
 from nion.utils import Registry
 
+from nion_autoem.dry_run import dry_run
 from nion_autoem.geometry import ScanFrame
 from nion_autoem.plan import Plan
 from nion_autoem.plans import PointSpectroscopy
@@ -28,6 +30,7 @@ from nion_autoem.runner import Progress
 from nion_autoem.swift.console import find_atoms_in_data_item
 from nion_autoem.swift.console import start_experiment
 from nion_autoem.swift.live_atoms import LiveAtomFinder
+from nion_autoem.swift.microscope import SwiftMicroscope
 from nion_autoem.xdata import frame_from_xdata
 
 if typing.TYPE_CHECKING:
@@ -129,6 +132,7 @@ class ExperimentPanelController(Declarative.Handler):
         self.live_elit.on_value_changed = self.__live_elit_changed
         self.live_finder: LiveAtomFinder | None = None
         self.status = Model.PropertyModel(_("Idle. Choose an experiment and press Start."))
+        self.plan_summary = Model.PropertyModel(_("Dry run: press Dry run to see the steps, beam-on time and dose before Start."))
         self.percent = Model.PropertyModel(0)
         self.pause_text = Model.PropertyModel(_("Pause"))
         u = Declarative.DeclarativeUI()
@@ -142,12 +146,14 @@ class ExperimentPanelController(Declarative.Handler):
                          u.create_label(text=_("Acquisition")), u.create_combo_box(items=ACQUISITIONS, current_index="@binding(acquisition_index.value)"),
                          u.create_label(text=_("Patch (px)")), u.create_line_edit(text="@binding(patch_size.value, converter=int_converter)", width=50),
                          u.create_label(text=_("Field (nm)")), u.create_line_edit(text="@binding(field_nm.value, converter=float_converter)", width=50), u.create_stretch(), spacing=8),
-            u.create_row(u.create_push_button(text=_("Start"), on_clicked="start"), u.create_push_button(text="@binding(pause_text.value)", on_clicked="toggle_pause"),
+            u.create_row(u.create_push_button(text=_("Dry run"), on_clicked="dry_run"),
+                         u.create_push_button(text=_("Start"), on_clicked="start"), u.create_push_button(text="@binding(pause_text.value)", on_clicked="toggle_pause"),
                          u.create_push_button(text=_("Stop"), on_clicked="stop"), u.create_stretch(),
                          u.create_push_button(text=_("Find atoms in selected image"), on_clicked="find_atoms_in_selection"), spacing=8),
             u.create_row(u.create_push_button(text=_("Band from interval on selected spectrum"), on_clicked="band_from_selected_spectrum"),
                          u.create_check_box(text=_("DKL: selected image is the survey"), checked="@binding(use_selected_survey.value)"), u.create_stretch(), spacing=8),
             u.create_row(u.create_check_box(text=_("ELIT on every new scan frame"), checked="@binding(live_elit.value)"), u.create_stretch()),
+            u.create_label(text="@binding(plan_summary.value)", word_wrap=True),
             u.create_progress_bar(value="@binding(percent.value)", minimum=0, maximum=100),
             u.create_label(text="@binding(status.value)", word_wrap=True),
             u.create_stretch(), spacing=8, margin=8)
@@ -171,25 +177,47 @@ class ExperimentPanelController(Declarative.Handler):
         self.__listener = None
         super().close()
 
+    def __make_plan(self) -> tuple[Plan, Budget]:
+        """The chosen experiment as a plan, from the panel's fields (ValueError with the reason if they do not make one)."""
+        drawn_frame, drawn_points = self.__drawn_points()
+        survey = None
+        if self.use_selected_survey.value:
+            selected = self.__document_controller.selected_display_item
+            survey = selected.data_item.xdata if selected and selected.data_item else None
+            if survey is None or len(survey.data_shape) != 2:
+                raise ValueError("'selected image is the survey' is ticked, but no image is selected")
+        parameters = PanelParameters(int(self.points.value or 0), float(self.exposure_ms.value or 0),
+                                     (float(self.band_low_eV.value or 0), float(self.band_high_eV.value or 0)),
+                                     ACQUISITIONS[self.acquisition_index.value or 0], int(self.patch_size.value or 0),
+                                     float(self.field_nm.value or 0), drawn_points, drawn_frame, survey)
+        return EXPERIMENTS[self.experiment_index.value or 0].make_plan(parameters), Budget(max_steps=int(self.max_steps.value or 0))
+
+    def dry_run(self, widget: typing.Any = None) -> None:
+        """Show what the chosen experiment would do (steps, beam-on time, dose, probe path) before anything is done."""
+        try:
+            plan, budget = self.__make_plan()
+        except Exception as e:
+            self.plan_summary.value = f"{_('Cannot plan')}: {e}"
+            return
+        self.plan_summary.value = _("Planning…")
+
+        def plan_off_the_ui_thread() -> None:
+            try:
+                report = dry_run(plan, SwiftMicroscope(), budget=budget)
+                summary = f"{_('Dry run')}: {report.summary()}"
+            except Exception as e:  # no instrument, or a plan that cannot run: say why
+                summary = f"{_('Cannot plan')}: {e}"
+            self.__document_controller.queue_task(lambda: setattr(self.plan_summary, "value", summary))
+
+        threading.Thread(target=plan_off_the_ui_thread, name="nion-autoem dry run", daemon=True).start()
+
     def start(self, widget: typing.Any = None) -> None:
         if self.runner is not None and not self.runner.state.is_final:
             self.status.value = _("An experiment is already running; stop it first.")
             return
         try:
-            drawn_frame, drawn_points = self.__drawn_points()
-            survey = None
-            if self.use_selected_survey.value:
-                selected = self.__document_controller.selected_display_item
-                survey = selected.data_item.xdata if selected and selected.data_item else None
-                if survey is None or len(survey.data_shape) != 2:
-                    raise ValueError("'selected image is the survey' is ticked, but no image is selected")
-            parameters = PanelParameters(int(self.points.value or 0), float(self.exposure_ms.value or 0),
-                                         (float(self.band_low_eV.value or 0), float(self.band_high_eV.value or 0)),
-                                         ACQUISITIONS[self.acquisition_index.value or 0], int(self.patch_size.value or 0),
-                                         float(self.field_nm.value or 0), drawn_points, drawn_frame, survey)
-            max_steps = int(self.max_steps.value or 0)
-            plan = EXPERIMENTS[self.experiment_index.value or 0].make_plan(parameters)
-            self.runner = start_experiment(plan, document_controller=self.__document_controller, budget=Budget(max_steps=max_steps))
+            plan, budget = self.__make_plan()
+            self.runner = start_experiment(plan, document_controller=self.__document_controller, budget=budget)
         except Exception as e:  # bad parameters or no instrument: say so in the panel
             self.status.value = f"{_('Cannot start')}: {e}"
             return
@@ -271,9 +299,11 @@ class ExperimentPanelController(Declarative.Handler):
             self.pause_text.value = _("Pause")
 
     def stop(self, widget: typing.Any = None) -> None:
-        if self.runner is not None:
-            self.runner.stop()
-            self.status.value = _("Stopping; beam blanked.")
+        if self.runner is None or self.runner.state.is_final:
+            self.status.value = _("Nothing is running.")
+            return
+        self.runner.stop()
+        self.status.value = _("Stopping; beam blanked.") if self.runner.progress.beam_safe is not False else _("BEAM NOT SAFE: blank it by hand.")
 
     def __progress_changed(self, progress: Progress) -> None:
         # Called on the worker thread: hand the widget update to the UI thread.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import time
 import typing
 
 import pytest
@@ -54,3 +55,21 @@ def test_panel_explains_bad_parameters(usim_session: typing.Any, tmp_path: pathl
     assert controller.runner is None
     assert "Cannot start" in controller.status.value and "points" in controller.status.value
     controller.close()
+
+
+@pytest.mark.parametrize("experiment", [0, 1, 2, 3])
+def test_panel_dry_run_shows_steps_beam_time_and_dose_before_start(usim_session: typing.Any, experiment: int) -> None:
+    controller = panel.ExperimentPanelController(usim_session.document_controller)
+    try:
+        controller.experiment_index.value = experiment
+        controller.points.value = 4 if experiment != 2 else 1
+        controller.field_nm.value = 3.0
+        controller.dry_run()
+        deadline = time.time() + 60
+        while controller.plan_summary.value == panel._("Planning…") and time.time() < deadline:
+            usim_session.pump(0.05)
+        summary = controller.plan_summary.value or ""
+        assert summary.startswith("Dry run:") and "steps" in summary and "beam on" in summary and " e (" in summary, summary
+        assert controller.runner is None  # nothing was run, nothing was dosed
+    finally:
+        controller.close()
