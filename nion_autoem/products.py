@@ -15,6 +15,8 @@ import typing
 
 from nion.data import DataAndMetadata
 
+from nion_autoem.views import Table
+
 
 @dataclasses.dataclass(frozen=True)
 class Product:
@@ -29,9 +31,16 @@ class Product:
     xdata : DataAndMetadata
         Calibrated data.
     points : tuple of (y, x)
-        Positions to mark on the item, as fractions of its extent.
+        Positions to mark on the item, as fractions of its extent (a sink
+        marks a few tens at most; show more as data, e.g. a class map).
     labels : tuple of str
         One label per point (e.g. the measurement order).
+    caption : str
+        What a person should read first: a legend, counts, an outcome.
+    table : Table or None
+        Rows behind the item, written as CSV next to the journal.
+    display : Display
+        How to show it: colour map, the interval of interest, log scale.
     """
 
     key: str
@@ -39,6 +48,28 @@ class Product:
     xdata: DataAndMetadata.DataAndMetadata
     points: tuple[tuple[float, float], ...] = ()
     labels: tuple[str, ...] = ()
+    caption: str = ""
+    table: Table | None = None
+    display: Display = dataclasses.field(default_factory=lambda: Display())
+
+
+@dataclasses.dataclass(frozen=True)
+class Display:
+    """How a product is best shown.
+
+    Parameters
+    ----------
+    color_map : str or None
+        Swift colour map id for images ("magma", "viridis", "grayscale", ...).
+    interval : (low, high) or None
+        Calibrated range of the last axis to show first (e.g. the energy band of interest).
+    log_scale : bool
+        Intensity on a log scale (spectra with a zero-loss peak).
+    """
+
+    color_map: str | None = None
+    interval: tuple[float, float] | None = None
+    log_scale: bool = False
 
 
 class ResultSink(typing.Protocol):

@@ -23,6 +23,7 @@ import numpy.typing
 from nion.data import Calibration
 from nion.data import DataAndMetadata
 
+from nion_autoem import views
 from nion_autoem.actions import Survey
 from nion_autoem.geometry import ScanFrame
 from nion_autoem.instrument import Measurement
@@ -31,6 +32,7 @@ from nion_autoem.plan import PlanGenerator
 from nion_autoem.plan import Publish
 from nion_autoem.plan import Report
 from nion_autoem.plan import SubPlan
+from nion_autoem.products import Display
 from nion_autoem.products import Product
 
 if typing.TYPE_CHECKING:
@@ -39,11 +41,22 @@ if typing.TYPE_CHECKING:
 _NDArray = numpy.typing.NDArray[typing.Any]
 
 TABLE_COLUMNS = ("y_nm", "x_nm", "class", "probability", "uncertainty")
+#: Uncertain columns marked with a labelled point graphic, at most (the rest are in the table).
+MAX_MARKED_UNCERTAIN = 20
 
 
 def atom_products(image: DataAndMetadata.DataAndMetadata, frame: ScanFrame, result: AtomFindingResult, *, unsure_above: float = 0.2,
                   key_prefix: str = "") -> list[Product]:
-    """The frame with labelled columns, the classified-atoms table and the uncertainty map.
+    """The class map, the classified-atoms table and the uncertainty map of one frame.
+
+    - *class map*: the frame in grey with a coloured disc on every column, one
+      colour per class, the legend and counts in its caption; only the most
+      uncertain columns (at most :data:`MAX_MARKED_UNCERTAIN`) get a labelled
+      point graphic ("S2?"), so thousands of columns never mean thousands of
+      graphics;
+    - *table*: every column (y, x in nm, class name, probability,
+      uncertainty) as CSV beside the journal; the item shows the counts per class;
+    - *uncertainty map*: the ensemble's per-pixel variance, in a colour map.
 
     Parameters
     ----------
@@ -54,23 +67,37 @@ def atom_products(image: DataAndMetadata.DataAndMetadata, frame: ScanFrame, resu
     result : AtomFindingResult
         What :func:`nion_autoem_elit.find_atoms` returned for it.
     unsure_above : float
-        Columns whose uncertainty exceeds this get a ``?`` in their label.
+        Columns whose uncertainty exceeds this count as uncertain.
     """
-    positions_nm = frame.pixel_to_nm(result.positions) if len(result) else numpy.zeros((0, 2))
-    fractions = frame.pixel_to_fraction(result.positions) if len(result) else numpy.zeros((0, 2))
-    labels = tuple(result.class_names[int(k)] + ("?" if u > unsure_above else "") for k, u in zip(result.classes, result.uncertainties, strict=True))
-    table = numpy.column_stack([positions_nm, result.classes, result.class_probabilities, result.uncertainties]) if len(result) else numpy.zeros((0, 5))
+    names = list(result.class_names)
     counts = result.counts()
-    table_xdata = DataAndMetadata.new_data_and_metadata(
-        table, intensity_calibration=Calibration.Calibration(), dimensional_calibrations=[Calibration.Calibration(1.0, 1.0, "atom"), Calibration.Calibration()],
-        metadata={"nion_autoem": {"columns": list(TABLE_COLUMNS), "class_names": list(result.class_names), "counts": counts,
+    positions_nm = frame.pixel_to_nm(result.positions) if len(result) else numpy.zeros((0, 2))
+    overlay = views.class_overlay(numpy.asarray(image.data, dtype=float), result.positions, result.classes, names)
+    unsure = [int(i) for i in numpy.argsort(-numpy.asarray(result.uncertainties)) if result.uncertainties[i] > unsure_above][:MAX_MARKED_UNCERTAIN]
+    fractions = frame.pixel_to_fraction(result.positions[unsure]).reshape(-1, 2) if unsure else numpy.zeros((0, 2))
+    n_unsure = int(numpy.sum(numpy.asarray(result.uncertainties) > unsure_above)) if len(result) else 0
+    legend = views.legend(names, counts)
+    caption = f"{len(result)} columns: {legend}; {n_unsure} uncertain" + (f" (the {len(unsure)} most uncertain marked)" if unsure else "")
+    class_map = DataAndMetadata.new_data_and_metadata(overlay, intensity_calibration=Calibration.Calibration(),
+                                                      dimensional_calibrations=image.dimensional_calibrations,
+                                                      metadata={"nion_autoem": {"legend": legend, "counts": counts}},
+                                                      data_descriptor=DataAndMetadata.DataDescriptor(False, 0, 2))
+    rows = tuple((float(y), float(x), names[int(k)], float(p), float(u))
+                 for (y, x), k, p, u in zip(positions_nm, result.classes, result.class_probabilities, result.uncertainties, strict=True))
+    count_values = numpy.asarray([counts.get(name, 0) for name in names], dtype=float)
+    counts_xdata = DataAndMetadata.new_data_and_metadata(
+        count_values, intensity_calibration=Calibration.Calibration(units="columns"), dimensional_calibrations=[Calibration.Calibration(units="class")],
+        metadata={"nion_autoem": {"columns": list(TABLE_COLUMNS), "class_names": names, "counts": counts,
                                   "mean_uncertainty": float(numpy.mean(result.uncertainties)) if len(result) else None}})
     variance = numpy.asarray(result.variance).sum(axis=0)
     uncertainty_xdata = DataAndMetadata.new_data_and_metadata(variance, intensity_calibration=Calibration.Calibration(units="variance"),
                                                               dimensional_calibrations=image.dimensional_calibrations)
-    return [Product(f"{key_prefix}frame", "Atoms found (ELIT)", image, points=tuple((float(f[0]), float(f[1])) for f in fractions), labels=labels),
-            Product(f"{key_prefix}atoms", "Classified atoms (ELIT)", table_xdata),
-            Product(f"{key_prefix}uncertainty", "ELIT uncertainty map", uncertainty_xdata)]
+    return [Product(f"{key_prefix}frame", "Atom classes (ELIT)", class_map, points=tuple((float(f[0]), float(f[1])) for f in fractions),
+                    labels=tuple(names[int(result.classes[i])] + "?" for i in unsure), caption=caption),
+            Product(f"{key_prefix}atoms", "Classified atoms (ELIT)", counts_xdata, caption=f"counts per class ({', '.join(names)}): {legend}",
+                    table=views.Table(TABLE_COLUMNS, rows)),
+            Product(f"{key_prefix}uncertainty", "ELIT uncertainty map", uncertainty_xdata, caption="per-pixel variance of the ensemble, summed over classes",
+                    display=Display(color_map="magma"))]
 
 
 class AtomFinding:

@@ -30,6 +30,7 @@ import scipy.ndimage
 from nion.data import Calibration
 from nion.data import DataAndMetadata
 
+from nion_autoem import views
 from nion_autoem import xdata as xdata_builders
 from nion_autoem.actions import Dwell
 from nion_autoem.actions import Survey
@@ -359,13 +360,11 @@ class BeamTargeting:
                 "not_verified": outcomes.count("event not verified"), "skipped": outcomes.count("skipped"),
                 "median_dose_to_event_e": float(numpy.median(doses)) if doses else None, "total_dose_e": float(sum(t.dose_e for t in self.targets))}
 
-    def event_table(self) -> _NDArray:
-        """One row per target: index, y, x (nm), dose to event (e), time to event (s), outcome code, alarm sample."""
-        codes = {None: -1, Outcome.TRANSFORMED: 0, Outcome.NO_EVENT: 1, Outcome.NOT_VERIFIED: 2, Outcome.SKIPPED: 3}
-        rows = [[t.index + 1, t.position_nm[0], t.position_nm[1], numpy.nan if t.dose_to_event_e is None else t.dose_to_event_e,
-                 numpy.nan if t.time_to_event_s is None else t.time_to_event_s, codes[t.outcome], -1 if t.alarm_sample is None else t.alarm_sample]
-                for t in self.targets]
-        return numpy.asarray(rows, dtype=float).reshape(-1, 7)
+    def events(self) -> views.Table:
+        """One row per target, in words: target, y, x (nm), outcome, dose and time to the event, alarm sample, class found after."""
+        return views.Table(("target", "y_nm", "x_nm", "outcome", "dose_to_event_e", "time_to_event_s", "alarm_sample", "verified_class"),
+                           tuple((t.index + 1, t.position_nm[0], t.position_nm[1], t.outcome.value if t.outcome else "pending", t.dose_to_event_e,
+                                  t.time_to_event_s, t.alarm_sample, t.verified_class) for t in self.targets))
 
     def __target_points(self) -> tuple[tuple[tuple[float, float], ...], tuple[str, ...]]:
         frame = self.settings.survey_frame
@@ -390,12 +389,13 @@ class BeamTargeting:
             yield Publish(Product("before", "Targets before", self.__survey, points=points, labels=labels))
         if self.__after is not None:
             yield Publish(Product("after", "Targets after", self.__after, points=points, labels=labels))
-        columns = ["target", "y_nm", "x_nm", "dose_to_event_e", "time_to_event_s", "outcome", "alarm_sample"]
-        table = DataAndMetadata.new_data_and_metadata(self.event_table(), intensity_calibration=Calibration.Calibration(),
-                                                      dimensional_calibrations=[Calibration.Calibration(1.0, 1.0, "target"), Calibration.Calibration()],
-                                                      metadata={"nion_autoem": {"columns": columns, "outcome_codes": {o.value: i for i, o in enumerate(Outcome)},
-                                                                                "summary": self.summary()}})
-        yield Publish(Product("events", "Targeting events", table))
+        table = self.events()
+        dose = numpy.asarray([numpy.nan if t.dose_to_event_e is None else t.dose_to_event_e for t in self.targets], dtype=float)
+        xdata = DataAndMetadata.new_data_and_metadata(numpy.nan_to_num(dose), intensity_calibration=Calibration.Calibration(units="e"),
+                                                      dimensional_calibrations=[Calibration.Calibration(1.0, 1.0, "target")],
+                                                      metadata={"nion_autoem": {"columns": list(table.columns), "summary": self.summary()}})
+        outcomes = "; ".join(f"{t.index + 1}: {t.outcome.value if t.outcome else 'pending'}" for t in self.targets)
+        yield Publish(Product("events", "Targeting events (dose to event per target)", xdata, caption=f"{self.outcome_sentence()}\n{outcomes}", table=table))
 
     def __publish_trace(self, target: Target) -> SubPlan:
         trace = xdata_builders.trace_xdata(numpy.asarray(target.trace), self.settings.sample_time_us,

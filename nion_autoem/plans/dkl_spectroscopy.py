@@ -32,6 +32,7 @@ from nion_autoem.plan import PlanGenerator
 from nion_autoem.plan import Publish
 from nion_autoem.plan import Report
 from nion_autoem.plan import SubPlan
+from nion_autoem.products import Display
 from nion_autoem.products import Product
 from nion_autoem.xdata import frame_from_xdata
 from nion_autoem_dkl import acquisition as acq
@@ -49,8 +50,11 @@ AxisScalarizer = typing.Callable[[tuple[float, float]], SignalScalarizer]
 """Builds a :data:`SignalScalarizer` once the energy axis (offset, scale) is known."""
 
 
-def band_integral(band_eV: tuple[float, float]) -> AxisScalarizer:
+@dataclasses.dataclass(frozen=True)
+class band_integral:
     """Integrated intensity in an energy band, on whatever axis the spectrometer reports.
+
+    The band is kept, so the spectra can be shown zoomed on it.
 
     Examples
     --------
@@ -58,7 +62,11 @@ def band_integral(band_eV: tuple[float, float]) -> AxisScalarizer:
     >>> make((0.0, 1.0))(numpy.ones(5))
     2.0
     """
-    return lambda axis: BandIntegral(axis, band_eV)
+
+    band_eV: tuple[float, float]
+
+    def __call__(self, axis: tuple[float, float]) -> SignalScalarizer:
+        return BandIntegral(axis, self.band_eV)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,21 +272,28 @@ class DKLSpectroscopy:
         assert self.frame is not None and self.__survey is not None and self.agent is not None
         path = self.frame.nm_to_fraction(self.__positions_nm[self.measured]) if self.measured else numpy.zeros((0, 2))
         yield Publish(Product("survey", "DKL exploration path", self.__survey, points=tuple((float(y), float(x)) for y, x in path),
-                                labels=tuple(str(i + 1) for i in range(len(self.measured)))))
+                              labels=tuple(str(i + 1) for i in range(len(self.measured))), caption=f"{len(self.measured)} positions, numbered in the order measured"))
         if self.agent.has_model:
             mean, std = self.agent.predict()
             for key, title, values in (("prediction", "DKL prediction", mean), ("uncertainty", "DKL uncertainty (1σ)", std),
                                        ("acquisition", f"DKL acquisition ({self.agent_config.acquisition})", self.acquisition_map())):
-                if values is not None and (xd := self.__map_xdata(numpy.asarray(values, dtype=float), "")) is not None:
-                    yield Publish(Product(key, title, xd))
+                if values is not None and (xd := self.__map_xdata(numpy.asarray(values, dtype=float), "value")) is not None:
+                    yield Publish(Product(key, title, xd, display=Display(color_map="viridis" if key == "prediction" else "magma"),
+                                          caption=f"{title} on the candidate grid ({len(self.values)} measurements)"))
         if self.__signals:
             stack = numpy.stack(self.__signals)
             calibrations = [Calibration.Calibration(units="measurement")] + self.__signal_calibrations
-            descriptor = DataAndMetadata.DataDescriptor(False, 1, stack.ndim - 1)
+            # a sequence: Swift shows one spectrum with a slider to browse them all
+            descriptor = DataAndMetadata.DataDescriptor(True, 0, stack.ndim - 1)
             metadata = {"nion_autoem": {"positions_nm": self.__positions_nm[self.measured].tolist(), "values": list(self.values)}}
+            band = getattr(self.__make_scalarizer, "band_eV", None) if self.settings.detector == "eels" else None
+            interval = None if band is None else (band[0] - 0.5 * (band[1] - band[0]), band[1] + 0.5 * (band[1] - band[0]))
             yield Publish(Product("signals", f"DKL measured {'spectra' if self.settings.detector == 'eels' else 'frames'}",
-                                    DataAndMetadata.new_data_and_metadata(stack, intensity_calibration=Calibration.Calibration(units="counts"),
-                                                                          dimensional_calibrations=calibrations, metadata=metadata, data_descriptor=descriptor)))
+                                  DataAndMetadata.new_data_and_metadata(stack, intensity_calibration=Calibration.Calibration(units="counts"),
+                                                                        dimensional_calibrations=calibrations, metadata=metadata, data_descriptor=descriptor),
+                                  caption=f"{len(self.values)} measurements, in the order taken (slider); values {min(self.values):.4g}..{max(self.values):.4g}"
+                                  + ("" if band is None else f"; shown around the band {band[0]:g}-{band[1]:g} eV"),
+                                  display=Display(interval=interval)))
             best_so_far = numpy.maximum.accumulate(numpy.asarray(self.values))
             yield Publish(Product("convergence", "DKL best value so far",
                                     xdata_builders.line_xdata(best_so_far, "measurement", metadata={"nion_autoem": {"values": list(self.values)}})))

@@ -16,7 +16,6 @@ from nion.data import Calibration
 from nion.data import DataAndMetadata
 from skimage.feature import peak_local_max
 
-from nion_autoem import xdata as xdata_builders
 from nion_autoem.actions import Acquire
 from nion_autoem.actions import Survey
 from nion_autoem.geometry import ScanFrame
@@ -26,6 +25,7 @@ from nion_autoem.plan import PlanGenerator
 from nion_autoem.plan import Publish
 from nion_autoem.plan import Report
 from nion_autoem.plan import SubPlan
+from nion_autoem.products import Display
 from nion_autoem.products import Product
 from nion_autoem_dkl.scalarizers import BandIntegral
 
@@ -200,9 +200,16 @@ class PointSpectroscopy:
         assert self.__frame is not None and self.__survey is not None
         fractions = tuple((float(f[0]), float(f[1])) for f in self.__frame.nm_to_fraction(numpy.array(self.__positions).reshape(-1, 2)))
         yield Publish(Product("survey", "Survey with measured points", self.__survey, points=fractions,
-                                labels=tuple(str(i + 1) for i in range(len(fractions)))))
+                              labels=tuple(str(i + 1) for i in range(len(fractions))), caption=f"{len(fractions)} spectra, numbered in the order taken"))
         if self.__spectra and self.__energy is not None:
-            stack = xdata_builders.spectrum_xdata(numpy.stack(self.__spectra), self.__energy.offset, self.__energy.scale,
-                                                  metadata={"nion_autoem": {"positions_nm": [list(p) for p in self.__positions],
-                                                                            "band_intensity": list(self.__scores), "band_eV": list(self.__band_eV)}})
-            yield Publish(Product("spectra", "Measured spectra", stack))
+            # a sequence: Swift shows one spectrum with a slider to browse them, zoomed around the band
+            stack = DataAndMetadata.new_data_and_metadata(
+                numpy.stack(self.__spectra), intensity_calibration=Calibration.Calibration(units="counts"),
+                dimensional_calibrations=[Calibration.Calibration(units="spectrum"), Calibration.Calibration(self.__energy.offset, self.__energy.scale, "eV")],
+                metadata={"nion_autoem": {"positions_nm": [list(p) for p in self.__positions], "band_intensity": list(self.__scores), "band_eV": list(self.__band_eV)}},
+                data_descriptor=DataAndMetadata.DataDescriptor(True, 0, 1))
+            low, high = self.__band_eV
+            best = int(numpy.argmax(self.__scores))
+            yield Publish(Product("spectra", "Measured spectra", stack, display=Display(interval=(low - 0.5 * (high - low), high + 0.5 * (high - low))),
+                                  caption=f"{len(self.__spectra)} spectra in the order taken (slider), shown around the band {low:g}-{high:g} eV; "
+                                          f"the strongest is spectrum {best + 1}"))

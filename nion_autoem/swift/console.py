@@ -2,7 +2,7 @@
 
 >>> from nion_autoem.swift.console import start_experiment          # doctest: +SKIP
 >>> from nion_autoem.plans import PointSpectroscopy              # doctest: +SKIP
->>> runner = start_experiment(PointSpectroscopy(points=10), window=api.application.document_windows[0])  # doctest: +SKIP
+>>> runner = start_experiment(PointSpectroscopy(points=10), window=_window)  # doctest: +SKIP
 >>> print(runner.progress)                                          # doctest: +SKIP
 >>> runner.stop()                                                   # doctest: +SKIP
 """
@@ -19,6 +19,7 @@ from nion_autoem.instrument import Microscope
 from nion_autoem.plan import Plan
 from nion_autoem.runner import Budget
 from nion_autoem.runner import ExperimentRunner
+from nion_autoem.suspenders import Suspender
 from nion_autoem.swift.data_items import DataItemSink
 from nion_autoem.swift.microscope import SwiftMicroscope
 
@@ -31,25 +32,28 @@ def runs_root() -> pathlib.Path:
     return pathlib.Path(os.environ.get("NION_AUTOEM_RUNS", pathlib.Path.home() / "nion-autoem" / "runs"))
 
 
-def start_experiment(plan: Plan, *, window: typing.Any = None, document_controller: DocumentController.DocumentController | None = None,
-                     budget: Budget | None = None, run_dir: str | pathlib.Path | None = None, microscope: Microscope | None = None) -> ExperimentRunner:
+def start_experiment(plan: Plan, *, window: DocumentController.DocumentController | None = None, document_controller: DocumentController.DocumentController | None = None,
+                     budget: Budget | None = None, run_dir: str | pathlib.Path | None = None, microscope: Microscope | None = None,
+                     suspenders: typing.Sequence[Suspender] = ()) -> ExperimentRunner:
     """Start ``plan`` on the connected microscope (or usim) and return its runner at once.
 
     Parameters
     ----------
     plan : Plan
         What to do, e.g. :class:`nion_autoem.plans.PointSpectroscopy`.
-    window : nion.swift.Facade.DocumentWindow, optional
-        The console's window (``api.application.document_windows[0]``); its
-        document receives the results.
+    window : DocumentController
+        The window whose document receives the results: in Swift's console,
+        ``_window`` (Swift defines it there).
     document_controller : DocumentController, optional
-        Alternatively, the document controller itself.
+        The same, by its other name.
     budget : Budget, optional
         Limits on steps, dose and time (default: 500 steps).
     run_dir : path-like, optional
         Journal directory (default: ``runs_root() / <run id>``).
     microscope : Microscope, optional
         Defaults to the registered instrument (a :class:`SwiftMicroscope`).
+    suspenders : sequence of Suspender, optional
+        Conditions to watch (see :mod:`nion_autoem.suspenders`).
 
     Returns
     -------
@@ -58,16 +62,16 @@ def start_experiment(plan: Plan, *, window: typing.Any = None, document_controll
     """
     target = window if window is not None else document_controller
     if target is None:
-        raise ValueError("pass window=api.application.document_windows[0] (or document_controller=) so results have a document to go to")
+        raise ValueError("pass window=_window (Swift's console defines it) so the results have a document to go to")
     runner = ExperimentRunner(microscope or SwiftMicroscope(), plan, run_dir=run_dir or runs_root() / "pending", budget=budget or Budget(max_steps=500),
-                              sink=DataItemSink(target))
+                              sink=DataItemSink(target), suspenders=suspenders)
     if run_dir is None:
         runner.run_dir = runs_root() / runner.run_id
     runner.start()
     return runner
 
 
-def find_atoms_in_data_item(data_item: typing.Any, *, window: typing.Any = None, document_controller: DocumentController.DocumentController | None = None,
+def find_atoms_in_data_item(data_item: typing.Any, *, window: DocumentController.DocumentController | None = None, document_controller: DocumentController.DocumentController | None = None,
                             ensemble: str | None = None, run_dir: str | pathlib.Path | None = None) -> ExperimentRunner:
     """Find and classify the atoms of an image already in Swift; returns the (running) runner.
 

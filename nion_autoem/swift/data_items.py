@@ -1,18 +1,34 @@
-"""Publishing products as Swift data items, on the UI thread.
+"""Publishing products as Swift data items, on the UI thread, readable at a glance.
 
-Policies publish from the runner's worker thread.  The sink coalesces updates
-per product (only the newest version of an item waits in the queue) and hands
-the document changes to the document controller's queue, so the UI thread
-never sees more than one small task per product per refresh.
+Plans publish from the engine's worker thread.  The sink coalesces updates per
+product (only the newest version of an item waits in the queue) and hands the
+document changes to the window's queue, so the UI thread never sees more than
+one small task per product per refresh.  What the UI thread does stays small
+on purpose:
+
+- every run's items go into one data group, "<plan> <run id>", so a week of
+  runs does not bury the data panel;
+- at most :data:`MAX_POINT_GRAPHICS` point graphics per item (Swift's
+  Inspector builds a section per graphic; hundreds freeze it): plans show
+  more positions as data, and the caption says how many are marked;
+- the caption carries what a person should read first (legend, counts,
+  outcome); images get their colour map, spectra their interval of interest
+  and log scale;
+- tables are written as CSV next to the journal, on the worker thread.
 """
 
 from __future__ import annotations
 
+import os
+import pathlib
 import threading
 import typing
 
 from nion.data import DataAndMetadata
 from nion.swift import Facade
+from nion.swift.model import DataItem
+from nion.swift.model import DisplayItem
+from nion.swift.model import Graphics
 
 from nion_autoem.products import Product
 
@@ -21,6 +37,8 @@ if typing.TYPE_CHECKING:
 
 # Graphics we draw carry this role so we can replace them without touching the user's own.
 _ROLE = "nion_autoem.position"
+#: Point graphics drawn per item at most (the most recent ones).
+MAX_POINT_GRAPHICS = 40
 
 
 class DataItemSink:
@@ -28,37 +46,61 @@ class DataItemSink:
 
     Parameters
     ----------
-    window : Facade.DocumentWindow or DocumentController
-        The window whose document receives the items (the console's
-        ``api.application.document_windows[0]``, or a document controller).
+    document_controller : DocumentController
+        The window whose document receives the items (in Swift's console it
+        is ``_window``).
 
     Notes
     -----
-    Items are titled ``"<title> (<run id>)"`` and carry the run's provenance in
-    their metadata under ``"nion_autoem"``.  Publishing the same product key
-    again updates the item's data, metadata and position graphics in place.
+    Items are titled ``"<title> (<run id>)"``, carry the run's provenance in
+    their metadata under ``"nion_autoem"``, and sit in the run's data group.
+    Publishing the same product key again updates the item's data, metadata,
+    caption and position graphics in place.
     """
 
-    def __init__(self, window: Facade.DocumentWindow | DocumentController.DocumentController) -> None:
-        # Only the facade's public window API: its task queue and its library.
-        self.__window = window if isinstance(window, Facade.DocumentWindow) else Facade.DocumentWindow(window)
-        self.__library = self.__window.library
+    def __init__(self, document_controller: DocumentController.DocumentController) -> None:
+        if not hasattr(document_controller, "document_model") or not hasattr(document_controller, "queue_task"):
+            raise TypeError(f"the sink needs Swift's document controller (in the console: _window), got {type(document_controller).__name__}")
+        self.__document_controller = document_controller
+        self.__document_model = document_controller.document_model
         self.__lock = threading.Lock()
         self.__pending: dict[str, tuple[Product, dict[str, typing.Any]]] = {}
-        self.__items: dict[str, Facade.DataItem] = {}
+        self.__items: dict[str, DataItem.DataItem] = {}
         self.__drawn_points: dict[str, tuple[tuple[tuple[float, float], ...], tuple[str, ...]]] = {}
+        self.tables_written: list[pathlib.Path] = []
 
     def publish(self, product: Product, run_metadata: typing.Mapping[str, typing.Any]) -> None:
         item_key = f"{run_metadata.get('run_id', '')}/{product.key}"
+        table_path = self.__write_table(product, run_metadata)
         with self.__lock:
             already_queued = item_key in self.__pending
-            self.__pending[item_key] = (product, dict(run_metadata))
+            metadata = dict(run_metadata)
+            if table_path is not None:
+                metadata["table_csv"] = str(table_path)
+            self.__pending[item_key] = (product, metadata)
         if not already_queued:
-            self.__window.queue_task(lambda: self.__apply(item_key))
+            self.__document_controller.queue_task(lambda: self.__apply(item_key))
 
     def data_item(self, run_id: str, key: str) -> Facade.DataItem | None:
         """The data item of a published product, once the UI thread has made it."""
-        return self.__items.get(f"{run_id}/{key}")
+        item = self.__items.get(f"{run_id}/{key}")
+        return Facade.DataItem(item) if item is not None else None
+
+    def __write_table(self, product: Product, run_metadata: typing.Mapping[str, typing.Any]) -> pathlib.Path | None:
+        """The product's table as CSV beside the journal (worker thread: file I/O stays off the UI thread)."""
+        if product.table is None or not run_metadata.get("run_dir"):
+            return None
+        folder = pathlib.Path(str(run_metadata["run_dir"])) / "tables"
+        path = folder / f"{product.key}.csv"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_suffix(".csv.tmp")
+            temporary.write_text(product.table.to_csv(), encoding="utf-8")
+            os.replace(temporary, path)
+        except OSError:
+            return None  # the journal is the record; a table that cannot be written must not stop the run
+        self.tables_written.append(path)
+        return path
 
     def __apply(self, item_key: str) -> None:
         with self.__lock:
@@ -70,29 +112,71 @@ class DataItemSink:
         metadata["nion_autoem"] = {**dict(metadata.get("nion_autoem", {})), **run_metadata}
         xdata = DataAndMetadata.new_data_and_metadata(product.xdata.data, product.xdata.intensity_calibration, product.xdata.dimensional_calibrations,
                                                       metadata, data_descriptor=product.xdata.data_descriptor)
-        title = f"{product.title} ({run_metadata.get('run_id', '')})"
+        run_id = str(run_metadata.get("run_id", ""))
+        title = f"{product.title} ({run_id})"
         item = self.__items.get(item_key)
-        if item is None or self.__library.get_data_item_by_uuid(item.uuid) is None:  # never made, or deleted by the user
-            item = self.__library.create_data_item_from_data_and_metadata(xdata, title)
+        fresh = item is None or item not in self.__document_model.data_items  # never made, or deleted by the user
+        if fresh:
+            item = DataItem.new_data_item(xdata)
+            item.title = title
+            self.__document_model.append_data_item(item)
             self.__items[item_key] = item
             self.__drawn_points.pop(item_key, None)
+            self.__file_in_group(item, run_metadata)
         else:
-            item.set_data_and_metadata(xdata)
+            assert item is not None
+            item.set_xdata(xdata)
             item.title = title
-        self.__draw_points(item_key, item, product)
+        assert item is not None
+        item.caption = self.__caption(product, run_metadata)
+        display_item = self.__document_model.get_display_item_for_data_item(item)
+        if display_item is not None:
+            if fresh:
+                self.__style(display_item, product)
+            self.__draw_points(item_key, display_item, product)
 
-    def __draw_points(self, item_key: str, item: Facade.DataItem, product: Product) -> None:
-        wanted = (product.points, product.labels)
+    def __caption(self, product: Product, run_metadata: typing.Mapping[str, typing.Any]) -> str:
+        parts = [product.caption] if product.caption else []
+        if len(product.points) > MAX_POINT_GRAPHICS:
+            parts.append(f"the last {MAX_POINT_GRAPHICS} of {len(product.points)} positions are marked; all are in the metadata")
+        if run_metadata.get("table_csv"):
+            parts.append(f"table: {run_metadata['table_csv']}")
+        return "\n".join(parts)
+
+    def __file_in_group(self, item: DataItem.DataItem, run_metadata: typing.Mapping[str, typing.Any]) -> None:
+        display_item = self.__document_model.get_display_item_for_data_item(item)
+        if display_item is None:
+            return
+        plan = str(dict(run_metadata.get("provenance", {})).get("plan", "run"))
+        group = self.__document_model.get_or_create_data_group(f"{plan} {run_metadata.get('run_id', '')}")
+        group.append_display_item(display_item)
+
+    def __style(self, display_item: DisplayItem.DisplayItem, product: Product) -> None:
+        display = product.display
+        channel = display_item.display_data_channel
+        if display.color_map is not None and channel is not None:
+            channel.color_map_id = display.color_map
+        if display.interval is not None and product.xdata.dimensional_calibrations:
+            calibration = product.xdata.dimensional_calibrations[-1]
+            low, high = sorted(calibration.convert_from_calibrated_value(v) for v in display.interval)
+            display_item.set_display_property("left_channel", int(max(low, 0)))
+            display_item.set_display_property("right_channel", int(min(high, product.xdata.data_shape[-1])))
+        if display.log_scale:
+            display_item.set_display_property("y_style", "log")
+
+    def __draw_points(self, item_key: str, display_item: DisplayItem.DisplayItem, product: Product) -> None:
+        points, labels = product.points[-MAX_POINT_GRAPHICS:], product.labels[-MAX_POINT_GRAPHICS:] if len(product.labels) == len(product.points) else product.labels
+        wanted = (points, labels)
         if self.__drawn_points.get(item_key) == wanted:
             return
-        display = item.display
-        for graphic in list(display.graphics):
-            if graphic.get_property("role") == _ROLE:
-                item.remove_region(graphic)
-        for i, (y, x) in enumerate(product.points):
-            point = display.add_graphic({"type": "point-graphic", "position": (float(y), float(x))})
-            if point is not None:
-                point.set_property("role", _ROLE)
-                if i < len(product.labels):
-                    point.label = product.labels[i]
+        for graphic in list(display_item.graphics):
+            if graphic.graphic_id == _ROLE:
+                display_item.remove_graphic(graphic).close()
+        for i, (y, x) in enumerate(points):
+            point = Graphics.PointGraphic()
+            point.position = (float(y), float(x))  # before it is shown: a point without a position cannot be drawn
+            point.graphic_id = _ROLE
+            if i < len(labels):
+                point.label = labels[i]
+            display_item.add_graphic(point)
         self.__drawn_points[item_key] = wanted

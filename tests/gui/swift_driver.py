@@ -1,0 +1,222 @@
+"""Drive the real Swift window as a microscopist would, and measure how responsive it stays.
+
+Run inside Swift's own process by ``tests/gui/test_real_swift.py`` under Xvfb
+(Swift's Qt user interface, the plug-in, usim with the digital twins).  The
+scenario runs as a coroutine on Swift's UI event loop, so every panel action
+happens on the UI thread exactly as a click would; a heartbeat coroutine on
+the same loop measures how long the UI thread is ever kept from running.
+
+For each experiment in the panel it: chooses it, types the fields, presses
+Dry run, Start, Pause, Resume (where the run is long enough), waits for the
+end (or presses Stop), checks that results appeared and that the beam ended
+safe, and takes a screenshot.  It also draws point graphics on a survey for
+the "points drawn" targeting, and finds atoms in a large image (about 2,000
+columns).  It writes ``result.json`` into ``--out``: per experiment the
+largest UI stall while it ran, what the panel said, the products, and whether
+the beam was blanked and the probe unparked; plus every traceback logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import pathlib
+import subprocess
+import sys
+import time
+import traceback
+import typing
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import gui_screenshot  # noqa: E402  (the launcher's profile and panel helpers)
+
+if typing.TYPE_CHECKING:
+    from nion.swift import DocumentController
+
+PANEL_ID = gui_screenshot.AUTOEM_PANEL_ID
+
+
+class Heartbeat:
+    """Largest gap between two ticks of the UI event loop, in ms, since the last reset."""
+
+    def __init__(self, period_s: float = 0.02) -> None:
+        self.period_s = period_s
+        self.max_gap_ms = 0.0
+        self.running = True
+
+    def reset(self) -> float:
+        gap, self.max_gap_ms = self.max_gap_ms, 0.0
+        return gap
+
+    async def beat(self) -> None:
+        last = time.perf_counter()
+        while self.running:
+            await asyncio.sleep(self.period_s)
+            now = time.perf_counter()
+            self.max_gap_ms = max(self.max_gap_ms, (now - last - self.period_s) * 1e3)
+            last = now
+
+
+class TracebackCollector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.tracebacks: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = self.format(record)
+        if record.exc_info or "Traceback" in text:
+            self.tracebacks.append(text[-2000:])
+
+
+def screenshot(out: pathlib.Path, name: str) -> str:
+    path = out / f"{name}.png"
+    subprocess.run(["import", "-display", os.environ["DISPLAY"], "-window", "root", str(path)], check=False, timeout=30)
+    return path.name
+
+
+def beam_state() -> dict[str, typing.Any]:
+    from nion.utils import Registry
+
+    stem = Registry.get_component("stem_controller")
+    if stem is None:
+        return {"blanked": None, "probe_parked": None}
+    ok, blank = stem.TryGetVal("C_Blank")
+    return {"blanked": bool(ok and blank), "probe_parked": stem.probe_position is not None and stem.probe_state == "parked"}
+
+
+async def wait_for(condition: typing.Callable[[], bool], timeout_s: float, step_s: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(step_s)
+    return condition()
+
+
+async def scenario(document_controller: DocumentController.DocumentController, out: pathlib.Path, heartbeat: Heartbeat,
+                   collector: TracebackCollector) -> dict[str, typing.Any]:
+    from nion.instrumentation import HardwareSource
+
+    workspace_controller = document_controller.workspace_controller
+    assert workspace_controller is not None
+    panel = next(p for p in workspace_controller.dock_panels if p.panel_id == PANEL_ID)
+    controller = typing.cast(typing.Any, panel).controller
+    results: dict[str, typing.Any] = {"experiments": {}, "tracebacks": collector.tracebacks}
+    scan = HardwareSource.HardwareSourceManager().get_hardware_source_for_hardware_source_id(gui_screenshot.SCAN_DEVICE_ID)
+    await asyncio.sleep(2.0)
+
+    async def run(name: str, index: int, fields: dict[str, typing.Any], *, pause: bool = False, stop_after_s: float | None = None,
+                  timeout_s: float = 240.0) -> None:
+        record: dict[str, typing.Any] = {}
+        controller.experiment_index.value = index
+        for field, value in fields.items():
+            getattr(controller, field).value = value
+        await asyncio.sleep(0.5)
+        controller.dry_run()
+        await wait_for(lambda: not str(controller.plan_summary.value).startswith("Planning"), 120)
+        record["dry_run"] = controller.plan_summary.value
+        heartbeat.reset()
+        items_before = len(document_controller.document_model.data_items)
+        controller.start()
+        runner = controller.runner
+        record["started"] = runner is not None
+        if runner is None:
+            record["status"] = controller.status.value
+            results["experiments"][name] = record
+            return
+        if pause:
+            await wait_for(lambda: runner.progress.step >= 2, 60)
+            controller.toggle_pause()
+            record["paused"] = await wait_for(lambda: runner.state.value == "paused", 30)
+            record["beam_while_paused"] = beam_state()
+            await asyncio.sleep(1.0)
+            controller.toggle_pause()
+        if stop_after_s is not None:
+            await asyncio.sleep(stop_after_s)
+            controller.stop()
+        record["ended"] = await wait_for(lambda: runner.state.is_final, timeout_s)
+        await asyncio.sleep(1.5)  # let the last products reach the document
+        record["max_ui_stall_ms"] = round(heartbeat.reset(), 1)
+        record["state"] = runner.state.value
+        record["status"] = controller.status.value
+        record["message"] = runner.progress.message
+        record["beam"] = beam_state()
+        record["new_items"] = len(document_controller.document_model.data_items) - items_before
+        record["titles"] = [d.title for d in document_controller.document_model.data_items[items_before:]]
+        record["screenshot"] = screenshot(out, name)
+        results["experiments"][name] = record
+
+    try:
+        if scan is not None and scan.is_playing:
+            scan.stop_playing()
+        await run("point_spectroscopy", 0, {"points": 6, "exposure_ms": 20.0, "band_low_eV": 1.0, "band_high_eV": 3.0}, pause=True)
+        await run("dkl", 1, {"points": 20, "exposure_ms": 10.0, "band_low_eV": 1.0, "band_high_eV": 3.0, "patch_size": 16}, timeout_s=300)
+        await run("atom_finding", 2, {"points": 2, "field_nm": 4.0})
+        await run("vacancy_line", 3, {"points": 3, "field_nm": 3.0}, timeout_s=300)
+        await run("stopped", 0, {"points": 40, "exposure_ms": 50.0}, stop_after_s=2.0)
+    except Exception:
+        results["scenario_error"] = traceback.format_exc()
+    return results
+
+
+def main(argv: typing.Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=pathlib.Path, required=True)
+    parser.add_argument("--profile-dir", type=pathlib.Path, required=True)
+    parser.add_argument("--quit-after", type=float, default=900.0)
+    args = parser.parse_args(argv)
+    out: pathlib.Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+
+    from nion.swift import Application
+    from nion.swift import Facade
+    from nion.ui import Application as ApplicationUI
+
+    collector = TracebackCollector()
+    logging.basicConfig(level=logging.INFO)
+    logging.getLogger().addHandler(collector)
+    profile_dir: pathlib.Path = args.profile_dir.resolve()
+    gui_screenshot.make_profile(profile_dir)
+    heartbeat = Heartbeat()
+
+    class DrivenApplication(Application.Application):
+        def start(self, *, profile_dir: pathlib.Path | None = None, profile: typing.Any = None) -> bool:
+            result = super().start(profile_dir=profile_dir or args.profile_dir.resolve(), profile=profile)
+            document_controller = self.document_controllers[0]
+            gui_screenshot.fill_screen(document_controller)
+            gui_screenshot.show_panels(document_controller)
+            loop = document_controller.event_loop
+
+            async def drive() -> None:
+                beat = loop.create_task(heartbeat.beat())
+                try:
+                    results = await scenario(document_controller, out, heartbeat, collector)
+                except Exception:
+                    results = {"scenario_error": traceback.format_exc()}
+                heartbeat.running = False
+                await beat
+                (out / "result.json").write_text(json.dumps(results, indent=1, default=str), "utf-8")
+                document_controller.queue_request_close()
+
+            loop.create_task(drive())
+            loop.call_later(args.quit_after, document_controller.queue_request_close)
+            return result
+
+    Facade.initialize()
+    ui = ApplicationUI.make_ui({"qt": None})
+    app = DrivenApplication(ui)
+    app.initialize(use_root_dir=False)
+    app.run()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # see gui_screenshot.main: PySide6 aborts in the interpreter's final collection after a scan
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
