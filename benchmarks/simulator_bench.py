@@ -39,7 +39,7 @@ def _best_ms(fn: typing.Callable[[], object], repeats: int) -> tuple[float, floa
 
 def main() -> None:
     configuration = usim.create_configuration("mos2", seed=0)
-    instrument = configuration._instrument
+    instrument = configuration.instrument
     generator = configuration.scan_data_generator
     configuration.scan_module.device.set_channel_enabled(1, False)
 

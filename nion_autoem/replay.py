@@ -4,16 +4,25 @@ A survey image plus a spectrum image (y, x, energy) or a 4D dataset
 (y, x, ky, kx) recorded on the same grid stand in for the microscope, so an
 experiment can be developed, benchmarked or re-run offline.  Parking the probe
 selects the nearest recorded scan position; nothing moves and nothing waits.
+
+A recording has one field of view, one stage position and one focus.  The
+replay may be pointed at any sub-field of the recorded survey
+(:meth:`ReplayMicroscope.set_scan_frame`, or ``survey(frame)``), which it
+serves by resampling the recorded image; it reports the stage where the data
+were recorded and refuses to move it; it stores a defocus it is given without
+changing the data.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import typing
 
 import numpy
 import numpy.typing
+import scipy.ndimage
 
 from nion_autoem import xdata as xdata_builders
 from nion_autoem.geometry import ScanFrame
@@ -21,9 +30,14 @@ from nion_autoem.instrument import InstrumentError
 from nion_autoem.instrument import Measurement
 from nion_autoem.instrument import OutOfFieldError
 from nion_autoem.instrument import Position
-from nion_autoem.instrument import electrons
+from nion_autoem.instrument import StageLimits
 
 _NDArray = numpy.typing.NDArray[typing.Any]
+
+#: Largest defocus :meth:`ReplayMicroscope.set_defocus` accepts, in nm (+-10 um, as on the live instrument).
+MAX_DEFOCUS_NM = 10_000.0
+# Sub-frames may touch the recorded frame's edge; this much (as a fraction of the field) absorbs rounding.
+_EDGE_TOLERANCE = 1e-9
 
 
 class ReplayMicroscope:
@@ -46,6 +60,11 @@ class ReplayMicroscope:
     seed : int or None
         If given, ADF traces get Poisson noise from this seed; otherwise they
         repeat the survey value exactly.
+    stage_position_nm : tuple of float
+        Stage (y, x) in nm where the data were recorded; the replay's stage
+        cannot leave it, so its limits are that single point.
+    defocus_nm : float
+        Objective defocus the data were recorded at, reported by :attr:`defocus_nm`.
 
     Examples
     --------
@@ -60,7 +79,8 @@ class ReplayMicroscope:
     """
 
     def __init__(self, survey: _NDArray, frame: ScanFrame, *, spectrum_image: _NDArray | None = None, energy_axis: tuple[float, float] = (0.0, 1.0),
-                 datacube: _NDArray | None = None, beam_current_A: float = 50e-12, seed: int | None = None) -> None:
+                 datacube: _NDArray | None = None, beam_current_A: float = 50e-12, seed: int | None = None,
+                 stage_position_nm: Position = (0.0, 0.0), defocus_nm: float = 0.0) -> None:
         survey = numpy.asarray(survey, dtype=float)
         if survey.ndim != 2:
             raise ValueError(f"survey must be a 2D image, got shape {survey.shape}")
@@ -72,13 +92,20 @@ class ReplayMicroscope:
             raise ValueError(f"spectrum_image must be (rows, cols, channels), got shape {numpy.shape(spectrum_image)}")
         if datacube is not None and numpy.ndim(datacube) != 4:
             raise ValueError(f"datacube must be (rows, cols, ky, kx), got shape {numpy.shape(datacube)}")
+        if not (len(energy_axis) == 2 and all(math.isfinite(float(v)) for v in energy_axis) and float(energy_axis[1]) > 0):
+            raise ValueError(f"energy_axis must be (offset_eV, scale_eV_per_channel) with a finite offset and a positive scale, got {energy_axis!r}")
+        if isinstance(beam_current_A, bool) or not isinstance(beam_current_A, (int, float, numpy.number)) or not math.isfinite(beam_current_A) or beam_current_A < 0:
+            raise ValueError(f"beam_current_A must be a finite probe current >= 0 A (e.g. 50e-12 for 50 pA), got {beam_current_A!r}")
         self.__survey = survey
+        self.__recorded_frame = frame
         self.__frame = frame
         self.__spectrum_image = None if spectrum_image is None else numpy.asarray(spectrum_image)
         self.__energy_axis = (float(energy_axis[0]), float(energy_axis[1]))
         self.__datacube = None if datacube is None else numpy.asarray(datacube)
-        self.__beam_current_A = beam_current_A
+        self.__beam_current_A = float(beam_current_A)
         self.__rng = None if seed is None else numpy.random.default_rng(seed)
+        self.__stage_nm = _finite_pair(stage_position_nm, "stage_position_nm")
+        self.__defocus_nm = _checked_defocus(defocus_nm)
         self.__probe: Position | None = None
         self.__blanked = False
         self.__lock = threading.Lock()
@@ -89,7 +116,13 @@ class ReplayMicroscope:
 
     @property
     def scan_frame(self) -> ScanFrame:
+        """The current scan context: the recorded frame, or the sub-field last set or surveyed."""
         return self.__frame
+
+    @property
+    def recorded_frame(self) -> ScanFrame:
+        """The frame the survey was recorded with."""
+        return self.__recorded_frame
 
     @property
     def beam_current_A(self) -> float:
@@ -103,20 +136,98 @@ class ReplayMicroscope:
     def probe_position_nm(self) -> Position | None:
         return self.__probe
 
+    # --- scan field, stage, focus -----------------------------------------------------------------
+
+    def __check_within_recording(self, frame: ScanFrame) -> None:
+        recorded = self.__recorded_frame
+        corners = frame.fraction_to_nm([(0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0)])
+        f = recorded.nm_to_fraction(corners)
+        if not numpy.all((f >= -_EDGE_TOLERANCE) & (f <= 1.0 + _EDGE_TOLERANCE)):
+            h, w = recorded.size_nm
+            raise ValueError(f"a replay can only serve fields inside its recorded frame ({h:.4g} x {w:.4g} nm centred on {recorded.center_nm} nm, "
+                             f"rotation {recorded.rotation_rad:.4g} rad); {frame} reaches outside it: choose a smaller field of view or a centre "
+                             f"closer to the recorded one")
+
+    def set_scan_frame(self, frame: ScanFrame) -> None:
+        """Make ``frame`` the current scan context; it must lie inside the recorded frame.
+
+        Raises
+        ------
+        ValueError
+            If any corner of ``frame`` lies outside the recorded frame.
+        """
+        if not isinstance(frame, ScanFrame):
+            raise TypeError(f"frame must be a ScanFrame (pixels, field of view, centre, rotation), got {type(frame).__name__}")
+        self.__check_within_recording(frame)
+        with self.__lock:
+            self.__frame = frame
+
+    @property
+    def stage_position_nm(self) -> Position:
+        """Where the stage was when the data were recorded."""
+        return self.__stage_nm
+
+    @property
+    def stage_limits_nm(self) -> StageLimits:
+        """The recorded stage position as a range of one point: a replay cannot move."""
+        y, x = self.__stage_nm
+        return (y, y), (x, x)
+
+    def move_stage(self, position_nm: Position) -> None:
+        """Accept only the recorded stage position: a replay has no stage.
+
+        Raises
+        ------
+        ValueError
+            For any other (or a non-finite) position.
+        """
+        y, x = _finite_pair(position_nm, "a stage position")
+        ry, rx = self.__stage_nm
+        if not (math.isclose(y, ry, abs_tol=1e-6) and math.isclose(x, rx, abs_tol=1e-6)):
+            raise ValueError(f"a replay has no stage: its data were recorded at stage ({ry:.6g}, {rx:.6g}) nm (limits {self.stage_limits_nm}), "
+                             f"so it cannot move to ({y:.6g}, {x:.6g}) nm; use a live or simulated microscope to move the stage")
+
+    @property
+    def defocus_nm(self) -> float:
+        """The defocus last set (initially the recorded one); it does not change the replayed data."""
+        return self.__defocus_nm
+
+    def set_defocus(self, defocus_nm: float) -> None:
+        """Store a defocus for :attr:`defocus_nm`; the recorded data stay as they are.
+
+        Raises
+        ------
+        ValueError
+            If it is not finite or beyond +-10 um.
+        """
+        self.__defocus_nm = _checked_defocus(defocus_nm)
+
+    # --- acquisitions ---------------------------------------------------------------------------
+
     def survey(self, frame: ScanFrame | None = None, *, channels: typing.Sequence[str] = ("HAADF",), pixel_time_us: float | None = None) -> Measurement:
-        if frame is not None and frame != self.__frame:
-            raise ValueError(f"a replay can only serve its recorded frame {self.__frame}; got {frame}")
+        """The recorded survey, resampled (bilinear) onto ``frame`` or the current frame if it is a sub-field."""
         if list(channels) != ["HAADF"]:
             raise ValueError(f"a replay has only the recorded HAADF channel; got {list(channels)}")
         pixel_time_us = 1.0 if pixel_time_us is None else pixel_time_us
-        dwell = self.__frame.shape[0] * self.__frame.shape[1] * pixel_time_us * 1e-6
-        image = xdata_builders.image_xdata(self.__survey.copy(), self.__frame, channel="HAADF")
-        return Measurement({"HAADF": image}, "survey", frame=self.__frame, dwell_s=dwell, dose_e=self.__dose(dwell), started_at=time.time())
+        if not (isinstance(pixel_time_us, (int, float)) and math.isfinite(pixel_time_us) and 0 < pixel_time_us <= 1e4):
+            raise ValueError(f"pixel_time_us must be in (0, 10000] µs, got {pixel_time_us!r}")
+        if frame is not None:
+            self.set_scan_frame(frame)
+        used = self.__frame
+        if used == self.__recorded_frame:
+            image = self.__survey.copy()
+        else:
+            pixels = self.__recorded_frame.nm_to_pixel(used.pixel_grid_nm())
+            image = scipy.ndimage.map_coordinates(self.__survey, [pixels[..., 0], pixels[..., 1]], order=1, mode="nearest")
+        dwell = used.shape[0] * used.shape[1] * pixel_time_us * 1e-6
+        return Measurement.of({"HAADF": xdata_builders.image_xdata(image, used, channel="HAADF")}, "survey", dwell_s=dwell,
+                              beam_current_A=self.__beam_current_A, blanked=self.__blanked, frame=used, started_at=time.time())
 
     def probe_fraction(self, position_nm: Position) -> Position:
-        fy, fx = self.__frame.nm_to_fraction(position_nm)
-        if not (numpy.isfinite(fy) and numpy.isfinite(fx) and 0.0 <= fy <= 1.0 and 0.0 <= fx <= 1.0):
-            raise OutOfFieldError(f"probe position {position_nm} nm is outside the recorded field {self.__frame}")
+        y, x = _finite_pair(position_nm, "a probe position", error=OutOfFieldError)
+        fy, fx = self.__frame.nm_to_fraction((y, x))
+        if not (0.0 <= fy <= 1.0 and 0.0 <= fx <= 1.0):
+            raise OutOfFieldError(f"probe position {position_nm} nm is outside the scan field {self.__frame}")
         return float(fy), float(fx)
 
     def park_probe(self, position_nm: Position) -> None:
@@ -124,36 +235,40 @@ class ReplayMicroscope:
         self.__probe = (float(position_nm[0]), float(position_nm[1]))
 
     def __index(self, grid_shape: tuple[int, ...]) -> tuple[int, int]:
+        """The recorded grid cell under the parked probe (recorded grids cover the recorded frame)."""
         if self.__probe is None:
             raise InstrumentError("the probe is not parked: call park_probe(position_nm) first")
-        fy, fx = self.probe_fraction(self.__probe)
-        return min(int(fy * grid_shape[0]), grid_shape[0] - 1), min(int(fx * grid_shape[1]), grid_shape[1] - 1)
-
-    def __dose(self, dwell_s: float) -> float:
-        return 0.0 if self.__blanked else electrons(self.__beam_current_A, dwell_s)
+        fy, fx = self.__recorded_frame.nm_to_fraction(self.__probe)
+        return min(max(int(fy * grid_shape[0]), 0), grid_shape[0] - 1), min(max(int(fx * grid_shape[1]), 0), grid_shape[1] - 1)
 
     def acquire_spectrum(self, exposure_ms: float) -> Measurement:
+        _check_positive(exposure_ms, "exposure_ms", "an EELS exposure in ms, e.g. 20")
         if self.__spectrum_image is None:
             raise InstrumentError("this replay has no spectrum image; pass spectrum_image= to record spectra")
         row, col = self.__index(self.__spectrum_image.shape)
         assert self.__probe is not None
         spectrum = xdata_builders.spectrum_xdata(self.__spectrum_image[row, col].astype(float), *self.__energy_axis,
                                                  metadata={"nion_autoem": {"position_nm": list(self.__probe), "exposure_ms": exposure_ms}})
-        return Measurement({"eels": spectrum}, "spectrum", position_nm=self.__probe, dwell_s=exposure_ms * 1e-3, dose_e=self.__dose(exposure_ms * 1e-3), started_at=time.time())
+        return Measurement.of({"eels": spectrum}, "spectrum", dwell_s=exposure_ms * 1e-3, beam_current_A=self.__beam_current_A, blanked=self.__blanked,
+                              position_nm=self.__probe, started_at=time.time())
 
     def acquire_camera_frame(self, exposure_ms: float) -> Measurement:
+        _check_positive(exposure_ms, "exposure_ms", "a camera exposure in ms, e.g. 5")
         if self.__datacube is None:
             raise InstrumentError("this replay has no 4D dataset; pass datacube= to record camera frames")
         row, col = self.__index(self.__datacube.shape)
         assert self.__probe is not None
         frame = xdata_builders.camera_xdata(self.__datacube[row, col].astype(float), metadata={"nion_autoem": {"position_nm": list(self.__probe)}})
-        return Measurement({"ronchigram": frame}, "camera", position_nm=self.__probe, dwell_s=exposure_ms * 1e-3, dose_e=self.__dose(exposure_ms * 1e-3), started_at=time.time())
+        return Measurement.of({"ronchigram": frame}, "camera", dwell_s=exposure_ms * 1e-3, beam_current_A=self.__beam_current_A, blanked=self.__blanked,
+                              position_nm=self.__probe, started_at=time.time())
 
     def adf_trace(self, samples: int, sample_time_us: float, *, channel: str = "HAADF") -> Measurement:
         if channel != "HAADF":
             raise ValueError(f"a replay has only the recorded HAADF channel; got {channel!r}")
-        if samples < 1:
-            raise ValueError(f"samples must be a positive integer, got {samples!r}")
+        if isinstance(samples, bool) or not isinstance(samples, (int, numpy.integer)) or samples < 1:
+            raise ValueError(f"samples must be a positive whole number of ADF samples, e.g. 500; got {samples!r}")
+        _check_positive(sample_time_us, "sample_time_us", "a time per ADF sample in µs, e.g. 100")
+        samples = int(samples)
         row, col = self.__index(self.__survey.shape)
         assert self.__probe is not None
         level = max(float(self.__survey[row, col]), 0.0)
@@ -161,9 +276,9 @@ class ReplayMicroscope:
             trace = self.__rng.poisson(level, samples).astype(float) if self.__rng is not None else numpy.full(samples, level)
         if self.__blanked:
             trace = numpy.zeros(samples)
-        dwell = samples * sample_time_us * 1e-6
-        return Measurement({channel: xdata_builders.trace_xdata(trace, sample_time_us, channel=channel)}, "adf_trace", position_nm=self.__probe,
-                           dwell_s=dwell, dose_e=self.__dose(dwell), started_at=time.time())
+        return Measurement.of({channel: xdata_builders.trace_xdata(trace, sample_time_us, channel=channel)}, "adf_trace",
+                              dwell_s=samples * sample_time_us * 1e-6, beam_current_A=self.__beam_current_A, blanked=self.__blanked,
+                              position_nm=self.__probe, started_at=time.time())
 
     def blank(self) -> None:
         self.__blanked = True
@@ -174,3 +289,30 @@ class ReplayMicroscope:
     def make_safe(self) -> None:
         self.__blanked = True
         self.__probe = None
+
+
+def _finite_pair(value: Position, what: str, *, error: type[ValueError] = ValueError) -> Position:
+    """``value`` as a (y, x) pair of floats, or ``error`` saying what was wrong."""
+    try:
+        if len(value) != 2:
+            raise ValueError("not a pair")
+        y, x = float(value[0]), float(value[1])
+    except (TypeError, ValueError) as e:
+        raise error(f"{what} must be a (y, x) pair in nm, got {value!r}") from e
+    if not (math.isfinite(y) and math.isfinite(x)):
+        raise error(f"{what} must be a finite (y, x) pair in nm, got {value!r}")
+    return y, x
+
+
+def _check_positive(value: float, name: str, what: str) -> None:
+    """ValueError unless ``value`` is a finite number > 0; ``what`` says what a right value looks like."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, numpy.number)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0 ({what}), got {value!r}")
+
+
+def _checked_defocus(defocus_nm: float) -> float:
+    if isinstance(defocus_nm, bool) or not isinstance(defocus_nm, (int, float, numpy.number)) or not math.isfinite(defocus_nm):
+        raise ValueError(f"defocus must be a finite C10 in nm within +-{MAX_DEFOCUS_NM:g} nm, got {defocus_nm!r}")
+    if abs(defocus_nm) > MAX_DEFOCUS_NM:
+        raise ValueError(f"defocus {defocus_nm:.6g} nm is beyond the allowed +-{MAX_DEFOCUS_NM:g} nm; a focus series stays within a few hundred nm of focus")
+    return float(defocus_nm)

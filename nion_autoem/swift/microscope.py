@@ -26,7 +26,7 @@ from nion_autoem.instrument import InstrumentError
 from nion_autoem.instrument import Measurement
 from nion_autoem.instrument import OutOfFieldError
 from nion_autoem.instrument import Position
-from nion_autoem.instrument import electrons
+from nion_autoem.instrument import StageLimits
 
 if typing.TYPE_CHECKING:
     from nion.instrumentation import camera_base
@@ -40,6 +40,13 @@ SCAN_CHANNELS = {"HAADF": 0, "MAADF": 1}
 # A spot scan this small keeps the probe on one point while the scan
 # electronics clock out ADF samples; it is how a parked-probe trace is read.
 _SPOT_FOV_NM = 1e-4
+
+#: Stage travel of a typical STEM holder, about +-1 mm in y and x, in nm.
+DEFAULT_STAGE_LIMITS_NM: StageLimits = ((-1e6, 1e6), (-1e6, 1e6))
+#: Largest objective defocus a focus routine may ask for, in nm (+-10 um).
+DEFAULT_MAX_DEFOCUS_NM = 10_000.0
+# usim's and Nion's 2D controls are addressed in their native (x, y) axis.
+_XY_AXIS = ("x", "y")
 
 
 class SwiftMicroscope:
@@ -55,15 +62,42 @@ class SwiftMicroscope:
         Upper bound on a single parked dwell (spectrum exposure or trace).
     default_beam_current_A : float
         Used when the instrument does not report ``BeamCurrent``.
+    stage_limits_nm : ((float, float), (float, float))
+        ((y_min, y_max), (x_min, x_max)) the stage may be sent to, in nm;
+        default +-1 mm, the travel of a typical holder.  Set it tighter to
+        keep an experiment on one region of the sample.
+    max_defocus_nm : float
+        :meth:`set_defocus` refuses a C10 beyond +-this many nm (default 10 um).
+    stage_control : str
+        The instrument's 2D stage control, in metres (``"stage_position_m"`` on usim).
+    defocus_control : str
+        The instrument's objective defocus control, in metres (``"C10"``).
 
     Raises
     ------
     InstrumentError
         If no instrument or scan device is registered.
+    ValueError
+        If ``stage_limits_nm`` or ``max_defocus_nm`` are not finite ranges.
+
+    Notes
+    -----
+    Stage convention (usim's, and the twin's): with the stage at ``s`` a
+    point of the sample at ``p`` in the sample's own frame appears at scan-field
+    ``p + s``, so :meth:`move_stage` by ``d`` moves everything in the next
+    survey by ``+d`` nm.
     """
 
     def __init__(self, *, stem_controller_id: str | None = None, scan_id: str | None = None, eels_id: str | None = None,
-                 ronchigram_id: str | None = None, max_dwell_s: float = 10.0, default_beam_current_A: float = 50e-12) -> None:
+                 ronchigram_id: str | None = None, max_dwell_s: float = 10.0, default_beam_current_A: float = 50e-12,
+                 stage_limits_nm: StageLimits = DEFAULT_STAGE_LIMITS_NM, max_defocus_nm: float = DEFAULT_MAX_DEFOCUS_NM,
+                 stage_control: str = "stage_position_m", defocus_control: str = "C10") -> None:
+        self.__stage_limits_nm = _checked_limits(stage_limits_nm)
+        if not (math.isfinite(max_defocus_nm) and max_defocus_nm > 0):
+            raise ValueError(f"max_defocus_nm must be a positive finite defocus in nm (e.g. 10000 for +-10 um), got {max_defocus_nm!r}")
+        self.__max_defocus_nm = float(max_defocus_nm)
+        self.__stage_control = stage_control
+        self.__defocus_control = defocus_control
         stem = Registry.get_component(stem_controller_id or "stem_controller")
         if stem is None:
             raise InstrumentError("no STEM instrument is registered: start Swift with a microscope connected, or with nionswift-usim installed")
@@ -123,23 +157,12 @@ class SwiftMicroscope:
         unknown = [c for c in channels if c not in SCAN_CHANNELS]
         if unknown or not channels:
             raise ValueError(f"unknown scan channel(s) {unknown}; choose from {sorted(SCAN_CHANNELS)}")
+        if pixel_time_us is not None and not (0 < pixel_time_us <= 1e4):
+            raise ValueError(f"pixel_time_us must be in (0, 10000] µs, got {pixel_time_us}")
         with self.__lock:
-            fp = self.__scan.get_current_frame_parameters()
-            if frame is not None:
-                fp.pixel_size = Geometry.IntSize(height=frame.shape[0], width=frame.shape[1])
-                fp.fov_nm = frame.fov_nm
-                fp.center_nm = Geometry.FloatPoint(y=frame.center_nm[0], x=frame.center_nm[1])
-                fp.rotation_rad = frame.rotation_rad
-            if pixel_time_us is not None:
-                if not (0 < pixel_time_us <= 1e4):
-                    raise ValueError(f"pixel_time_us must be in (0, 10000] µs, got {pixel_time_us}")
-                fp.pixel_time_us = pixel_time_us
-            # record_immediate does not update the scan context; without this a
-            # probe parked afterwards would refer to the previous frame.
-            self.__scan.set_current_frame_parameters(fp)
+            fp, used = self.__make_current_frame(frame, pixel_time_us)
             for name, index in SCAN_CHANNELS.items():
                 self.__scan.set_channel_enabled(index, name in channels)
-            used = ScanFrame((fp.pixel_size.height, fp.pixel_size.width), fp.fov_nm, (fp.center_nm.y, fp.center_nm.x), fp.rotation_rad)
             dwell_s = used.shape[0] * used.shape[1] * fp.pixel_time_us * 1e-6
             started = time.time()
             xdatas = self.__scan.record_immediate(fp)
@@ -154,8 +177,100 @@ class SwiftMicroscope:
             data[channel] = DataAndMetadata.new_data_and_metadata(xd.data, xd.intensity_calibration, xd.dimensional_calibrations, metadata, data_descriptor=xd.data_descriptor)
         if len(data) != len(channels):
             raise InstrumentError(f"the scan returned channels {sorted(data)} but {list(channels)} were asked for (was the scan aborted?)")
-        dose = 0.0 if self.is_blanked else electrons(self.beam_current_A, dwell_s)
-        return Measurement(data, "survey", frame=used, dwell_s=dwell_s, dose_e=dose, started_at=started, duration_s=duration)
+        return Measurement.of(data, "survey", dwell_s=dwell_s, beam_current_A=self.beam_current_A, blanked=self.is_blanked,
+                              frame=used, started_at=started, duration_s=duration)
+
+    def __make_current_frame(self, frame: ScanFrame | None, pixel_time_us: float | None) -> tuple[scan_base.ScanFrameParameters, ScanFrame]:
+        """Make ``frame`` (None: keep the current one) the scan's current frame; returns its parameters and geometry.
+
+        The scan context, which every probe fraction refers to, follows
+        ``set_current_frame_parameters`` at once; ``record_immediate`` alone
+        would not update it.
+        """
+        fp = self.__scan.get_current_frame_parameters()
+        if frame is not None:
+            fp.pixel_size = Geometry.IntSize(height=frame.shape[0], width=frame.shape[1])
+            fp.fov_nm = frame.fov_nm
+            fp.center_nm = Geometry.FloatPoint(y=frame.center_nm[0], x=frame.center_nm[1])
+            fp.rotation_rad = frame.rotation_rad
+        if pixel_time_us is not None:
+            fp.pixel_time_us = pixel_time_us
+        self.__scan.set_current_frame_parameters(fp)
+        return fp, ScanFrame((fp.pixel_size.height, fp.pixel_size.width), fp.fov_nm, (fp.center_nm.y, fp.center_nm.x), fp.rotation_rad)
+
+    def set_scan_frame(self, frame: ScanFrame) -> None:
+        """Make ``frame`` the current scan context (field of view, centre, rotation, pixels) without scanning.
+
+        :attr:`scan_frame`, probe fractions and the next :meth:`survey` follow
+        it; no electrons reach the sample.  On a live-scanning instrument the
+        running scan takes the new frame too, as it would from Swift's scan panel.
+        """
+        if not isinstance(frame, ScanFrame):
+            raise TypeError(f"frame must be a ScanFrame (pixels, field of view, centre, rotation), got {type(frame).__name__}")
+        with self.__lock:
+            self.__make_current_frame(frame, None)
+
+    # --- stage and focus ------------------------------------------------------------------------
+
+    @property
+    def stage_position_nm(self) -> Position:
+        """Stage (y, x) in nm, read back from the instrument's stage control."""
+        try:
+            position_m = self.__stem.GetVal2D(self.__stage_control, axis=_XY_AXIS)
+        except Exception as e:  # the base STEMController raises a bare Exception for an unknown control
+            raise InstrumentError(f"the instrument has no 2D stage control {self.__stage_control!r} ({e}); pass stage_control= with its name") from e
+        return float(position_m.y) * 1e9, float(position_m.x) * 1e9
+
+    @property
+    def stage_limits_nm(self) -> StageLimits:
+        return self.__stage_limits_nm
+
+    def move_stage(self, position_nm: Position) -> None:
+        """Move the stage to an absolute (y, x) in nm within :attr:`stage_limits_nm`.
+
+        Raises
+        ------
+        ValueError
+            If the position is not a finite (y, x) pair or lies outside the
+            limits; the stage is not touched.
+        InstrumentError
+            If the instrument refuses the move.
+        """
+        y, x = _checked_position(position_nm, self.__stage_limits_nm)
+        with self.__lock:
+            if not self.__stem.SetVal2D(self.__stage_control, Geometry.FloatPoint(y=y * 1e-9, x=x * 1e-9), axis=_XY_AXIS):
+                raise InstrumentError(f"the instrument refused to move its stage control {self.__stage_control!r} to ({y:.6g}, {x:.6g}) nm")
+
+    @property
+    def defocus_nm(self) -> float:
+        """Objective defocus C10 in nm, as the instrument reports it (usim starts at 500 nm)."""
+        ok, value = self.__stem.TryGetVal(self.__defocus_control)
+        if not ok or value is None:
+            raise InstrumentError(f"the instrument has no defocus control {self.__defocus_control!r}; pass defocus_control= with its name")
+        return float(value) * 1e9
+
+    def set_defocus(self, defocus_nm: float) -> None:
+        """Set the objective defocus C10 to ``defocus_nm`` (absolute, nm).
+
+        Raises
+        ------
+        ValueError
+            If it is not finite or beyond +-``max_defocus_nm``.
+        InstrumentError
+            If the instrument refuses the value.
+        """
+        try:
+            value = float(defocus_nm)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"defocus must be a finite C10 in nm, got {defocus_nm!r}") from e
+        if not math.isfinite(value):
+            raise ValueError(f"defocus must be a finite C10 in nm within +-{self.__max_defocus_nm:g} nm, got {defocus_nm!r}")
+        if abs(value) > self.__max_defocus_nm:
+            raise ValueError(f"defocus {value:.6g} nm is beyond the allowed +-{self.__max_defocus_nm:g} nm; a focus series stays "
+                             f"within a few hundred nm of focus (build the microscope with a larger max_defocus_nm if the instrument needs more)")
+        with self.__lock:
+            if not self.__stem.SetVal(self.__defocus_control, value * 1e-9):
+                raise InstrumentError(f"the instrument refused to set {self.__defocus_control!r} to {value:.6g} nm")
 
     def probe_fraction(self, position_nm: Position) -> Position:
         if len(position_nm) != 2 or not all(math.isfinite(v) for v in position_nm):
@@ -223,9 +338,8 @@ class SwiftMicroscope:
                 data = data.sum(axis=0)
             offset, scale = self.__energy_axis(raw, binning)
             spectrum = xdata_builders.spectrum_xdata(data, offset, scale, metadata={**dict(raw.metadata), "nion_autoem": {"position_nm": list(position), "exposure_ms": exposure_ms}})
-        dwell = exposure_ms * 1e-3
-        dose = 0.0 if self.is_blanked else electrons(self.beam_current_A, dwell)
-        return Measurement({"eels": spectrum}, "spectrum", position_nm=position, dwell_s=dwell, dose_e=dose, started_at=started, duration_s=duration)
+        return Measurement.of({"eels": spectrum}, "spectrum", dwell_s=exposure_ms * 1e-3, beam_current_A=self.beam_current_A, blanked=self.is_blanked,
+                              position_nm=position, started_at=started, duration_s=duration)
 
     def acquire_camera_frame(self, exposure_ms: float) -> Measurement:
         if self.__ronchigram is None:
@@ -239,9 +353,8 @@ class SwiftMicroscope:
         metadata = dict(raw.metadata)
         metadata["nion_autoem"] = {"position_nm": list(position), "exposure_ms": exposure_ms}
         frame = DataAndMetadata.new_data_and_metadata(raw.data, raw.intensity_calibration, raw.dimensional_calibrations, metadata, data_descriptor=raw.data_descriptor)
-        dwell = exposure_ms * 1e-3
-        dose = 0.0 if self.is_blanked else electrons(self.beam_current_A, dwell)
-        return Measurement({"ronchigram": frame}, "camera", position_nm=position, dwell_s=dwell, dose_e=dose, started_at=started, duration_s=duration)
+        return Measurement.of({"ronchigram": frame}, "camera", dwell_s=exposure_ms * 1e-3, beam_current_A=self.beam_current_A, blanked=self.is_blanked,
+                              position_nm=position, started_at=started, duration_s=duration)
 
     def adf_trace(self, samples: int, sample_time_us: float, *, channel: str = "HAADF") -> Measurement:
         if channel not in SCAN_CHANNELS:
@@ -270,8 +383,8 @@ class SwiftMicroscope:
             raise InstrumentError("the ADF trace returned no data (the scan was aborted)")
         trace = xdata_builders.trace_xdata(numpy.asarray(xdatas[0].data, dtype=float).reshape(-1), sample_time_us, channel=channel,
                                            metadata={"position_nm": list(position), "scan_frame": context.to_dict()})
-        dose = 0.0 if self.is_blanked else electrons(self.beam_current_A, dwell)
-        return Measurement({channel: trace}, "adf_trace", position_nm=position, dwell_s=dwell, dose_e=dose, started_at=started, duration_s=duration)
+        return Measurement.of({channel: trace}, "adf_trace", dwell_s=dwell, beam_current_A=self.beam_current_A, blanked=self.is_blanked,
+                              position_nm=position, started_at=started, duration_s=duration)
 
     def blank(self) -> None:
         self.__stem.SetVal("C_Blank", 1.0)
@@ -295,3 +408,32 @@ class SwiftMicroscope:
 
     def __unpark(self) -> None:
         self.__stem.probe_position = None
+
+
+def _checked_limits(limits: StageLimits) -> StageLimits:
+    """``limits`` as floats, or ValueError saying what a stage range must look like."""
+    try:
+        (y_min, y_max), (x_min, x_max) = ((float(limits[0][0]), float(limits[0][1])), (float(limits[1][0]), float(limits[1][1])))
+    except (TypeError, ValueError, IndexError) as e:
+        raise ValueError(f"stage_limits_nm must be ((y_min, y_max), (x_min, x_max)) in nm, got {limits!r}") from e
+    if not all(math.isfinite(v) for v in (y_min, y_max, x_min, x_max)) or y_min > y_max or x_min > x_max:
+        raise ValueError(f"stage_limits_nm must be finite ranges with min <= max, ((y_min, y_max), (x_min, x_max)) in nm, got {limits!r}")
+    return (y_min, y_max), (x_min, x_max)
+
+
+def _checked_position(position_nm: Position, limits: StageLimits) -> Position:
+    """``position_nm`` as floats if it lies within ``limits``; otherwise ValueError naming the limits."""
+    (y_min, y_max), (x_min, x_max) = limits
+    try:
+        if len(position_nm) != 2:
+            raise ValueError("not a pair")
+        y, x = float(position_nm[0]), float(position_nm[1])
+    except (TypeError, ValueError, IndexError) as e:
+        raise ValueError(f"a stage position must be a (y, x) pair in nm, got {position_nm!r}") from e
+    if not (math.isfinite(y) and math.isfinite(x)):
+        raise ValueError(f"a stage position must be a finite (y, x) in nm within the stage limits y in [{y_min:.6g}, {y_max:.6g}] nm, "
+                         f"x in [{x_min:.6g}, {x_max:.6g}] nm; got {position_nm!r}")
+    if not (y_min <= y <= y_max and x_min <= x <= x_max):
+        raise ValueError(f"stage position ({y:.6g}, {x:.6g}) nm is outside the stage limits y in [{y_min:.6g}, {y_max:.6g}] nm, "
+                         f"x in [{x_min:.6g}, {x_max:.6g}] nm; choose a position inside them (or build the microscope with wider stage_limits_nm)")
+    return y, x

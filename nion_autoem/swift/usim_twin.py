@@ -27,6 +27,10 @@ How acquisitions map onto the twin:
   ADF time trace of N samples of ``pixel_time_us``.
 * A camera exposure at the parked probe is a dwell of ``exposure_ms``.
 * Dose uses the ``BeamCurrent`` control; ``C_Blank`` gives no signal and no dose.
+* Focus uses the ``C10`` control: the twins are in focus at the C10 the
+  instrument had at start-up (or ``focus_c10_nm``), and blur away from it.
+* The stage is usim's: ``stage_position_m`` minus the beam shift (plus usim's
+  drift) moves the sample in the scan field, as for usim's own samples.
 * usim calls the generator once per enabled channel for the same frame; the
   twin renders all enabled channels on the first call and serves the rest
   from that rendering, so a frame is dosed once.
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import gettext
 import logging
+import math
 import threading
 import typing
 
@@ -46,8 +51,6 @@ from nion.data import DataAndMetadata
 from nion.device_kit import CameraDevice
 from nion.device_kit import InstrumentDevice as DeviceKitInstrument
 from nion.device_kit import ScanDevice as DeviceKitScan
-from nion.instrumentation import camera_base
-from nion.instrumentation import scan_base
 from nion.instrumentation import stem_controller
 from nion.usim_device import EELSCameraSimulator
 from nion.usim_device import InstrumentDevice
@@ -73,6 +76,8 @@ INSTRUMENT_ID = "usim_stem_controller"
 DWELL_SCAN_MAX_PIXELS = 4096
 #: ... and only within this field of view (beyond it the probe-by-column bookkeeping grows too large).
 DWELL_SCAN_MAX_FOV_NM = 5.0
+# usim controls that move the sample under the beam (beam_shift_m follows CSH).
+_STAGE_CONTROLS = frozenset({"stage_position_m", "beam_shift_m", "CSH"})
 
 
 class TwinSampleEntry(SampleSimulator.Sample):
@@ -100,11 +105,17 @@ class TwinSampleEntry(SampleSimulator.Sample):
 
 
 def probe_conditions(instrument: DeviceKitInstrument.Instrument) -> ProbeConditions:
-    """Beam current and blanking as the instrument's controls say now."""
+    """Beam current, blanking and objective defocus as the instrument's controls say now.
+
+    ``BeamCurrent`` (A), ``C_Blank`` and ``C10`` (m) are read through the
+    instrument's public ``get_value``; the defocus is passed on in nm.
+    """
     controls = typing.cast(InstrumentDevice.Instrument, instrument)
     current = controls.get_value("BeamCurrent")
     blank = controls.get_value("C_Blank")
-    return ProbeConditions(float(current) if current is not None else 200e-12, bool(blank))
+    c10_m = controls.get_value("C10")
+    return ProbeConditions(float(current) if current is not None else 200e-12, bool(blank),
+                           defocus_nm=float(c10_m) * 1e9 if c10_m is not None else None)
 
 
 def stage_offset_nm(instrument: DeviceKitInstrument.Instrument) -> tuple[float, float]:
@@ -183,7 +194,14 @@ class TwinScanDataGenerator(Observable.Observable, DeviceKitScan.ScanDataGenerat
             return self.__usim_generator.generate_scan_data(instrument, scan_frame_parameters)
         size = Geometry.IntSize.make(scan_frame_parameters.pixel_size)
         center = Geometry.FloatPoint.make(scan_frame_parameters.center_nm)
-        key = (twin.title, size.height, size.width, scan_frame_parameters.fov_nm, center.y, center.x, scan_frame_parameters.rotation_rad, scan_frame_parameters.pixel_time_us)
+        # The stage, beam shift and focus are read per frame, so moving the stage or changing C10
+        # between frames is what the next frame shows.
+        offset = stage_offset_nm(instrument)
+        probe = probe_conditions(instrument)
+        # They belong to the key too: a left-over channel of an aborted frame must not be
+        # served for a frame taken after a stage move or a focus change.
+        key = (twin.title, size.height, size.width, scan_frame_parameters.fov_nm, center.y, center.x, scan_frame_parameters.rotation_rad,
+               scan_frame_parameters.pixel_time_us, offset, probe)
         with self.__lock:
             if self.__pending and self.__pending_key == key:
                 # A later channel of the frame rendered on the first call.
@@ -191,8 +209,7 @@ class TwinScanDataGenerator(Observable.Observable, DeviceKitScan.ScanDataGenerat
             enabled = [i for i, on in enumerate(self.__scan_device.channels_enabled) if on] if self.__scan_device else [0]
             enabled = enabled or [0]
             frame = ScanFrame((size.height, size.width), float(scan_frame_parameters.fov_nm), (center.y, center.x), float(scan_frame_parameters.rotation_rad))
-            twin.stage_offset_nm = stage_offset_nm(instrument)
-            probe = probe_conditions(instrument)
+            twin.stage_offset_nm = offset
             pixel_time_us = float(scan_frame_parameters.pixel_time_us)
             names = [CHANNELS[i] if i < len(CHANNELS) else "" for i in enabled]
             n_pixels = size.height * size.width
@@ -208,74 +225,150 @@ class TwinScanDataGenerator(Observable.Observable, DeviceKitScan.ScanDataGenerat
             return data[0]
 
 
-def _parked_position_nm(scan_context: stem_controller.ScanContext, probe_position: Geometry.FloatPoint | None) -> tuple[float, float]:
-    # usim's default (probe never placed) is the middle of the scan.
-    fraction = probe_position if probe_position is not None else Geometry.FloatPoint(0.5, 0.5)
+def _context_frame(scan_context: stem_controller.ScanContext) -> ScanFrame | None:
     size = scan_context.size
     if not size or not scan_context.fov_nm:
-        return 0.0, 0.0
+        return None
     center = Geometry.FloatPoint.make(scan_context.center_nm) if scan_context.center_nm else Geometry.FloatPoint()
-    frame = ScanFrame((size.height, size.width), float(scan_context.fov_nm), (center.y, center.x), float(scan_context.rotation_rad or 0.0))
+    return ScanFrame((size.height, size.width), float(scan_context.fov_nm), (center.y, center.x), float(scan_context.rotation_rad or 0.0))
+
+
+def camera_probe_position_nm(instrument: DeviceKitInstrument.Instrument, scan_context: stem_controller.ScanContext,
+                             parked_probe_position: Geometry.FloatPoint | None) -> tuple[float, float]:
+    """Where the probe is, in scan-field nm, while a camera exposes.
+
+    usim's rules for its own cameras, from public state only: a parked probe
+    sits at ``parked_probe_position`` (a fraction of ``scan_context``); during
+    a scan (a synchronized spectrum image) it is where the scan device has
+    taken it; otherwise, as when the probe was never placed, at the middle of
+    the scan.
+    """
+    frame = _context_frame(scan_context)
+    if frame is None:
+        return 0.0, 0.0
+    fraction = Geometry.FloatPoint(0.5, 0.5)
+    if instrument.probe_state == "parked" and parked_probe_position is not None:
+        fraction = parked_probe_position
+    elif instrument.probe_state == "scanning":
+        scan = instrument.scan_controller
+        device = scan.scan_device if scan is not None else None
+        # Between frames the device reports a meaningless (0, 0); an exposure then falls back to the middle, as when idle.
+        if isinstance(device, DeviceKitScan.Device) and device.is_scanning:
+            fraction = _scanning_fraction(frame, device.current_probe_position)
     nm = frame.fraction_to_nm((fraction.y, fraction.x))
     return float(nm[0]), float(nm[1])
 
 
-def _parked_twin(camera: typing.Any, generator: TwinScanDataGenerator, readout_area: Geometry.IntRect, binning_shape: Geometry.IntSize, exposure_s: float,
-                 scan_context: stem_controller.ScanContext, parked_probe_position: Geometry.FloatPoint | None) -> tuple[TwinSample, tuple[float, float]] | None:
+def _scanning_fraction(frame: ScanFrame, device_position: Geometry.FloatPoint) -> Geometry.FloatPoint:
+    """The fraction of ``frame`` at the centre of the pixel the scan device is on.
+
+    usim's scan device reports its probe as ``0.5 + rotate(corner + centre / fov, rotation)``,
+    with ``corner`` the current pixel's top-left corner as a fraction of the
+    scan, less 0.5; undo the rotation and the centre, and move to the pixel centre.
+    """
+    relative = (device_position - Geometry.FloatPoint(0.5, 0.5)).rotate(-frame.rotation_rad)
+    return Geometry.FloatPoint(y=relative.y - frame.center_nm[0] / frame.fov_nm + 0.5 + 0.5 / frame.shape[0],
+                               x=relative.x - frame.center_nm[1] / frame.fov_nm + 0.5 + 0.5 / frame.shape[1])
+
+
+def _parked_twin(instrument: DeviceKitInstrument.Instrument, generator: TwinScanDataGenerator, scan_context: stem_controller.ScanContext,
+                 parked_probe_position: Geometry.FloatPoint | None) -> tuple[TwinSample, tuple[float, float]] | None:
     """The selected twin and the probe's scan-field position for a camera exposure, or None to let usim draw."""
     twin = generator.twin
     if twin is None:
         return None
-    settings = camera._get_frame_settings(readout_area, binning_shape, exposure_s, scan_context, parked_probe_position)
-    twin.stage_offset_nm = stage_offset_nm(camera.instrument)
-    return twin, _parked_position_nm(scan_context, settings.current_probe_position)
+    twin.stage_offset_nm = stage_offset_nm(instrument)
+    return twin, camera_probe_position_nm(instrument, scan_context, parked_probe_position)
+
+
+def bin_camera_frame(data: _NDArray, binning_shape: Geometry.IntSize) -> _NDArray:
+    """Sum ``binning_shape`` blocks of a camera frame, dropping rows and columns that do not fill a block (as usim does)."""
+    bh, bw = max(binning_shape.height, 1), max(binning_shape.width, 1)
+    rows, cols = data.shape[0] // bh, data.shape[1] // bw
+    return typing.cast(_NDArray, data[:rows * bh, :cols * bw].reshape(rows, bh, cols, bw).sum(axis=(1, 3)))
+
+
+def ronchigram_pixel_angle_rad(instrument: DeviceKitInstrument.Instrument, ronchigram_shape: Geometry.IntSize) -> float:
+    """Angle one unbinned Ronchigram pixel subtends, by usim's formula: asin(stage size / max defocus) over the camera height."""
+    return math.asin(instrument.stage_size_nm / (instrument.max_defocus * 1e9)) / ronchigram_shape.height
 
 
 class TwinEELSCameraSimulator(EELSCameraSimulator.EELSCameraSimulator):
-    """usim's EELS camera; with a twin selected, the spectrum comes from the twin at the probe."""
+    """usim's EELS camera; with a twin selected, the spectrum comes from the twin at the probe.
+
+    Parameters
+    ----------
+    instrument : InstrumentDevice.Instrument
+    generator : TwinScanDataGenerator
+        Says which twin is selected.
+    sensor_dimensions : IntSize
+        Unbinned camera rows and energy channels.
+    counts_per_electron : int
+        Detector gain.
+    """
 
     def __init__(self, instrument: InstrumentDevice.Instrument, generator: TwinScanDataGenerator, sensor_dimensions: Geometry.IntSize, counts_per_electron: int) -> None:
         super().__init__(instrument, sensor_dimensions, counts_per_electron)
         self.__generator = generator
+        self.__sensor_dimensions = sensor_dimensions
+        self.__counts_per_electron = counts_per_electron
 
     def get_frame_data(self, readout_area: Geometry.IntRect, binning_shape: Geometry.IntSize, exposure_s: float, scan_context: stem_controller.ScanContext,
                        parked_probe_position: Geometry.FloatPoint | None) -> DataAndMetadata.DataAndMetadata:
-        parked = _parked_twin(self, self.__generator, readout_area, binning_shape, exposure_s, scan_context, parked_probe_position)
+        parked = _parked_twin(self.instrument, self.__generator, scan_context, parked_probe_position)
         if parked is None:
             return super().get_frame_data(readout_area, binning_shape, exposure_s, scan_context, parked_probe_position)
         twin, position = parked
         calibrations = self.get_dimensional_calibrations(readout_area, binning_shape)
         energy = calibrations[1]
-        height, width = self._sensor_dimensions.height, self._sensor_dimensions.width
+        height, width = self.__sensor_dimensions.height, self.__sensor_dimensions.width
         energies = energy.offset + energy.scale * numpy.arange(width)
-        spectrum = twin.spectrum(position, exposure_s, probe_conditions(self.instrument), energies) * self._counts_per_electron
+        spectrum = twin.spectrum(position, exposure_s, probe_conditions(self.instrument), energies) * self.__counts_per_electron
         # The camera sees the spectrum spread over its rows; summing rows gives the spectrum back.
         data = numpy.repeat((spectrum / height)[numpy.newaxis, :], height, axis=0)
-        data = self._get_binned_data(data, binning_shape)
+        data = bin_camera_frame(data, binning_shape)
         return DataAndMetadata.new_data_and_metadata(data.astype(numpy.float32), intensity_calibration=Calibration.Calibration(units="counts"), dimensional_calibrations=calibrations)
 
 
 class TwinRonchigramCameraSimulator(RonchigramCameraSimulator.RonchigramCameraSimulator):
-    """usim's Ronchigram camera; twins that simulate diffraction draw the frame, others let usim draw it."""
+    """usim's Ronchigram camera; twins that simulate diffraction draw the frame, others let usim draw it.
 
-    def __init__(self, instrument: InstrumentDevice.Instrument, generator: TwinScanDataGenerator, ronchigram_shape: Geometry.IntSize, counts_per_electron: int, stage_size_nm: float) -> None:
+    Parameters
+    ----------
+    instrument : InstrumentDevice.Instrument
+    generator : TwinScanDataGenerator
+        Says which twin is selected.
+    ronchigram_shape : IntSize
+        Unbinned camera shape.
+    counts_per_electron : int
+        Detector gain.
+    stage_size_nm : float
+        usim's stage size, for usim's own Ronchigram.
+    pixel_angle_rad : float
+        Angle one unbinned camera pixel subtends (see :func:`ronchigram_pixel_angle_rad`).
+    """
+
+    def __init__(self, instrument: InstrumentDevice.Instrument, generator: TwinScanDataGenerator, ronchigram_shape: Geometry.IntSize, counts_per_electron: int,
+                 stage_size_nm: float, pixel_angle_rad: float) -> None:
         super().__init__(instrument, ronchigram_shape, counts_per_electron, stage_size_nm)
         self.__generator = generator
+        self.__counts_per_electron = counts_per_electron
+        self.__pixel_angle_rad = pixel_angle_rad
 
     def get_frame_data(self, readout_area: Geometry.IntRect, binning_shape: Geometry.IntSize, exposure_s: float, scan_context: stem_controller.ScanContext,
                        parked_probe_position: Geometry.FloatPoint | None) -> DataAndMetadata.DataAndMetadata:
-        parked = _parked_twin(self, self.__generator, readout_area, binning_shape, exposure_s, scan_context, parked_probe_position)
+        parked = _parked_twin(self.instrument, self.__generator, scan_context, parked_probe_position)
         if parked is None:
             return super().get_frame_data(readout_area, binning_shape, exposure_s, scan_context, parked_probe_position)
         twin, position = parked
         shape = (max(readout_area.height // max(binning_shape.height, 1), 1), max(readout_area.width // max(binning_shape.width, 1), 1))
-        pixel_mrad = self._tv_pixel_angle * 1e3 * max(binning_shape.height, 1)
+        pixel_mrad = self.__pixel_angle_rad * 1e3 * max(binning_shape.height, 1)
         frame = twin.diffraction(position, exposure_s, probe_conditions(self.instrument), shape, pixel_mrad)
         if frame is None:
             return super().get_frame_data(readout_area, binning_shape, exposure_s, scan_context, parked_probe_position)
         calibrations = [Calibration.Calibration(offset=-pixel_mrad * 1e-3 * shape[0] / 2, scale=pixel_mrad * 1e-3, units="rad"),
                         Calibration.Calibration(offset=-pixel_mrad * 1e-3 * shape[1] / 2, scale=pixel_mrad * 1e-3, units="rad")]
-        return DataAndMetadata.new_data_and_metadata((frame * self._counts_per_electron).astype(numpy.float32),
+        return DataAndMetadata.new_data_and_metadata((frame * self.__counts_per_electron).astype(numpy.float32),
                                                      intensity_calibration=Calibration.Calibration(units="counts"), dimensional_calibrations=calibrations)
 
 
@@ -287,39 +380,59 @@ class TwinConfiguration:
     """
 
     def __init__(self, twins: typing.Sequence[TwinSample], *, sample_index: int, clock: SimulatedClock,
-                 eels_energy_offset_eV: float | None = None, eels_dispersion_eV: float | None = None) -> None:
+                 eels_energy_offset_eV: float | None = None, eels_dispersion_eV: float | None = None,
+                 focus_c10_nm: float | None = None, focus_gradient_nm_per_um: tuple[float, float] = (0.0, 0.0)) -> None:
         self.configuration_location = ""
         self.instrument_id = INSTRUMENT_ID
         self.clock = clock
         value_manager = InstrumentDevice.ValueManager()
         axis_manager = InstrumentDevice.AxisManager()
         self.scan_data_generator = TwinScanDataGenerator(twins, sample_index=sample_index)
-        instrument = InstrumentDevice.Instrument(self.instrument_id, value_manager, axis_manager, self.scan_data_generator)
+        #: usim's instrument (a ``STEMController``): its controls, ``scan_data_generator`` and camera geometry.
+        self.instrument = InstrumentDevice.Instrument(self.instrument_id, value_manager, axis_manager, self.scan_data_generator)
         if eels_energy_offset_eV is not None:
             value_manager.energy_offset_eV = eels_energy_offset_eV
         if eels_dispersion_eV is not None:
             value_manager.energy_per_channel_eV = eels_dispersion_eV
-        self._instrument = instrument
-        self.instrument: stem_controller.STEMController = instrument
-        self._scan_module = ScanDevice.ScanModule(instrument)
-        self.scan_module: scan_base.ScanModule = self._scan_module
-        self.scan_data_generator.attach_scan_device(self._scan_module.device)
+        self.__set_focus(twins, focus_c10_nm, focus_gradient_nm_per_um)
+        self.scan_module = ScanDevice.ScanModule(self.instrument)
+        self.scan_data_generator.attach_scan_device(self.scan_module.device)
         self.ronchigram_camera_device_id = "usim_ronchigram_camera"
         self.eels_camera_device_id = "usim_eels_camera"
-        ronchigram_simulator = TwinRonchigramCameraSimulator(instrument, self.scan_data_generator, Geometry.IntSize.make(instrument.camera_sensor_dimensions("ronchigram")),
-                                                             instrument.counts_per_electron, instrument.stage_size_nm)
-        self._ronchigram_camera_device = CameraDevice.Camera(self.ronchigram_camera_device_id, "ronchigram", _("uSim Ronchigram Camera"), ronchigram_simulator, instrument)
-        self._ronchigram_camera_settings = CameraDevice.CameraSettings(self.ronchigram_camera_device_id)
+        instrument = self.instrument
+        ronchigram_shape = Geometry.IntSize.make(instrument.camera_sensor_dimensions("ronchigram"))
+        ronchigram_simulator = TwinRonchigramCameraSimulator(instrument, self.scan_data_generator, ronchigram_shape, instrument.counts_per_electron,
+                                                             instrument.stage_size_nm, ronchigram_pixel_angle_rad(instrument, ronchigram_shape))
+        self.ronchigram_camera_device = CameraDevice.Camera(self.ronchigram_camera_device_id, "ronchigram", _("uSim Ronchigram Camera"), ronchigram_simulator, instrument)
+        self.ronchigram_camera_settings = CameraDevice.CameraSettings(self.ronchigram_camera_device_id)
         eels_simulator = TwinEELSCameraSimulator(instrument, self.scan_data_generator, Geometry.IntSize.make(instrument.camera_sensor_dimensions("eels")), instrument.counts_per_electron)
-        self._eels_camera_device = CameraDevice.Camera(self.eels_camera_device_id, "eels", _("uSim EELS Camera"), eels_simulator, instrument)
-        self._eels_camera_settings = CameraDevice.CameraSettings(self.eels_camera_device_id)
-        self.ronchigram_camera_device: camera_base.CameraDevice3 = self._ronchigram_camera_device
-        self.ronchigram_camera_settings: camera_base.CameraSettings = self._ronchigram_camera_settings
-        self.eels_camera_device: camera_base.CameraDevice3 = self._eels_camera_device
-        self.eels_camera_settings: camera_base.CameraSettings = self._eels_camera_settings
-        value_manager.ronchigram_camera = self._ronchigram_camera_device
-        value_manager.eels_camera = self._eels_camera_device
+        self.eels_camera_device = CameraDevice.Camera(self.eels_camera_device_id, "eels", _("uSim EELS Camera"), eels_simulator, instrument)
+        self.eels_camera_settings = CameraDevice.CameraSettings(self.eels_camera_device_id)
+        value_manager.ronchigram_camera = self.ronchigram_camera_device
+        value_manager.eels_camera = self.eels_camera_device
         self.__registered: list[tuple[typing.Any, set[str]]] = list()
+
+        # Acquisitions read the stage anyway; following its controls as well keeps the twins'
+        # ground truth right between a stage move (or beam shift) and the next acquisition.
+        def stage_changed(name: str) -> None:
+            if name in _STAGE_CONTROLS:
+                offset = stage_offset_nm(self.instrument)
+                for twin in twins:
+                    twin.stage_offset_nm = offset
+
+        self.__stage_listener = self.instrument.property_changed_event.listen(stage_changed)
+
+    def __set_focus(self, twins: typing.Sequence[TwinSample], focus_c10_nm: float | None, focus_gradient_nm_per_um: tuple[float, float]) -> None:
+        if focus_c10_nm is None:
+            # The instrument starts in focus on the twins: its own C10 at start-up (500 nm on usim) is the in-focus value.
+            c10_m = self.instrument.get_value("C10")
+            focus_c10_nm = float(c10_m) * 1e9 if c10_m is not None else 0.0
+        gradient = (float(focus_gradient_nm_per_um[0]), float(focus_gradient_nm_per_um[1]))
+        if not (math.isfinite(focus_c10_nm) and all(math.isfinite(g) for g in gradient)):
+            raise ValueError(f"focus_c10_nm and focus_gradient_nm_per_um must be finite (nm, and nm per um as (dy, dx)), got {focus_c10_nm!r} and {focus_gradient_nm_per_um!r}")
+        for twin in twins:
+            twin.focus_c10_nm = float(focus_c10_nm)
+            twin.focus_gradient_nm_per_um = gradient
 
     @property
     def twin(self) -> TwinSample | None:
@@ -347,10 +460,11 @@ class TwinConfiguration:
         logging.disable(logging.CRITICAL)
         try:
             self.__register(self.instrument, {"instrument_controller", "stem_controller"})
+            # Swift's camera panels look for this attribute, which usim's own configuration sets the same way.
             typing.cast(typing.Any, self.ronchigram_camera_device).camera_panel_type = "ronchigram"
-            self.__register(CameraDevice.CameraModule(self.instrument_id, self._ronchigram_camera_device, self._ronchigram_camera_settings), {"camera_module"})
+            self.__register(CameraDevice.CameraModule(self.instrument_id, self.ronchigram_camera_device, self.ronchigram_camera_settings), {"camera_module"})
             typing.cast(typing.Any, self.eels_camera_device).camera_panel_type = "eels"
-            self.__register(CameraDevice.CameraModule(self.instrument_id, self._eels_camera_device, self._eels_camera_settings), {"camera_module"})
+            self.__register(CameraDevice.CameraModule(self.instrument_id, self.eels_camera_device, self.eels_camera_settings), {"camera_module"})
             self.__register(self.scan_module, {"scan_module"})
         finally:
             logging.disable(logging.NOTSET)
@@ -368,7 +482,7 @@ class TwinConfiguration:
     def close(self) -> None:
         """Stop the camera threads of a configuration that was never run (or run without Swift's
         instrumentation listeners, which otherwise close the cameras when they are unregistered)."""
-        for device_id, device in ((self.ronchigram_camera_device_id, self._ronchigram_camera_device), (self.eels_camera_device_id, self._eels_camera_device)):
+        for device_id, device in ((self.ronchigram_camera_device_id, self.ronchigram_camera_device), (self.eels_camera_device_id, self.eels_camera_device)):
             if Registry.get_component(f"{device_id}_device") is device:
                 device.close()
 
@@ -387,7 +501,8 @@ def _resolve_index(titles: typing.Sequence[str], sample: str | int) -> int:
 def create_configuration(sample: str | int = "mos2", *, seed: int = 0, drift_nm_per_s: tuple[float, float] = (0.0, 0.0),
                          probe_sigma_nm: float = 0.05, s_cross_section_barn: float = 5.0, line_jitter_nm: float = 0.003,
                          migration_cross_section_barn: float = 0.0, eels_energy_offset_eV: float | None = -3.0,
-                         eels_dispersion_eV: float | None = 0.025) -> TwinConfiguration:
+                         eels_dispersion_eV: float | None = 0.025, focus_c10_nm: float | None = None,
+                         focus_gradient_nm_per_um: tuple[float, float] = (0.0, 0.0)) -> TwinConfiguration:
     """Build a usim instrument whose sample chooser also lists the twin samples.
 
     Parameters
@@ -409,6 +524,14 @@ def create_configuration(sample: str | int = "mos2", *, seed: int = 0, drift_nm_
         Energy axis of the EELS camera (usim's own is -20 eV, 0.5 eV/channel,
         too coarse for plasmons); ``None`` keeps usim's.  ``stem.GetVal("eels_x_offset")``
         and ``"eels_x_scale"`` report these values.
+    focus_c10_nm : float or None
+        Objective defocus C10 (nm) at which the twins are in focus; ``None``
+        takes the instrument's own C10 at start-up (500 nm on usim), so the
+        instrument starts in focus.  Away from it images and parked-probe
+        signals blur as a probe of 30 mrad convergence does.
+    focus_gradient_nm_per_um : (float, float)
+        How the in-focus C10 changes across the sample, (dy, dx) in nm per um
+        of stage travel: a tilted sample.  Zero by default.
 
     Returns
     -------
@@ -421,7 +544,8 @@ def create_configuration(sample: str | int = "mos2", *, seed: int = 0, drift_nm_
                                 migration_cross_section_barn=migration_cross_section_barn)
     titles = InstrumentDevice.ScanDataGenerator().sample_titles + [twin.title for twin in twins]
     return TwinConfiguration(twins, sample_index=_resolve_index(titles, sample), clock=clock,
-                             eels_energy_offset_eV=eels_energy_offset_eV, eels_dispersion_eV=eels_dispersion_eV)
+                             eels_energy_offset_eV=eels_energy_offset_eV, eels_dispersion_eV=eels_dispersion_eV,
+                             focus_c10_nm=focus_c10_nm, focus_gradient_nm_per_um=focus_gradient_nm_per_um)
 
 
 _installed: TwinConfiguration | None = None
@@ -460,7 +584,7 @@ def install_in_swift(configuration: TwinConfiguration | None = None, **kwargs: t
     _installed = configuration
     try:
         from nionswift_plugin.usim import InstrumentPanel
-        InstrumentPanel.run(configuration._instrument)
+        InstrumentPanel.run(configuration.instrument)
     except ImportError:
         pass  # usim's UI is not installed (headless): nothing to point at the new instrument.
     return configuration

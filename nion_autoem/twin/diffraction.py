@@ -22,6 +22,8 @@ from nion_autoem.twin.clock import StageDrift
 from nion_autoem.twin.sample import ProbeConditions
 from nion_autoem.twin.sample import SampleBase
 from nion_autoem.twin.sample import add_poisson_noise
+from nion_autoem.twin.sample import blur_image
+from nion_autoem.twin.sample import defocus_blur_nm
 from nion_autoem.twin.sample import raster_times_s
 
 _NDArray = numpy.typing.NDArray[typing.Any]
@@ -100,14 +102,16 @@ class PolarDomainSample(SampleBase):
         return typing.cast(_NDArray, ADF_FRACTION * (1.0 + 0.04 * (field @ along) - 0.08 * (1 - numpy.linalg.norm(field, axis=-1))))
 
     def render_frame(self, frame: ScanFrame, pixel_time_us: float, probe: ProbeConditions, channels: typing.Sequence[str] = ("HAADF",)) -> dict[str, _NDArray]:
-        """ADF survey with faint domain contrast."""
+        """ADF survey with faint domain contrast; defocus blurs it."""
         with self._lock:
             row_start_s, duration_s = raster_times_s(frame, self.clock.now_s, pixel_time_us)
             self.clock.advance(duration_s)
             electrons = probe.electrons_per_s * pixel_time_us * 1e-6
             self._electrons += electrons * frame.shape[0] * frame.shape[1]
             p = self._to_sample(frame.pixel_grid_nm(), row_start_s[:, numpy.newaxis])
-            fraction = self._adf_fraction(p)
+            # Domains and walls are far wider than a focused probe, so only defocus blurs them.
+            defocus = self.defocus_from_focus_nm(probe, self._to_sample(numpy.asarray(frame.center_nm), row_start_s[0]))
+            fraction = blur_image(self._adf_fraction(p), float(defocus_blur_nm(defocus, probe.convergence_semi_angle_rad)) / frame.pixel_size_nm)
             return {c: add_poisson_noise((electrons * fraction * (1.0 if c == "HAADF" else 2.0 if c == "MAADF" else 0.0)).astype(numpy.float32), self._rng)
                     for c in channels}
 

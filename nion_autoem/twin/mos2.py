@@ -5,7 +5,8 @@ proportion to sum(Z**n) over its atoms (n = 1.7 for HAADF, 1.3 for MAADF),
 times the probe intensity at the column.  A raster frame is rendered by
 splatting the columns inside the field onto the pixel grid with bilinear
 weights and blurring once with the Gaussian probe; the counts are Poisson
-draws for the electrons each pixel receives, so dose means something.
+draws for the electrons each pixel receives, so dose means something.  Away from focus the probe sigma grows with the
+defocus (see :mod:`nion_autoem.twin.sample`), for frames and dwells alike.
 
 A parked probe (or a 1-line spot scan) is a sequence of dwell samples.  Dose
 accrues sample by sample, knock-on ejections happen inside a sample at the
@@ -35,6 +36,7 @@ from nion_autoem.twin.sample import CHANNELS
 from nion_autoem.twin.sample import ProbeConditions
 from nion_autoem.twin.sample import SampleBase
 from nion_autoem.twin.sample import add_poisson_noise
+from nion_autoem.twin.sample import effective_probe_sigma_nm
 from nion_autoem.twin.sample import raster_times_s
 
 _NDArray = numpy.typing.NDArray[typing.Any]
@@ -116,7 +118,7 @@ class MoS2Sample(SampleBase):
     seed : int
         Seed of the sample's random stream (noise, jitter, damage draws).
     probe_sigma_nm : float
-        Gaussian probe standard deviation.
+        Gaussian probe standard deviation in focus.
     knock_on : KnockOnModel, optional
         Damage cross-sections.
     drift : StageDrift, optional
@@ -204,7 +206,9 @@ class MoS2Sample(SampleBase):
                 return out
             self._electrons += electrons_per_pixel * frame.shape[0] * frame.shape[1]
             p_nm = frame.pixel_size_nm
-            sigma_px = self.probe_sigma_nm / p_nm
+            # Focus is judged at the middle of the field: a frame is one focus setting.
+            defocus = self.defocus_from_focus_nm(probe, self._to_sample(numpy.asarray(frame.center_nm), t0))
+            sigma_px = float(effective_probe_sigma_nm(self.probe_sigma_nm, defocus, probe.convergence_semi_angle_rad)) / p_nm
             pad = int(math.ceil(min(4 * sigma_px, 64))) + 2
             # Only columns inside the field (plus the probe's reach) are drawn.
             pix = frame.nm_to_pixel(self.columns.position_nm + self._shift_at(t0))
@@ -286,13 +290,14 @@ class MoS2Sample(SampleBase):
             self._electrons += rate * n * sample_time_s
             t = t0 + (numpy.arange(n) + 0.5) * sample_time_s
             ps = p - self._shift_at(t)
-            s = self.probe_sigma_nm
-            reach = 5 * s
+            # A defocused probe spreads the same electrons wider: less signal and less dose on the column.
+            s = effective_probe_sigma_nm(self.probe_sigma_nm, self.defocus_from_focus_nm(probe, ps), probe.convergence_semi_angle_rad)[:, numpy.newaxis]
+            reach = 5 * float(s.max())
             lo, hi = ps.min(axis=0) - reach, ps.max(axis=0) + reach
             pos = self.columns.position_nm
             cand = numpy.flatnonzero(numpy.all((pos >= lo) & (pos <= hi), axis=1))
             r2 = ((ps[:, numpy.newaxis, :] - pos[cand][numpy.newaxis, :, :]) ** 2).sum(axis=-1)
-            profile = numpy.exp(-r2 / (2 * s * s)) / (2 * math.pi * s * s)  # probe intensity per nm^2
+            profile = numpy.exp(-r2 / (2 * s * s)) / (2 * math.pi * s * s)  # probe intensity per nm^2, (N, K)
             fluence = rate * sample_time_s * profile  # e/nm^2 per sample, (N, K)
             cumulative = numpy.cumsum(fluence, axis=0)
             z_start = self.columns.z_atoms[cand].copy()
@@ -330,7 +335,7 @@ class MoS2Sample(SampleBase):
                 result[channel] = add_poisson_noise(expected.astype(numpy.float32), self._rng)
             chalcogen = numpy.where(self.columns.site[cand] == lattice.CHALCOGEN_SITE, 1.0, 0.0)
             occupancy_all = numpy.where(present, z_time / numpy.where(z_start[numpy.newaxis] > 0, z_start[numpy.newaxis], 1), 0.0).sum(axis=-1)
-            result["chalcogen_atoms"] = numpy.sum(occupancy_all * chalcogen * profile, axis=1) * 2 * math.pi * s * s
+            result["chalcogen_atoms"] = numpy.sum(occupancy_all * chalcogen * profile, axis=1) * 2 * math.pi * s[:, 0] ** 2
             return result
 
     def __migrate(self, cand: _NDArray, fluence: _NDArray, dose_before: _NDArray, time_s: float) -> None:

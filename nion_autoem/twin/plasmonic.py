@@ -25,6 +25,8 @@ from nion_autoem.twin.clock import StageDrift
 from nion_autoem.twin.sample import ProbeConditions
 from nion_autoem.twin.sample import SampleBase
 from nion_autoem.twin.sample import add_poisson_noise
+from nion_autoem.twin.sample import blur_image
+from nion_autoem.twin.sample import defocus_blur_nm
 from nion_autoem.twin.sample import raster_times_s
 
 _NDArray = numpy.typing.NDArray[typing.Any]
@@ -241,7 +243,7 @@ class PlasmonicSample(SampleBase):
     # -- acquisitions ---------------------------------------------------------------------------
 
     def render_frame(self, frame: ScanFrame, pixel_time_us: float, probe: ProbeConditions, channels: typing.Sequence[str] = ("HAADF",)) -> dict[str, _NDArray]:
-        """Survey image: particles bright on a faint membrane, Poisson counts."""
+        """Survey image: particles bright on a faint membrane, Poisson counts; defocus blurs the outlines."""
         with self._lock:
             row_start_s, duration_s = raster_times_s(frame, self.clock.now_s, pixel_time_us)
             self.clock.advance(duration_s)
@@ -252,7 +254,9 @@ class PlasmonicSample(SampleBase):
                 return {c: numpy.zeros(frame.shape, numpy.float32) for c in channels}
             grid = frame.pixel_grid_nm()
             p = self._to_sample(grid, row_start_s[:, numpy.newaxis])
-            thickness = self.thickness_fraction(p)
+            # The particles are far larger than a focused probe, so only defocus blurs them.
+            defocus = self.defocus_from_focus_nm(probe, self._to_sample(numpy.asarray(frame.center_nm), row_start_s[0]))
+            thickness = blur_image(self.thickness_fraction(p), float(defocus_blur_nm(defocus, probe.convergence_semi_angle_rad)) / frame.pixel_size_nm)
             for channel in channels:
                 scale = 1.0 if channel == "HAADF" else 2.5 if channel == "MAADF" else 0.0
                 expected = electrons * scale * (SUBSTRATE_ADF_FRACTION + PARTICLE_ADF_FRACTION * thickness)

@@ -8,6 +8,14 @@ Coordinates: every position here is in *scan-field nm* (see
 particles sit) differ from scan-field coordinates by the stage offset (stage
 position minus beam shift, as usim computes it) plus the twin's stage drift at
 the moment of the measurement.
+
+Focus: a twin is in focus when the instrument's objective defocus (C10)
+equals the sample's :attr:`~SampleBase.focus_c10_nm` (plus an optional tilt
+of the sample, :attr:`~SampleBase.focus_gradient_nm_per_um`).  Away from it
+the probe grows as a defocused aperture-limited probe does,
+``sigma_eff = sqrt(sigma0**2 + (alpha * delta_f / 2)**2)`` with the
+convergence semi-angle ``alpha``, so sharpness over a defocus series peaks at
+the in-focus value, which is what an autofocus looks for.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import typing
 
 import numpy
 import numpy.typing
+import scipy.ndimage
 
 from nion_autoem.geometry import ScanFrame
 from nion_autoem.twin.clock import SimulatedClock
@@ -31,6 +40,9 @@ ELEMENTARY_CHARGE_C = 1.602176634e-19
 #: Scan channels a twin can render, in usim's channel order.
 CHANNELS = ("HAADF", "MAADF", "X1", "X2")
 
+#: Probe convergence semi-angle of an aberration-corrected STEM (30 mrad): 10 nm of defocus blurs by 0.15 nm.
+CONVERGENCE_SEMI_ANGLE_RAD = 0.03
+
 
 @dataclasses.dataclass(frozen=True)
 class ProbeConditions:
@@ -42,14 +54,27 @@ class ProbeConditions:
         Probe current in ampere (usim's ``BeamCurrent`` control, 200 pA by default).
     blanked : bool
         Beam blanked (``C_Blank``): no electrons reach the sample, so no signal and no dose.
+    defocus_nm : float or None
+        Objective defocus C10 in nm as the instrument reports it (usim's ``C10``
+        control, 500 nm by default).  The sample compares it with its own
+        in-focus value; ``None`` (an instrument without a C10 control, or a
+        model driven without one) images the sample in focus.
+    convergence_semi_angle_rad : float
+        Probe convergence semi-angle; it sets how fast the probe grows with defocus.
     """
 
     beam_current_a: float = 200e-12
     blanked: bool = False
+    defocus_nm: float | None = None
+    convergence_semi_angle_rad: float = CONVERGENCE_SEMI_ANGLE_RAD
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.beam_current_a) or self.beam_current_a < 0:
             raise ValueError(f"beam_current_a must be a finite current >= 0 A, got {self.beam_current_a!r}")
+        if self.defocus_nm is not None and not math.isfinite(self.defocus_nm):
+            raise ValueError(f"defocus_nm must be a finite C10 in nm (or None for in focus), got {self.defocus_nm!r}")
+        if not math.isfinite(self.convergence_semi_angle_rad) or not 0 < self.convergence_semi_angle_rad < 0.5:
+            raise ValueError(f"convergence_semi_angle_rad must be in (0, 0.5) rad (about 0.03 for a corrected STEM), got {self.convergence_semi_angle_rad!r}")
 
     @property
     def electrons_per_s(self) -> float:
@@ -70,6 +95,10 @@ class TwinSample(typing.Protocol):
     drift: StageDrift
     #: Stage position minus beam shift in scan-field nm; the glue keeps it current.
     stage_offset_nm: tuple[float, float]
+    #: Objective C10 (nm) at which the sample's origin is in focus; the glue sets it to the instrument's C10 at start-up.
+    focus_c10_nm: float
+    #: Change (dy, dx) of the in-focus C10 in nm per um of sample position: a tilted or bent sample.
+    focus_gradient_nm_per_um: tuple[float, float]
 
     def render_frame(self, frame: ScanFrame, pixel_time_us: float, probe: ProbeConditions, channels: typing.Sequence[str] = ("HAADF",)) -> dict[str, _NDArray]:
         """Raster ``frame`` once and return detector counts per channel, each of ``frame.shape``."""
@@ -104,6 +133,8 @@ class SampleBase:
         self.drift = drift or StageDrift()
         self.clock = clock or SimulatedClock()
         self.stage_offset_nm: tuple[float, float] = (0.0, 0.0)
+        self.focus_c10_nm = 0.0
+        self.focus_gradient_nm_per_um: tuple[float, float] = (0.0, 0.0)
         self._rng = numpy.random.default_rng(seed)
         self._electrons = 0.0
         self._lock = threading.RLock()
@@ -117,6 +148,18 @@ class SampleBase:
         """Scan-field nm to the sample's own coordinates at ``time_s``."""
         return typing.cast(_NDArray, position_nm - (numpy.asarray(self.stage_offset_nm) + self.drift.offset_nm(time_s)))
 
+    def defocus_from_focus_nm(self, probe: ProbeConditions, sample_position_nm: numpy.typing.ArrayLike) -> _NDArray:
+        """How far the probe's C10 is from focus at sample positions (..., 2): ``C10 - in-focus C10``, in nm.
+
+        The in-focus C10 at sample position ``s`` is ``focus_c10_nm + gradient . s`` (``s`` in um).
+        A probe without a C10 reading (``defocus_nm`` None) is in focus everywhere.
+        """
+        p = numpy.asarray(sample_position_nm, dtype=float)
+        if probe.defocus_nm is None:
+            return numpy.zeros(p.shape[:-1])
+        in_focus = self.focus_c10_nm + (p * 1e-3) @ numpy.asarray(self.focus_gradient_nm_per_um, dtype=float)
+        return typing.cast(_NDArray, probe.defocus_nm - in_focus)
+
     def _dwell_samples(self, positions_nm: numpy.typing.ArrayLike, sample_time_s: float, probe: ProbeConditions) -> tuple[_NDArray, float]:
         """Spend one sample of ``sample_time_s`` at each position, in order; call with ``self._lock`` held.
 
@@ -128,6 +171,35 @@ class SampleBase:
         electrons = probe.electrons_per_s * sample_time_s
         self._electrons += electrons * p.shape[0]
         return self._to_sample(p, t0 + (numpy.arange(p.shape[0]) + 0.5) * sample_time_s), electrons
+
+
+def defocus_blur_nm(defocus_nm: numpy.typing.ArrayLike, convergence_semi_angle_rad: float = CONVERGENCE_SEMI_ANGLE_RAD) -> _NDArray:
+    """Gaussian sigma (nm) that ``defocus_nm`` away from focus adds to the probe: ``alpha * |delta_f| / 2``.
+
+    Examples
+    --------
+    >>> round(float(defocus_blur_nm(10.0)), 4)
+    0.15
+    """
+    return typing.cast(_NDArray, convergence_semi_angle_rad * numpy.abs(numpy.asarray(defocus_nm, dtype=float)) / 2)
+
+
+def effective_probe_sigma_nm(sigma0_nm: float, defocus_nm: numpy.typing.ArrayLike, convergence_semi_angle_rad: float = CONVERGENCE_SEMI_ANGLE_RAD) -> _NDArray:
+    """Probe sigma (nm) ``defocus_nm`` away from focus: ``sqrt(sigma0**2 + (alpha * delta_f / 2)**2)``.
+
+    Examples
+    --------
+    >>> round(float(effective_probe_sigma_nm(0.05, 10.0)), 4)
+    0.1581
+    """
+    return numpy.hypot(sigma0_nm, defocus_blur_nm(defocus_nm, convergence_semi_angle_rad))
+
+
+def blur_image(image: _NDArray, sigma_px: float) -> _NDArray:
+    """``image`` seen through a Gaussian probe of ``sigma_px`` pixels (edges extended, not wrapped)."""
+    if sigma_px < 0.05:
+        return image
+    return typing.cast(_NDArray, scipy.ndimage.gaussian_filter(image, sigma_px, truncate=3.5, mode="nearest"))
 
 
 def sample_to_scan_field(sample: TwinSample, sample_position_nm: numpy.typing.ArrayLike, time_s: numpy.typing.ArrayLike | None = None) -> _NDArray:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import typing
+
 import numpy
 import pytest
 
@@ -29,7 +31,8 @@ def test_survey_serves_the_recording_with_calibrations() -> None:
     assert numpy.array_equal(m.xdata.data, numpy.arange(600).reshape(20, 30))
     assert m.xdata.dimensional_calibrations[0].scale == pytest.approx(frame.pixel_size_nm)
     with pytest.raises(ValueError, match="recorded frame"):
-        scope.survey(ScanFrame((10, 10), 1.0))
+        scope.survey(ScanFrame((10, 10), 1.0, center_nm=(5.0, 5.0)))
+    assert scope.scan_frame == frame  # a refused frame leaves the context as it was
 
 
 def test_spectra_follow_the_probe_on_a_coarser_grid() -> None:
@@ -69,3 +72,83 @@ def test_errors() -> None:
     scope.park_probe((1.0, -1.0))
     scope.make_safe()
     assert scope.is_blanked and scope.probe_position_nm is None
+
+
+def test_a_sub_field_is_served_by_resampling_the_recording() -> None:
+    scope, frame, si = make()
+    sub = ScanFrame((16, 24), fov_nm=2.0, center_nm=(1.2, -0.6), rotation_rad=0.5)
+    scope.set_scan_frame(sub)
+    assert scope.scan_frame == sub and scope.recorded_frame == frame
+    m = scope.survey(pixel_time_us=2.0)
+    assert m.frame == sub and m.xdata.data_shape == (16, 24)
+    assert m.dwell_s == pytest.approx(16 * 24 * 2e-6)
+    # The recording is linear in (row, column), 30 * row + column, so bilinear resampling is exact.
+    rows, cols = numpy.moveaxis(frame.nm_to_pixel(sub.pixel_grid_nm()), -1, 0)
+    assert numpy.allclose(m.xdata.data, 30 * rows + cols)
+    # survey(frame) does the same in one call, and the recorded frame serves the recording itself.
+    assert numpy.allclose(scope.survey(sub).xdata.data, 30 * rows + cols)
+    assert numpy.array_equal(scope.survey(frame).xdata.data, numpy.arange(600).reshape(20, 30))
+    # Probe positions stay scan-field nm: the spectrum under a point is the same in either field.
+    scope.set_scan_frame(sub)
+    scope.park_probe(tuple(frame.pixel_to_nm((9, 13))))
+    assert numpy.array_equal(scope.acquire_spectrum(20).xdata.data, si[4, 6])
+    with pytest.raises(OutOfFieldError):
+        scope.park_probe(tuple(frame.pixel_to_nm((1, 1))))  # inside the recording, outside the sub-field
+
+
+def test_frames_reaching_outside_the_recording_are_refused() -> None:
+    scope, frame, _ = make()
+    for outside in (ScanFrame((20, 30), fov_nm=6.5, center_nm=frame.center_nm, rotation_rad=frame.rotation_rad),  # larger
+                    ScanFrame((20, 30), fov_nm=6.0, center_nm=frame.center_nm, rotation_rad=0.0),  # turned
+                    ScanFrame((8, 8), fov_nm=1.0, center_nm=(4.0, -1.0))):  # off to one side
+        with pytest.raises(ValueError, match="inside its recorded frame"):
+            scope.set_scan_frame(outside)
+        assert scope.scan_frame == frame
+
+
+def test_a_replay_has_no_stage_and_keeps_the_defocus_it_is_given() -> None:
+    scope, _, _ = make()
+    assert scope.stage_position_nm == (0.0, 0.0) and scope.stage_limits_nm == ((0.0, 0.0), (0.0, 0.0))
+    scope.move_stage((0.0, 0.0))
+    with pytest.raises(ValueError, match="a replay has no stage"):
+        scope.move_stage((1.0, 0.0))
+    with pytest.raises(ValueError, match="finite"):
+        scope.move_stage((float("nan"), 0.0))
+    recorded_at = ReplayMicroscope(numpy.zeros((4, 4)), ScanFrame((4, 4), 1.0), stage_position_nm=(120.0, -40.0), defocus_nm=-3.0)
+    assert recorded_at.stage_limits_nm == ((120.0, 120.0), (-40.0, -40.0))
+    recorded_at.move_stage((120.0, -40.0))
+    with pytest.raises(ValueError, match=r"recorded at stage \(120, -40\) nm"):
+        recorded_at.move_stage((0.0, 0.0))
+    assert recorded_at.defocus_nm == -3.0
+    before = scope.survey().xdata.data
+    scope.set_defocus(250.0)
+    assert scope.defocus_nm == 250.0
+    assert numpy.array_equal(scope.survey().xdata.data, before)  # focus does not change a recording
+    for bad in (float("nan"), 2e4):
+        with pytest.raises(ValueError, match="defocus"):
+            scope.set_defocus(bad)
+    assert scope.defocus_nm == 250.0
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda s: s.acquire_spectrum(-1.0), "exposure_ms must be a finite number > 0"),
+    (lambda s: s.acquire_spectrum(float("nan")), "exposure_ms"),
+    (lambda s: s.acquire_camera_frame(0.0), "exposure_ms"),
+    (lambda s: s.adf_trace(10, -5.0), "sample_time_us must be a finite number > 0"),
+    (lambda s: s.adf_trace(10, float("nan")), "sample_time_us"),
+    (lambda s: s.adf_trace(0, 10.0), "samples must be a positive whole number"),
+    (lambda s: s.adf_trace(2.5, 10.0), "samples"),
+    (lambda s: s.survey(pixel_time_us=float("nan")), "pixel_time_us"),
+])
+def test_bad_acquisition_settings_say_what_would_be_right(call: typing.Callable[[ReplayMicroscope], object], message: str) -> None:
+    scope, frame, _ = make()
+    scope.park_probe(tuple(frame.pixel_to_nm((5, 5))))
+    with pytest.raises(ValueError, match=message):
+        call(scope)
+
+
+def test_bad_beam_current_is_refused_at_construction() -> None:
+    for bad in (-1e-12, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="beam_current_A must be a finite probe current >= 0 A"):
+            ReplayMicroscope(numpy.zeros((4, 4)), ScanFrame((4, 4), 1.0), beam_current_A=bad)
+

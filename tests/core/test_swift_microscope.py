@@ -129,3 +129,36 @@ def test_make_safe_blanks_and_unparks(usim_session: typing.Any) -> None:
     # blanked acquisitions deliver no dose
     scope.park_probe((0.5, 0.5))
     assert scope.acquire_spectrum(10).dose_e == 0.0
+
+
+def test_stage_and_defocus_go_through_the_instrument_controls(usim_session: typing.Any) -> None:
+    scope = usim_session.microscope()
+    stem = Registry.get_component("stem_controller")
+    assert scope.stage_position_nm == (0.0, 0.0)
+    assert scope.stage_limits_nm == ((-1e6, 1e6), (-1e6, 1e6))  # about +-1 mm, a holder's travel
+    scope.move_stage((250.0, -75.5))
+    stage_m = stem.GetVal2D("stage_position_m", axis=("x", "y"))
+    assert (stage_m.y, stage_m.x) == pytest.approx((250e-9, -75.5e-9))
+    assert scope.stage_position_nm == pytest.approx((250.0, -75.5))
+    with pytest.raises(ValueError, match="outside the stage limits"):
+        scope.move_stage((2e6, 0.0))
+    assert scope.stage_position_nm == pytest.approx((250.0, -75.5))
+    assert scope.defocus_nm == pytest.approx(stem.GetVal("C10") * 1e9) == pytest.approx(500.0)
+    scope.set_defocus(-120.0)
+    assert stem.GetVal("C10") == pytest.approx(-120e-9) and scope.defocus_nm == pytest.approx(-120.0)
+    with pytest.raises(ValueError, match="beyond the allowed"):
+        scope.set_defocus(1e5)
+    assert scope.defocus_nm == pytest.approx(-120.0)
+
+
+def test_set_scan_frame_sets_the_context_without_scanning(usim_session: typing.Any) -> None:
+    scope = usim_session.microscope()
+    stem = Registry.get_component("stem_controller")
+    frame = ScanFrame((100, 150), fov_nm=12.0, center_nm=(1.0, -2.0), rotation_rad=0.2)
+    scope.set_scan_frame(frame)
+    assert scope.scan_frame == frame
+    assert stem.scan_context.fov_nm == pytest.approx(12.0)
+    assert not stem.scan_controller.is_playing and not stem.scan_controller.is_recording
+    # the dose of the next survey is counted once, through Measurement.of
+    m = scope.survey(pixel_time_us=1.0)
+    assert m.frame == frame and m.dose_e == pytest.approx(electrons(scope.beam_current_A, 100 * 150 * 1e-6))

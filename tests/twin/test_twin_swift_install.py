@@ -27,7 +27,7 @@ def test_install_and_uninstall_in_swift(tmp_path: pathlib.Path) -> None:
             assert list(stems) == [configuration.instrument]
             scan = HardwareSource.HardwareSourceManager().get_hardware_source_for_hardware_source_id("usim_scan_device")
             assert scan is not None and scan.scan_device is configuration.scan_module.device
-            assert catalog.TITLES["mos2"] in configuration.instrument.scan_data_generator.sample_titles  # type: ignore[attr-defined]
+            assert catalog.TITLES["mos2"] in configuration.instrument.scan_data_generator.sample_titles
             eels = HardwareSource.HardwareSourceManager().get_hardware_source_for_hardware_source_id("usim_eels_camera")
             assert eels is not None and eels.camera is configuration.eels_camera_device
         finally:

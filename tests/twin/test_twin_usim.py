@@ -197,3 +197,34 @@ def test_ronchigram_centre_of_mass_differs_between_domains(twin_harness: typing.
         coms.append(numpy.array(scipy.ndimage.center_of_mass(image)))
     assert twin.domain_index((0.0, 0.0)) != twin.domain_index((60.0, -60.0))
     assert numpy.linalg.norm(coms[0] - coms[1]) > 0.5
+
+
+def test_synchronized_spectrum_image_exposes_the_twin_at_the_pixel_being_scanned(twin_harness: typing.Any, monkeypatch: typing.Any) -> None:
+    harness = twin_harness("plasmonic", seed=0)
+    twin = harness.configuration.twin
+    frame = ScanFrame((3, 4), 60.0, (60.0, -60.0), 0.4)  # off-centre, turned and not square: every convention shows
+    fp = harness.scan.get_current_frame_parameters()
+    fp.pixel_size = Geometry.IntSize(*frame.shape)
+    fp.fov_nm = frame.fov_nm
+    fp.center_nm = Geometry.FloatPoint(*frame.center_nm)
+    fp.rotation_rad = frame.rotation_rad
+    fp.pixel_time_us = 10.0
+    harness.scan.set_current_frame_parameters(fp)
+    cfp = harness.eels.get_current_frame_parameters()
+    cfp.exposure_ms = 5
+    cfp.processing = "sum_project"
+    seen: list[tuple[float, float]] = []
+    spectrum = twin.spectrum
+
+    def recording_spectrum(position_nm: typing.Sequence[float], *args: typing.Any) -> _NDArray:
+        seen.append((float(position_nm[0]), float(position_nm[1])))
+        return typing.cast(_NDArray, spectrum(position_nm, *args))
+
+    monkeypatch.setattr(twin, "spectrum", recording_spectrum)
+    harness.scan.grab_synchronized(scan_frame_parameters=fp, camera=harness.eels, camera_frame_parameters=cfp)
+    pixels = frame.nm_to_pixel(numpy.array(seen))
+    on_pixel = numpy.all(numpy.abs(pixels - numpy.rint(pixels)) < 1e-6, axis=1)
+    # Every pixel of the frame is exposed where the scan has put the probe (usim may expose a pixel twice) ...
+    assert {tuple(p) for p in numpy.rint(pixels[on_pixel]).astype(int).tolist()} == {(r, c) for r in range(3) for c in range(4)}
+    # ... and an exposure the camera squeezes in between frames falls back to the middle of the field.
+    assert numpy.allclose(pixels[~on_pixel], (1.0, 1.5)) and numpy.count_nonzero(~on_pixel) <= 2, pixels[~on_pixel]
