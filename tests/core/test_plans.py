@@ -6,6 +6,7 @@ import pathlib
 import time
 
 import numpy
+import numpy.typing
 import pytest
 
 from nion_autoem.actions import Acquire
@@ -16,6 +17,7 @@ from nion_autoem.actions import Survey
 from nion_autoem.actions import Verify
 from nion_autoem.actions import Wait
 from nion_autoem.dry_run import dry_run
+from nion_autoem.instrument import Measurement
 from nion_autoem.journal import read_journal
 from nion_autoem.plan import Checkpoint
 from nion_autoem.plan import PlanGenerator
@@ -44,8 +46,8 @@ def composed(points: int = 4) -> PlanGenerator:
     return f"{len(spectra)} spectra"
 
 
-def spectra_along_diagonal(positions: numpy.ndarray) -> SubPlan:  # type: ignore[type-arg]
-    taken = []
+def spectra_along_diagonal(positions: numpy.typing.NDArray[numpy.float64]) -> SubPlan:
+    taken: list[Measurement] = []
     for y, x in positions:
         yield Checkpoint()
         spectrum = yield Acquire((float(y), float(x)), 10.0, label=f"spectrum {len(taken) + 1}")

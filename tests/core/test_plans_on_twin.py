@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import typing
 
 import numpy
 import pytest
@@ -17,6 +18,7 @@ from nion_autoem.dry_run import dry_run
 from nion_autoem.geometry import ScanFrame
 from nion_autoem.journal import JOURNAL_NAME
 from nion_autoem.journal import read_journal
+from nion_autoem.plan import Plan
 from nion_autoem.plan import PlanGenerator
 from nion_autoem.plan import plan
 from nion_autoem.plans import PointSpectroscopy
@@ -35,6 +37,7 @@ from nion_autoem.swift.session import UsimSession
 from nion_autoem.swift.usim_twin import create_configuration
 from nion_autoem.twin import lattice
 from tests.core.plans import dwell_series
+from tests.twins import mos2_twin
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -51,7 +54,7 @@ def s1_spectra(field_nm: float = 3.0, exposure_ms: float = 10.0, most: int = 6) 
 def test_the_readme_composition_runs_on_the_twin(tmp_path: pathlib.Path) -> None:
     configuration = create_configuration("mos2", seed=5, s_cross_section_barn=0.0)
     with UsimSession(configuration) as session:
-        truth = configuration.twin.ground_truth()
+        truth = mos2_twin(configuration).ground_truth()
         sink = MemorySink()
         runner = ExperimentRunner(session.microscope(), s1_spectra(), run_dir=tmp_path / "run", sink=sink)
         session.run_until_done(runner, timeout=120)
@@ -95,7 +98,7 @@ def test_a_run_killed_mid_dwell_resumes_without_delivering_any_dose_twice(tmp_pa
     # A fresh twin in this process: everything it receives, it receives from the resumed run.
     configuration = create_configuration("mos2", seed=3)
     with UsimSession(configuration) as session:
-        twin = configuration.twin
+        twin = mos2_twin(configuration)
         before = twin.electrons_received
         runner = ExperimentRunner(session.microscope(), dwell_series(dwells=12, samples=2000, sample_time_us=10.0), run_dir=run_dir, resume=True)
         session.run_until_done(runner, timeout=120)
@@ -112,7 +115,7 @@ def test_a_run_killed_mid_dwell_resumes_without_delivering_any_dose_twice(tmp_pa
 
 @pytest.mark.parametrize("experiment", ["point", "dkl", "atoms", "targeting"])
 def test_the_dry_run_reports_steps_dose_and_path_for_every_experiment(experiment: str) -> None:
-    experiments = {
+    experiments: dict[str, typing.Callable[[], Plan]] = {
         "point": lambda: PointSpectroscopy(points=5, refine_points=2, exposure_ms=20.0),
         "dkl": lambda: DKLSpectroscopy(band_integral((1.0, 2.0)), DKLSettings(patch_size=16, stride=16, max_measurements=6)),
         "atoms": lambda: AtomFinding(frames=2, survey_frame=ScanFrame((128, 128), 3.0)),

@@ -40,7 +40,8 @@ def test_panel_runs_an_experiment_and_reports_progress(usim_session: typing.Any,
         usim_session.pump_until_done(runner, 60)
         assert runner.state is RunState.FINISHED, runner.progress.message
         assert controller.percent.value == 100
-        assert "finished" in controller.status.value
+        status = controller.status.value
+        assert status is not None and "finished" in status
         assert (tmp_path / "runs" / runner.run_id / "journal.jsonl").exists()
         assert any(product in (d.title or "") for d in usim_session.document_model.data_items)
     finally:
@@ -53,7 +54,8 @@ def test_panel_explains_bad_parameters(usim_session: typing.Any, tmp_path: pathl
     controller.points.value = 0
     controller.start()
     assert controller.runner is None
-    assert "Cannot start" in controller.status.value and "points" in controller.status.value
+    status = controller.status.value
+    assert status is not None and "Cannot start" in status and "points" in status
     controller.close()
 
 

@@ -27,6 +27,7 @@ def test_stop_during_a_long_exposure_is_fast_and_safe(usim_session: typing.Any, 
     runner = ExperimentRunner(scope, policy, run_dir=tmp_path / "run", sink=DataItemSink(usim_session.document_controller))
     runner.start()
     stem = Registry.get_component("stem_controller")
+    assert stem is not None
     deadline = time.time() + 20
     while "spectrum" not in runner.progress.current_action and time.time() < deadline:
         usim_session.pump(0.01)
@@ -50,6 +51,7 @@ def test_an_exception_mid_run_leaves_the_probe_safe(usim_session: typing.Any, tm
     usim_session.run_until_done(runner)
     assert runner.state is RunState.FAILED and "contains no channel" in runner.progress.message
     stem = Registry.get_component("stem_controller")
+    assert stem is not None
     assert scope.is_blanked and stem.probe_position is None
 
 
@@ -70,6 +72,7 @@ def test_results_are_data_items_that_survive_reopening_the_project(tmp_path: pat
         spectra_item = sink.data_item(runner.run_id, "spectra")
         assert survey_item is not None and spectra_item is not None
         measured = len(policy.positions_nm)
+        assert spectra_item.xdata is not None
         assert spectra_item.xdata.data_shape[0] == measured >= 5
         run_id = runner.run_id
     assert leaked_components() == {}
@@ -82,21 +85,30 @@ def test_results_are_data_items_that_survive_reopening_the_project(tmp_path: pat
     profile.read_project(reference)
     document_model = reference.document_model
     try:
+        assert document_model is not None
         ours = {d.title: d for d in document_model.data_items if d.metadata.get("nion_autoem", {}).get("run_id") == run_id}
         assert set(ours) == {f"Survey with measured points ({run_id})", f"Measured spectra ({run_id})"}
         spectra = ours[f"Measured spectra ({run_id})"]
-        assert spectra.xdata.data_shape[0] == measured
-        energy = spectra.xdata.dimensional_calibrations[-1]
+        spectra_xdata = spectra.xdata
+        assert spectra_xdata is not None
+        assert spectra_xdata.data_shape[0] == measured
+        energy = spectra_xdata.dimensional_calibrations[-1]
         assert energy.units == "eV" and energy.scale > 0
         md = spectra.metadata["nion_autoem"]
         assert md["parameters"]["points"] == 5 and len(md["positions_nm"]) == measured
         assert md["provenance"]["plan"] == "point-spectroscopy" and md["provenance"]["software"].startswith("nion-autoem")
         assert md["provenance"]["journal"] == str(tmp_path / "run" / "journal.jsonl")
         survey = ours[f"Survey with measured points ({run_id})"]
-        assert survey.xdata.dimensional_calibrations[0].units == "nm"
-        points = [g for g in document_model.get_display_item_for_data_item(survey).graphics if g.type == "point-graphic"]
+        survey_xdata = survey.xdata
+        assert survey_xdata is not None
+        assert survey_xdata.dimensional_calibrations[0].units == "nm"
+        survey_display = document_model.get_display_item_for_data_item(survey)
+        assert survey_display is not None
+        points = [g for g in survey_display.graphics if g.type == "point-graphic"]
         assert len(points) == measured
-        assert sorted(int(g.label) for g in points) == list(range(1, measured + 1))
+        labels = [g.label for g in points]
+        assert all(label is not None for label in labels)
+        assert sorted(int(label) for label in labels if label is not None) == list(range(1, measured + 1))
     finally:
         profile.close()
 

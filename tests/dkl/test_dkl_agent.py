@@ -182,11 +182,13 @@ def test_trainable_head_projects_the_embedding() -> None:
     gp.refit(full=True, iterations=60)
     model = gp.model
     assert model is not None and model.head is not None
-    assert model.head.weight.shape == (2, 6) and model.head.weight.dtype == torch.float64
-    before = model.head.weight.detach().clone()
+    head = model.head
+    assert isinstance(head, torch.nn.Linear)  # typed as any torch Module; a Linear projection here
+    assert head.weight.shape == (2, 6) and head.weight.dtype == torch.float64
+    before = head.weight.detach().clone()
     gp.add(numpy.arange(40, 50), y[40:50])
     gp.refit(iterations=5)  # warm start keeps training the same head
-    assert not torch.equal(before, model.head.weight.detach())
+    assert not torch.equal(before, head.weight.detach())
     assert r_squared(gp.posterior().mean[50:], y[50:]) > 0.8
 
 

@@ -6,6 +6,7 @@ import pathlib
 import typing
 
 import numpy
+import numpy.typing
 import pytest
 
 from nion_autoem.geometry import ScanFrame
@@ -20,11 +21,12 @@ from nion_autoem.runner import RunState
 from nion_autoem.runner import replay
 from nion_autoem_dkl.agent import AgentConfig
 from nion_autoem_dkl.synthetic import make_textured_sample
+from tests.twins import plasmonic_twin
 
 ENERGY = (-2.0, 0.1)  # offset, eV per channel
 
 
-def recorded_sample(seed: int = 3) -> tuple[ReplayMicroscope, numpy.ndarray, ScanFrame]:  # type: ignore[type-arg]
+def recorded_sample(seed: int = 3) -> tuple[ReplayMicroscope, numpy.typing.NDArray[typing.Any], ScanFrame]:
     """A textured survey and a spectrum image whose 2 eV peak follows the local-structure property."""
     sample = make_textured_sample(seed, shape=(96, 96))
     frame = ScanFrame((96, 96), fov_nm=12.0)
@@ -81,7 +83,7 @@ def test_a_dkl_run_replays_from_its_journal_with_the_same_decisions(tmp_path: pa
 
 def test_dkl_rejects_bad_settings() -> None:
     with pytest.raises(ValueError, match="detector"):
-        DKLSettings(detector="xray")
+        DKLSettings(detector="xray")  # type: ignore[arg-type]  # the wrong detector on purpose
     with pytest.raises(ValueError, match="batch_size"):
         DKLSettings(batch_size=0)
 
@@ -107,7 +109,7 @@ def test_the_panel_runs_dkl_on_the_plasmonic_twin_and_finds_corner_modes(tmp_pat
         assert runner is not None, controller.status.value
         session.pump_until_done(runner, 120)
         assert runner.state is RunState.FINISHED, runner.progress.message
-        twin = configuration.twin
+        twin = plasmonic_twin(configuration)
         peak = {mode.name: mode.strength for mode in twin.modes}
 
         def excitation(position: typing.Any) -> float:
@@ -117,7 +119,7 @@ def test_the_panel_runs_dkl_on_the_plasmonic_twin_and_finds_corner_modes(tmp_pat
         measured = frame.pixel_to_nm(policy.agent.positions[policy.measured])  # type: ignore[attr-defined]
         on_modes = sum(excitation(p) > 0.5 for p in measured)
         field = frame.pixel_grid_nm()[::4, ::4].reshape(-1, 2)
-        area_fraction = numpy.mean([excitation(p) > 0.5 for p in field])
+        area_fraction = float(numpy.mean([excitation(p) > 0.5 for p in field]))
         # random sampling would expect area_fraction * 60 (about one); DKL must do far better
         assert on_modes >= max(4, 4 * area_fraction * 60), (on_modes, area_fraction)
         assert any(d.title.startswith("DKL prediction") for d in session.document_model.data_items)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy
+import numpy.typing
 import pytest
 
 from nion_autoem_elit import atoms
@@ -8,7 +9,7 @@ from nion_autoem_elit import atoms
 NAMES = ("background", "Mo", "S2", "S1")
 
 
-def _probability_maps(centres: list[tuple[float, float]], classes: list[int], members: int = 3) -> numpy.ndarray:
+def _probability_maps(centres: list[tuple[float, float]], classes: list[int], members: int = 3) -> numpy.typing.NDArray[numpy.float64]:
     """Member probability maps with a soft Gaussian blob of the given class at each centre."""
     shape = (64, 64)
     rr, cc = numpy.mgrid[0 : shape[0], 0 : shape[1]]
@@ -17,7 +18,8 @@ def _probability_maps(centres: list[tuple[float, float]], classes: list[int], me
         blob = numpy.exp(-((rr - r) ** 2 + (cc - c) ** 2) / (2 * 2.0**2))
         p[:, k] += blob
     p[:, 0] = numpy.clip(1.0 - p[:, 1:].sum(axis=1), 0.0, 1.0)
-    return p / p.sum(axis=1, keepdims=True)
+    normalised: numpy.typing.NDArray[numpy.float64] = p / p.sum(axis=1, keepdims=True)
+    return normalised
 
 
 def test_sub_pixel_positions_and_classes() -> None:

@@ -23,6 +23,7 @@ from nion_autoem.swift.usim_twin import create_configuration
 from nion_autoem.twin import lattice
 from nion_autoem_elit import generate_frame
 from nion_autoem_elit import mos2_lattice
+from tests.twins import mos2_twin
 
 
 def test_live_frames_from_the_twin_become_classified_atoms(tmp_path: pathlib.Path) -> None:
@@ -34,7 +35,7 @@ def test_live_frames_from_the_twin_become_classified_atoms(tmp_path: pathlib.Pat
         runner = ExperimentRunner(session.microscope(), policy, run_dir=tmp_path / "run", sink=sink)
         session.run_until_done(runner, timeout=120)
         assert runner.state is RunState.FINISHED, runner.progress.message
-        truth = configuration.twin.ground_truth()
+        truth = mos2_twin(configuration).ground_truth()
         result = policy.results[-1]
         found_nm = frame.pixel_to_nm(result.positions)
         visible = numpy.isin(truth.column_class, (lattice.MO, lattice.S2, lattice.S1)) & frame.contains_nm(truth.position_nm, margin=0.05)
@@ -53,10 +54,14 @@ def test_live_frames_from_the_twin_become_classified_atoms(tmp_path: pathlib.Pat
         assert frame_item is not None and table_item is not None and map_item is not None
         points = [g for g in frame_item.display.graphics if g.graphic_type == "point-graphic"]
         assert len(points) == len(result)
-        assert {g.label.rstrip("?") for g in points} <= set(result.class_names)
+        labels = [g.label for g in points]
+        assert all(label is not None for label in labels)
+        assert {label.rstrip("?") for label in labels if label is not None} <= set(result.class_names)
+        assert table_item.xdata is not None and table_item.metadata is not None and map_item.xdata is not None
         assert table_item.xdata.data_shape == (len(result), len(TABLE_COLUMNS))
         assert table_item.metadata["nion_autoem"]["columns"] == list(TABLE_COLUMNS)
         assert map_item.xdata.dimensional_calibrations[0].units == "nm"
+        assert isinstance(runner.plan, AtomFinding)
         assert runner.plan.model_version == "elit/mos2"
 
 
@@ -104,7 +109,9 @@ def test_the_panel_finds_atoms_live_on_the_twin_and_in_a_selected_image(tmp_path
             if start == controller.find_atoms_in_selection:
                 live = next(d for d in session.document_model.data_items if d.title.startswith("Atoms found (ELIT)"))
                 session.document_controller.selected_display_panel = None
-                session.document_controller.select_display_items_in_data_panel([session.document_model.get_display_item_for_data_item(live)])
+                live_display = session.document_model.get_display_item_for_data_item(live)
+                assert live_display is not None
+                session.document_controller.select_display_items_in_data_panel([live_display])
                 session.pump(0.05)
             start()
             runner = controller.runner
@@ -119,12 +126,16 @@ def test_the_panel_finds_atoms_live_on_the_twin_and_in_a_selected_image(tmp_path
 
 def test_elit_follows_the_users_scan_frame_by_frame(tmp_path: pathlib.Path) -> None:
     from nion.instrumentation import HardwareSource
+    from nion.instrumentation import scan_base
     from nion.utils import Geometry
 
     from nion_autoem.swift import panel
 
     with UsimSession(create_configuration("mos2", seed=9)) as session:
-        scan = HardwareSource.HardwareSourceManager().get_hardware_source_for_hardware_source_id("usim_scan_device")
+        hardware_source = HardwareSource.HardwareSourceManager().get_hardware_source_for_hardware_source_id("usim_scan_device")
+        assert hardware_source is not None
+        # The manager hands back the base HardwareSource type; this id is usim's scan.
+        scan = typing.cast(scan_base.ScanHardwareSource, hardware_source)
         fp = scan.get_current_frame_parameters()
         fp.pixel_size, fp.fov_nm, fp.pixel_time_us = Geometry.IntSize(192, 192), 2.5, 1.0
         scan.set_current_frame_parameters(fp)

@@ -15,6 +15,8 @@ from nion_autoem.actions import Dwell
 from nion_autoem.geometry import ScanFrame
 from nion_autoem.instrument import OutOfFieldError
 from nion_autoem.journal import read_journal
+from nion_autoem.plan import PlanGenerator
+from nion_autoem.plan import plan
 from nion_autoem.plans.beam_targeting import BeamTargeting
 from nion_autoem.plans.beam_targeting import Outcome
 from nion_autoem.plans.beam_targeting import TargetingSettings
@@ -24,6 +26,7 @@ from nion_autoem.runner import RunState
 from nion_autoem.swift.session import UsimSession
 from nion_autoem.swift.usim_twin import create_configuration
 from nion_autoem.twin import lattice
+from tests.twins import mos2_twin
 
 FRAME = ScanFrame((256, 256), fov_nm=3.0)
 
@@ -31,13 +34,13 @@ FRAME = ScanFrame((256, 256), fov_nm=3.0)
 def test_writes_a_line_of_vacancies_verified_by_elit(tmp_path: pathlib.Path) -> None:
     configuration = create_configuration("mos2", seed=1, drift_nm_per_s=(0.5 / 60, 0.0))
     with UsimSession(configuration) as session:
-        truth_before = configuration.twin.ground_truth()
+        truth_before = mos2_twin(configuration).ground_truth()
         policy = BeamTargeting(TargetingSettings(FRAME, line=((0.0, -0.8), (0.0, 0.8), 0.35), max_targets=4))
         sink = MemorySink()
         runner = ExperimentRunner(session.microscope(), policy, run_dir=tmp_path / "run", sink=sink)
         session.run_until_done(runner, timeout=120)
         assert runner.state is RunState.FINISHED, runner.progress.message
-        truth_after = configuration.twin.ground_truth()
+        truth_after = mos2_twin(configuration).ground_truth()
     assert len(policy.targets) == 4
     assert all(t.outcome is Outcome.TRANSFORMED for t in policy.targets)
     # the ground truth agrees: each targeted column lost sulfur
@@ -61,23 +64,18 @@ def test_a_probe_position_outside_the_field_is_refused_and_the_beam_made_safe(tm
         scope = session.microscope()
         scope.survey(FRAME, pixel_time_us=1.0)
 
-        class Wander:
-            name, model_version, parameters = "wander", "wander/1", {}
+        @plan("wander")
+        def wander() -> PlanGenerator:
+            yield Dwell((5.0, 0.0), 10, 100.0)  # 5 nm off-centre in a 3 nm field
+            raise AssertionError("the dwell must not have happened")
 
-            def fraction_done(self) -> float:
-                return 0.0
-
-            def decide(self, context: typing.Any) -> list[Dwell]:
-                return [Dwell((5.0, 0.0), 10, 100.0)]  # 5 nm off-centre in a 3 nm field
-
-            def observe(self, observation: typing.Any, context: typing.Any) -> None:
-                raise AssertionError("the dwell must not have happened")
-
-        runner = ExperimentRunner(scope, Wander(), run_dir=tmp_path / "run")
+        runner = ExperimentRunner(scope, wander(), run_dir=tmp_path / "run")
         runner.run()
         assert runner.state is RunState.FAILED and isinstance(runner.error, OutOfFieldError)
         assert "outside the scan field" in runner.progress.message
-        assert scope.is_blanked and Registry.get_component("stem_controller").probe_position is None
+        stem = Registry.get_component("stem_controller")
+        assert stem is not None
+        assert scope.is_blanked and stem.probe_position is None
 
 
 def test_dwell_is_bounded(tmp_path: pathlib.Path) -> None:
@@ -101,6 +99,7 @@ def test_stop_during_a_dwell_makes_the_beam_safe_within_100_ms(tmp_path: pathlib
             session.pump(0.01)
         time.sleep(0.3)
         stem = Registry.get_component("stem_controller")
+        assert stem is not None
         t0 = time.perf_counter()
         runner.stop()
         elapsed = time.perf_counter() - t0
@@ -125,7 +124,9 @@ def test_an_exception_in_the_atom_finder_leaves_the_beam_safe(tmp_path: pathlib.
         runner = ExperimentRunner(scope, BeamTargeting(TargetingSettings(FRAME, max_targets=2), atom_finder=flaky_finder), run_dir=tmp_path / "run")
         session.run_until_done(runner, timeout=60)
         assert runner.state is RunState.FAILED and "model file unreadable" in runner.progress.message
-        assert scope.is_blanked and Registry.get_component("stem_controller").probe_position is None
+        stem = Registry.get_component("stem_controller")
+        assert stem is not None
+        assert scope.is_blanked and stem.probe_position is None
         assert len(read_journal(tmp_path / "run").steps) >= 3  # survey, registration and dwell(s) were kept
 
 
@@ -160,17 +161,18 @@ def test_from_the_panel_a_vacancy_line_is_written_and_verified(tmp_path: pathlib
     monkeypatch.setenv("NION_AUTOEM_RUNS", str(tmp_path / "runs"))
     configuration = create_configuration("mos2", seed=5, drift_nm_per_s=(0.5 / 60, 0.0))
     with UsimSession(configuration) as session:
-        before = configuration.twin.ground_truth()
+        before = mos2_twin(configuration).ground_truth()
         controller = panel.ExperimentPanelController(session.document_controller)
         controller.experiment_index.value = 3
         controller.points.value = 3
         controller.field_nm.value = 3.0
         runner = run_panel(session, controller)
         assert runner.state is RunState.FINISHED, runner.progress.message
-        assert "finished" in controller.status.value and controller.percent.value == 100
+        status = controller.status.value
+        assert status is not None and "finished" in status and controller.percent.value == 100
         policy = runner.plan
         assert [t.outcome for t in policy.targets] == [Outcome.TRANSFORMED] * 3
-        after = configuration.twin.ground_truth()
+        after = mos2_twin(configuration).ground_truth()
         for target in policy.targets:
             column = numpy.argmin(numpy.linalg.norm(before.position_nm - numpy.asarray(target.position_nm), axis=1))
             assert after.column_class[column] in (lattice.S1, lattice.EMPTY)
@@ -188,7 +190,7 @@ def test_from_the_panel_targets_drawn_as_graphics(tmp_path: pathlib.Path, monkey
     with UsimSession(configuration) as session:
         scope = session.microscope()
         survey = scope.survey(FRAME, pixel_time_us=1.0)
-        truth = configuration.twin.ground_truth()
+        truth = mos2_twin(configuration).ground_truth()
         s2 = numpy.flatnonzero((truth.column_class == lattice.S2) & (numpy.linalg.norm(truth.position_nm, axis=1) < 0.8))[:2]
         item = Facade.Library(session.document_model).create_data_item_from_data_and_metadata(survey.xdata, "my survey")
         for position in truth.position_nm[s2]:
