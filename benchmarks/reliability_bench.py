@@ -198,14 +198,21 @@ def bad_inputs() -> tuple[int, int]:
     sys.path.insert(0, str(ROOT))
     cases: list[typing.Any] = list(importlib.import_module("tests.test_bad_inputs").CASES)
     clear = 0
-    for case in cases:
-        try:
-            case.call()
-        except case.error as e:
-            clear += bool(re.search(case.message, str(e)))
-        except Exception:  # the wrong kind of error is an unclear error
-            pass
+    with tempfile.TemporaryDirectory() as folder:
+        for case in cases:
+            clear += _clear(case, pathlib.Path(folder))
     return clear, len(cases)
+
+
+def _clear(case: typing.Any, folder: pathlib.Path) -> int:
+    """1 when the bad input is refused with the expected error and a message that says what is right."""
+    try:
+        case.call(folder)
+    except case.error as e:
+        return int(bool(re.search(case.message, str(e))))
+    except Exception:  # the wrong kind of error is an unclear error
+        return 0
+    return 0
 
 
 def rss_mb() -> float:

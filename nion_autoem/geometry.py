@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import typing
 
 import numpy
@@ -59,16 +60,21 @@ class ScanFrame:
     rotation_rad: float = 0.0
 
     def __post_init__(self) -> None:
-        if len(self.shape) != 2 or min(self.shape) < 1:
-            raise ValueError(f"shape must be two positive pixel counts (rows, columns), got {self.shape!r}")
-        if not math.isfinite(self.fov_nm) or self.fov_nm <= 0:
-            raise ValueError(f"fov_nm must be a positive finite number of nanometres, got {self.fov_nm!r}")
-        if len(self.center_nm) != 2 or not all(math.isfinite(v) for v in self.center_nm):
-            raise ValueError(f"center_nm must be a finite (y, x) pair in nm, got {self.center_nm!r}")
-        if not math.isfinite(self.rotation_rad):
-            raise ValueError(f"rotation_rad must be finite, got {self.rotation_rad!r}")
-        object.__setattr__(self, "shape", (int(self.shape[0]), int(self.shape[1])))
-        object.__setattr__(self, "center_nm", (float(self.center_nm[0]), float(self.center_nm[1])))
+        expected = "two whole pixel counts >= 1 (rows, columns)"
+        shape: typing.Any = self.shape
+        if not _is_pair(shape) or not all(_is_number(v) for v in shape):
+            raise TypeError(f"shape must be {expected}, got {_describe(shape)}")
+        if len(shape) != 2 or not all(float(v).is_integer() and v >= 1 for v in shape):
+            raise ValueError(f"shape must be {expected}, got {_describe(shape)}")
+        _number(self.fov_nm, "fov_nm", "a positive finite number of nanometres", positive=True)
+        center: typing.Any = self.center_nm
+        if not _is_pair(center) or not all(_is_number(v) for v in center):
+            raise TypeError(f"center_nm must be a finite (y, x) pair in nm, got {_describe(center)}")
+        if len(center) != 2 or not all(math.isfinite(v) for v in center):
+            raise ValueError(f"center_nm must be a finite (y, x) pair in nm, got {_describe(center)}")
+        _number(self.rotation_rad, "rotation_rad", "a finite angle in radians")
+        object.__setattr__(self, "shape", (int(shape[0]), int(shape[1])))
+        object.__setattr__(self, "center_nm", (float(center[0]), float(center[1])))
 
     @property
     def pixel_size_nm(self) -> float:
@@ -87,24 +93,29 @@ class ScanFrame:
         return numpy.array([[c, -s], [s, c]])
 
     def fraction_to_nm(self, fraction: numpy.typing.ArrayLike) -> _NDArray:
-        """Convert fractional scan positions (..., 2) to scan-field nm (..., 2)."""
-        f = numpy.asarray(fraction, dtype=float)
+        """Convert fractional scan positions (..., 2) to scan-field nm (..., 2).
+
+        Like every conversion here it checks the shape and type of its input
+        but lets NaN through (a NaN position converts to NaN, which the
+        microscopes then refuse as outside the field).
+        """
+        f = _pairs(fraction, "fraction", "(y, x) fraction")
         local = (f - 0.5) * numpy.array(self.size_nm)
         return typing.cast(_NDArray, local @ self._rotation().T + numpy.array(self.center_nm))
 
     def nm_to_fraction(self, position_nm: numpy.typing.ArrayLike) -> _NDArray:
         """Convert scan-field nm (..., 2) to fractional scan positions (..., 2)."""
-        p = numpy.asarray(position_nm, dtype=float)
+        p = _pairs(position_nm, "position_nm", "(y, x) nm")
         local = (p - numpy.array(self.center_nm)) @ self._rotation()
         return typing.cast(_NDArray, local / numpy.array(self.size_nm) + 0.5)
 
     def pixel_to_fraction(self, pixel: numpy.typing.ArrayLike) -> _NDArray:
         """Convert (row, column) pixel coordinates (..., 2) to fractions (..., 2)."""
-        return typing.cast(_NDArray, (numpy.asarray(pixel, dtype=float) + 0.5) / numpy.array(self.shape))
+        return typing.cast(_NDArray, (_pairs(pixel, "pixel", "(row, column)") + 0.5) / numpy.array(self.shape))
 
     def fraction_to_pixel(self, fraction: numpy.typing.ArrayLike) -> _NDArray:
         """Convert fractions (..., 2) to (row, column) pixel coordinates (..., 2)."""
-        return typing.cast(_NDArray, numpy.asarray(fraction, dtype=float) * numpy.array(self.shape) - 0.5)
+        return typing.cast(_NDArray, _pairs(fraction, "fraction", "(y, x) fraction") * numpy.array(self.shape) - 0.5)
 
     def pixel_to_nm(self, pixel: numpy.typing.ArrayLike) -> _NDArray:
         """Convert (row, column) pixel coordinates (..., 2) to scan-field nm (..., 2)."""
@@ -117,8 +128,12 @@ class ScanFrame:
     def contains_nm(self, position_nm: numpy.typing.ArrayLike, margin: float = 0.0) -> _NDArray:
         """Whether positions (..., 2) in nm lie inside the scanned area.
 
-        ``margin`` is a fraction of the field kept clear at each edge.
+        ``margin`` is a fraction of the field kept clear at each edge, in [0, 0.5).
         """
+        if not _is_number(margin):
+            raise TypeError(f"margin must be a fraction of the field in [0, 0.5), got {_describe(margin)}")
+        if not 0.0 <= float(margin) < 0.5:
+            raise ValueError(f"margin must be a fraction of the field in [0, 0.5), got {_describe(margin)}")
         f = self.nm_to_fraction(position_nm)
         return typing.cast(_NDArray, numpy.all((f >= margin) & (f <= 1.0 - margin), axis=-1))
 
@@ -133,5 +148,59 @@ class ScanFrame:
 
     @classmethod
     def from_dict(cls, d: typing.Mapping[str, typing.Any]) -> ScanFrame:
-        """Rebuild a frame from :meth:`to_dict` output."""
-        return cls((int(d["shape"][0]), int(d["shape"][1])), float(d["fov_nm"]), (float(d["center_nm"][0]), float(d["center_nm"][1])), float(d.get("rotation_rad", 0.0)))
+        """Rebuild a frame from :meth:`to_dict` output.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``d`` is not a mapping, lacks ``shape`` or ``fov_nm``, or holds values
+            :class:`ScanFrame` rejects.
+        """
+        expected = "a scan frame dict with 'shape' and 'fov_nm' (and optionally 'center_nm', 'rotation_rad')"
+        if not isinstance(d, typing.Mapping):
+            raise TypeError(f"d must be {expected}, got {type(d).__name__}")
+        missing = [key for key in ("shape", "fov_nm") if key not in d]
+        if missing:
+            raise ValueError(f"d must be {expected}, got the keys {sorted(d)}: missing {', '.join(repr(k) for k in missing)}")
+        shape = d["shape"]
+        center = d.get("center_nm", (0.0, 0.0))
+        return cls(tuple(shape) if isinstance(shape, (list, tuple)) else shape, d["fov_nm"],
+                   tuple(center) if isinstance(center, (list, tuple)) else center, d.get("rotation_rad", 0.0))
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, numpy.bool_))
+
+
+def _is_pair(value: object) -> bool:
+    return isinstance(value, (tuple, list, numpy.ndarray)) and numpy.ndim(value) == 1
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, numpy.generic):
+        return repr(value.item())
+    if isinstance(value, (tuple, list)):
+        return repr(type(value)(v.item() if isinstance(v, numpy.generic) else v for v in value))
+    if isinstance(value, numpy.ndarray):
+        return repr(value.tolist())
+    return repr(value)
+
+
+def _number(value: object, name: str, expected: str, positive: bool = False) -> float:
+    if not _is_number(value):
+        raise TypeError(f"{name} must be {expected}, got {_describe(value)}")
+    result = float(typing.cast(float, value))
+    if not math.isfinite(result) or (positive and result <= 0):
+        raise ValueError(f"{name} must be {expected}, got {_describe(value)}")
+    return result
+
+
+def _pairs(value: numpy.typing.ArrayLike, name: str, what: str) -> _NDArray:
+    """Coordinates as a float array of shape (..., 2); NaN passes (conversions propagate it)."""
+    expected = f"numeric {what} pairs of shape (..., 2)"
+    array = numpy.asarray(value)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be {expected}, got an array of dtype {array.dtype}")
+    if array.ndim == 0 or array.shape[-1] != 2:
+        raise ValueError(f"{name} must be {expected}, got shape {array.shape}")
+    return array.astype(float, copy=False)

@@ -17,6 +17,7 @@ import numpy
 import numpy.typing
 import scipy.special
 
+from . import _checks
 from .posterior import Posterior
 
 _NDArray = numpy.typing.NDArray[typing.Any]
@@ -67,9 +68,21 @@ def log_expected_improvement(mean: _NDArray, std: _NDArray, best: float, xi: flo
     >>> bool(s[1] > s[0])
     True
     """
-    sigma = numpy.clip(numpy.asarray(std, dtype=numpy.float64), 1e-12, None)
-    z = (numpy.asarray(mean, dtype=numpy.float64) - best - xi) / sigma
-    return _log_h(z) + numpy.log(sigma)
+    mean_array, std_array = _mean_and_std(mean, std)
+    best = _checks.number(best, "best", "a finite incumbent value")
+    xi = _checks.number(xi, "xi", "a finite margin")
+    sigma = numpy.clip(std_array, 1e-12, None)
+    z = (mean_array - best - xi) / sigma
+    return typing.cast(_NDArray, _log_h(z) + numpy.log(sigma))
+
+
+def _mean_and_std(mean: _NDArray, std: _NDArray) -> tuple[_NDArray, _NDArray]:
+    mean_array = _checks.real_array(mean, "mean", "finite")
+    std_array = _checks.real_array(std, "std", "finite and >= 0")
+    _checks.same_shape(std_array, "std", mean_array, "mean")
+    if (std_array < 0).any():
+        raise ValueError(f"std must be finite and >= 0, got {_checks.describe(std_array[std_array < 0][:5])}")
+    return mean_array, std_array
 
 
 def upper_confidence_bound(mean: _NDArray, std: _NDArray, beta: float) -> _NDArray:
@@ -81,7 +94,13 @@ def upper_confidence_bound(mean: _NDArray, std: _NDArray, beta: float) -> _NDArr
     >>> upper_confidence_bound(numpy.zeros(1), numpy.ones(1), 4.0).tolist()
     [2.0]
     """
-    return numpy.asarray(mean) + math.sqrt(max(beta, 0.0)) * numpy.asarray(std)
+    mean_array, std_array = _mean_and_std(mean, std)
+    beta = _check_beta(beta)
+    return mean_array + math.sqrt(beta) * std_array
+
+
+def _check_beta(beta: float) -> float:
+    return _checks.number(beta, "beta", "a finite exploration weight >= 0", lambda v: v >= 0)
 
 
 def gp_ucb_beta(step: int, n_candidates: int, delta: float = 0.1, scale: float = 0.2) -> float:
@@ -110,10 +129,11 @@ def gp_ucb_beta(step: int, n_candidates: int, delta: float = 0.1, scale: float =
     >>> gp_ucb_beta(10, 1000) < gp_ucb_beta(100, 1000)
     True
     """
-    if not 0 < delta < 1:
-        raise ValueError(f"delta must lie in (0, 1); got {delta}.")
-    t = max(int(step), 1)
-    return scale * 2.0 * math.log(max(n_candidates, 1) * t**2 * math.pi**2 / (6.0 * delta))
+    t = _checks.whole(step, "step", 1)
+    n = _checks.whole(n_candidates, "n_candidates", 1)
+    delta = _checks.number(delta, "delta", "a confidence parameter in (0, 1)", lambda v: 0 < v < 1)
+    scale = _checks.number(scale, "scale", "a finite number >= 0", lambda v: v >= 0)
+    return scale * 2.0 * math.log(n * t**2 * math.pi**2 / (6.0 * delta))
 
 
 def noisy_incumbent(posterior: Posterior, measured: _NDArray) -> float:
@@ -126,7 +146,7 @@ def noisy_incumbent(posterior: Posterior, measured: _NDArray) -> float:
     >>> noisy_incumbent(p, numpy.array([0, 2]))
     0.5
     """
-    chosen = numpy.asarray(measured, dtype=numpy.int64)
+    chosen = _checks.indices(measured, "measured", posterior.mean.shape[0])
     if chosen.size == 0:
         return float(numpy.max(posterior.mean))
     return float(numpy.max(posterior.mean[chosen]))
@@ -139,6 +159,10 @@ class LogExpectedImprovement:
     best: float
     xi: float = 0.0
 
+    def __post_init__(self) -> None:
+        _checks.number(self.best, "best", "a finite incumbent value")
+        _checks.number(self.xi, "xi", "a finite margin")
+
     def __call__(self, posterior: Posterior) -> _NDArray:
         return log_expected_improvement(posterior.mean, posterior.std, self.best, self.xi)
 
@@ -148,6 +172,9 @@ class UpperConfidenceBound:
     """UCB with a fixed exploration weight ``beta`` (see ``gp_ucb_beta``)."""
 
     beta: float
+
+    def __post_init__(self) -> None:
+        _check_beta(self.beta)
 
     def __call__(self, posterior: Posterior) -> _NDArray:
         return upper_confidence_bound(posterior.mean, posterior.std, self.beta)
@@ -187,10 +214,16 @@ class ThompsonSampling:
     beta: float = 9.0
     allowed: _NDArray | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.rng, numpy.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator, got {_checks.type_name(self.rng)}")
+        _checks.whole(self.subset_size, "subset_size", 1)
+        _check_beta(self.beta)
+
     def __call__(self, posterior: Posterior) -> _NDArray:
         ucb = upper_confidence_bound(posterior.mean, posterior.std, self.beta)
         if self.allowed is not None:
-            ucb = numpy.where(self.allowed, ucb, -numpy.inf)
+            ucb = numpy.where(_checks.mask(self.allowed, "allowed", ucb.shape[0]), ucb, -numpy.inf)
         finite = numpy.flatnonzero(numpy.isfinite(ucb))
         k = min(self.subset_size, finite.size)
         scores = numpy.full(posterior.mean.shape, -numpy.inf)

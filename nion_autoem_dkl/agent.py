@@ -25,12 +25,14 @@ import typing
 import numpy
 import numpy.typing
 
+from . import _checks
 from . import acquisition as acq
 from .batch import select_batch
 from .calibration import ProspectiveCoverage
-from .calibration import interval_coverage
+from .calibration import coverage_of
 from .constraints import exclusion_mask
 from .embedding import PatchEmbedding
+from .embedding import check_patches
 from .posterior import Posterior
 from .stopping import StoppingRule
 from .surrogate import CandidateGP
@@ -38,6 +40,7 @@ from .surrogate import CandidateGP
 _NDArray = numpy.typing.NDArray[typing.Any]
 
 AcquisitionName = typing.Literal["log_ei", "ucb", "thompson", "max_uncertainty"]
+ACQUISITIONS: tuple[str, ...] = typing.get_args(AcquisitionName)
 
 
 @dataclasses.dataclass
@@ -99,6 +102,32 @@ class AgentConfig:
     stop_patience: int = 5
     coverage_window: int = 50
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every setting; raises ``ValueError``/``TypeError`` saying which one is wrong and what would be right.
+
+        Called on construction and again by ``DKLAgent`` (the settings may have been changed since).
+        """
+        if not isinstance(self.acquisition, str) or self.acquisition not in ACQUISITIONS:
+            raise ValueError(f"acquisition must be one of {ACQUISITIONS}, got {self.acquisition!r}")
+        _checks.whole(self.n_initial, "n_initial", 0)
+        _checks.whole(self.refit_every, "refit_every", 1)
+        _checks.whole(self.warm_iterations, "warm_iterations", 0)
+        _checks.whole(self.full_iterations, "full_iterations", 0)
+        _checks.optional_whole(self.head_dim, "head_dim", 1)
+        _checks.optional_whole(self.latent_dim, "latent_dim", 1)
+        _checks.number(self.exclusion_radius, "exclusion_radius", "a finite number of pixels >= 0", lambda v: v >= 0)
+        _checks.number(self.dose_budget, "dose_budget", "a dose >= 0 (inf for no limit)", lambda v: v >= 0, allow_inf=True)
+        _checks.number(self.ucb_scale, "ucb_scale", "a finite number >= 0", lambda v: v >= 0)
+        _checks.whole(self.thompson_subset, "thompson_subset", 1)
+        if self.stop_threshold is not None:
+            _checks.number(self.stop_threshold, "stop_threshold", "None or a finite score")
+        _checks.whole(self.stop_patience, "stop_patience", 1)
+        _checks.whole(self.coverage_window, "coverage_window", 1)
+        _checks.whole(self.seed, "seed", 0)
 
 
 def diverse_subset(
@@ -197,22 +226,37 @@ class DKLAgent:
         dose_cost: _NDArray | None = None,
         latent: _NDArray | None = None,
     ) -> None:
+        if config is not None and not isinstance(config, AgentConfig):
+            raise TypeError(f"config must be an AgentConfig or None, got {_checks.type_name(config)}")
         self.config = config if config is not None else AgentConfig()
-        self.positions = numpy.asarray(positions, dtype=numpy.float64)
-        n_candidates = self.positions.shape[0]
+        self.config.validate()
+        self.positions = _checks.real_array(positions, "positions", "finite (row, column) pixel positions of shape (N, 2)")
         if self.positions.ndim != 2 or self.positions.shape[1] != 2:
-            raise ValueError(f"positions must have shape (N, 2); got {self.positions.shape}.")
+            raise ValueError(f"positions must have shape (N, 2), got {self.positions.shape}")
+        n_candidates = self.positions.shape[0]
+        if latent is None:
+            stack = check_patches(patches)
+            if stack.shape[0] != n_candidates:
+                raise ValueError(f"positions must have one row per patch ({stack.shape[0]}), got {n_candidates}")
+        else:
+            latent = _checks.real_array(latent, "latent", "a finite real array of shape (N, d)")
+            if latent.ndim != 2 or latent.shape[0] != n_candidates:
+                raise ValueError(f"latent must have shape (N, d) with one row per position ({n_candidates}), got {latent.shape}")
+        self.dose_cost = numpy.ones(n_candidates) if dose_cost is None else _checks.real_array(
+            dose_cost, "dose_cost", "a finite dose >= 0 for every candidate", finite=False)
+        if self.dose_cost.shape != (n_candidates,):
+            raise ValueError(f"dose_cost must have shape ({n_candidates},), got {self.dose_cost.shape}")
+        usable = numpy.isfinite(self.dose_cost) & (self.dose_cost >= 0)
+        if not usable.all():
+            first = int(numpy.flatnonzero(~usable)[0])
+            raise ValueError(f"dose_cost must be a finite dose >= 0 for every candidate, got {_checks.describe(self.dose_cost[first])} at candidate {first}"
+                             " (check the dwell times, exposures and beam currents it was computed from)")
         started = time.perf_counter()
         if latent is None:
             embedding = PatchEmbedding(latent_dim=self.config.latent_dim, seed=self.config.seed)
-            latent = embedding.fit_transform(patches)
+            latent = embedding.fit_transform(stack)
         self.latent = numpy.asarray(latent, dtype=numpy.float64)
-        if self.latent.shape[0] != n_candidates:
-            raise ValueError(f"{self.latent.shape[0]} patches/latent rows but {n_candidates} positions.")
         self.embedding_seconds = time.perf_counter() - started
-        self.dose_cost = numpy.ones(n_candidates) if dose_cost is None else numpy.asarray(dose_cost, dtype=numpy.float64)
-        if self.dose_cost.shape != (n_candidates,):
-            raise ValueError(f"dose_cost must have shape ({n_candidates},); got {self.dose_cost.shape}.")
         self.dose_spent = 0.0
         self._rng = numpy.random.default_rng(self.config.seed)
         self._gp = CandidateGP(self.latent, head_dim=self.config.head_dim, seed=self.config.seed)
@@ -259,7 +303,7 @@ class DKLAgent:
         if not self.has_model:
             return math.nan
         mean, variance = self._gp.leave_one_out()
-        return interval_coverage(self.measured_values, mean, variance, 0.95)
+        return coverage_of(self.measured_values, mean, variance, 0.95)
 
     @property
     def prospective_coverage95(self) -> float:
@@ -317,8 +361,9 @@ class DKLAgent:
             ``k <= q`` distinct candidate indices; empty when the dose budget
             is spent or nothing is allowed.
         """
+        q = _checks.whole(q, "q", 1)
+        pending_indices = _checks.indices(pending, "pending", self.n_candidates)
         started = time.perf_counter()
-        pending_indices = numpy.asarray(pending, dtype=numpy.int64).reshape(-1)
         if not self.has_model:
             chosen = self._initial_design(q, pending_indices)
             best_score = math.inf
@@ -382,14 +427,7 @@ class DKLAgent:
             Scalarized measurements, same length as ``indices``.
         """
         started = time.perf_counter()
-        index_array = numpy.atleast_1d(numpy.asarray(indices, dtype=numpy.int64))
-        value_array = numpy.atleast_1d(numpy.asarray(values, dtype=numpy.float64))
-        if index_array.shape != value_array.shape:
-            raise ValueError(f"got {index_array.size} indices but {value_array.size} values; pass one value per measured candidate.")
-        if index_array.size and (index_array.min() < 0 or index_array.max() >= self.n_candidates):
-            raise ValueError(f"candidate indices must lie in [0, {self.n_candidates - 1}]; got {index_array.tolist()}.")
-        if not numpy.all(numpy.isfinite(value_array)):
-            raise ValueError("measured values must be finite; drop or repeat failed measurements.")
+        index_array, value_array = _checks.measurements(indices, values, self.n_candidates)
         if self.has_model and index_array.size:
             posterior = self._gp.posterior()
             for index, value in zip(index_array.tolist(), value_array.tolist()):

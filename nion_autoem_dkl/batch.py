@@ -17,6 +17,7 @@ import typing
 import numpy
 import numpy.typing
 
+from . import _checks
 from .acquisition import Acquisition
 from .constraints import affordable_mask
 from .constraints import exclusion_mask
@@ -47,7 +48,7 @@ def condition_on(posterior: Posterior, indices: typing.Sequence[int] | _NDArray)
     >>> numpy.round(condition_on(p, [0]).variance, 6).tolist()
     [0.5, 1.0, 1.0]
     """
-    chosen = [int(i) for i in indices]
+    chosen = _checks.indices(indices, "indices", posterior.mean.shape[0]).tolist()
     if not chosen:
         return posterior
     # Gram-Schmidt on covariance columns: each column is made conditional on
@@ -119,17 +120,26 @@ def select_batch(
     >>> select_batch(p, MaxUncertainty(), 2, numpy.ones(4, bool)).tolist()
     [1, 2]
     """
-    if q < 1:
-        raise ValueError(f"q must be >= 1; got {q}.")
-    mask = numpy.array(allowed, dtype=bool, copy=True)
-    if exclusion_radius > 0 and positions is None:
-        raise ValueError("exclusion_radius > 0 needs candidate positions.")
-    pending_indices = numpy.asarray(pending, dtype=numpy.int64).reshape(-1)
+    q = _checks.whole(q, "q", 1)
+    n = posterior.mean.shape[0]
+    mask = _checks.mask(allowed, "allowed", n).copy()
+    pending_indices = _checks.indices(pending, "pending", n)
+    exclusion_radius = _checks.number(exclusion_radius, "exclusion_radius", "a finite number of pixels >= 0", lambda v: v >= 0)
+    if positions is not None:
+        positions = _checks.real_array(positions, "positions", f"finite (row, column) pixels of shape ({n}, 2)")
+        if positions.shape != (n, 2):
+            raise ValueError(f"positions must be finite (row, column) pixels of shape ({n}, 2), got shape {positions.shape}")
+    elif exclusion_radius > 0:
+        raise ValueError("positions must be given as (N, 2) pixels when exclusion_radius > 0, got None")
+    costs = None
+    if dose_cost is not None:
+        costs = _checks.real_array(dose_cost, "dose_cost", f"a finite dose >= 0 for each of the {n} candidates")
+        if costs.shape != (n,) or (costs < 0).any():
+            raise ValueError(f"dose_cost must be a finite dose >= 0 for each of the {n} candidates, got {_checks.describe(costs)}")
+    remaining = _checks.dose(dose_remaining, "dose_remaining")
     mask[pending_indices] = False
     if exclusion_radius > 0 and positions is not None and pending_indices.size:
         mask &= exclusion_mask(positions, positions[pending_indices], exclusion_radius)
-    costs = None if dose_cost is None else numpy.asarray(dose_cost, dtype=numpy.float64)
-    remaining = dose_remaining
     current = condition_on(posterior, pending_indices)
     chosen: list[int] = []
     for _ in range(q):

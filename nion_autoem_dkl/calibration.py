@@ -10,6 +10,8 @@ import numpy
 import numpy.typing
 import scipy.special
 
+from . import _checks
+
 _NDArray = numpy.typing.NDArray[typing.Any]
 
 
@@ -37,11 +39,27 @@ def interval_coverage(values: _NDArray, mean: _NDArray, variance: _NDArray, leve
     >>> interval_coverage(numpy.array([0.0, 3.0]), numpy.zeros(2), numpy.ones(2))
     0.5
     """
-    observed = numpy.asarray(values, dtype=numpy.float64)
-    if observed.size == 0:
+    level = _check_level(level)
+    observed = _checks.real_array(values, "values", "finite real numbers")
+    predicted = _checks.real_array(mean, "mean", "finite real numbers")
+    spread = _checks.real_array(variance, "variance", "finite variances >= 0")
+    _checks.same_shape(predicted, "mean", observed, "values")
+    _checks.same_shape(spread, "variance", observed, "values")
+    if (spread < 0).any():
+        raise ValueError(f"variance must be finite variances >= 0, got {_checks.describe(spread[spread < 0][:5])}")
+    return coverage_of(observed, predicted, spread, level)
+
+
+def coverage_of(values: _NDArray, mean: _NDArray, variance: _NDArray, level: float) -> float:
+    """``interval_coverage`` without the argument checks, for the agent's own bookkeeping."""
+    if values.size == 0:
         return math.nan
     half_width = math.sqrt(2.0) * float(scipy.special.erfinv(level)) * numpy.sqrt(numpy.clip(variance, 0, None))
-    return float(numpy.mean(numpy.abs(observed - numpy.asarray(mean)) <= half_width))
+    return float(numpy.mean(numpy.abs(values - mean) <= half_width))
+
+
+def _check_level(level: float) -> float:
+    return _checks.number(level, "level", "a probability that lies strictly between 0 and 1", lambda v: 0 < v < 1)
 
 
 class ProspectiveCoverage:
@@ -67,7 +85,8 @@ class ProspectiveCoverage:
     """
 
     def __init__(self, window: int = 50, level: float = 0.95) -> None:
-        self.level = level
+        window = _checks.whole(window, "window", 1)
+        self.level = _check_level(level)
         self._records: collections.deque[tuple[float, float, float]] = collections.deque(maxlen=window)
 
     def record(self, value: float, mean: float, variance: float) -> None:
@@ -78,4 +97,4 @@ class ProspectiveCoverage:
         if not self._records:
             return math.nan
         records = numpy.asarray(self._records)
-        return interval_coverage(records[:, 0], records[:, 1], records[:, 2], self.level)
+        return coverage_of(records[:, 0], records[:, 1], records[:, 2], self.level)

@@ -13,6 +13,8 @@ import typing
 import numpy
 import numpy.typing
 
+from . import _checks
+
 _NDArray = numpy.typing.NDArray[typing.Any]
 
 Normalization = typing.Literal["none", "patch", "global"]
@@ -39,30 +41,30 @@ class Candidates:
         return int(self.patches.shape[0])
 
 
-def _check_survey(image: _NDArray, patch_size: int) -> _NDArray:
+def _check_survey(image: _NDArray, patch_size: int) -> tuple[_NDArray, int]:
     survey = numpy.asarray(image)
     if survey.ndim != 2:
         raise ValueError(
-            f"survey image must be a 2D array (rows, columns); got ndim={survey.ndim} "
-            f"with shape {survey.shape}. Pass one frame, e.g. image[0] for a stack."
+            f"image must be a 2D array (rows, columns), got ndim={survey.ndim} "
+            f"with shape {survey.shape}; pass one frame, e.g. image[0] for a stack"
         )
-    if not numpy.issubdtype(survey.dtype, numpy.number) or numpy.iscomplexobj(survey):
-        raise ValueError(f"survey image must be real-valued; got dtype {survey.dtype}.")
+    if survey.dtype.kind not in "iuf":
+        raise TypeError(f"image must be a real-valued array, got dtype {survey.dtype}")
     survey = survey.astype(numpy.float64, copy=False)
-    if not numpy.all(numpy.isfinite(survey)):
-        bad = int(numpy.count_nonzero(~numpy.isfinite(survey)))
+    finite = numpy.isfinite(survey)
+    if not finite.all():
+        bad = int(survey.size - numpy.count_nonzero(finite))
         raise ValueError(
-            f"survey image contains {bad} NaN or infinite pixels; replace them "
-            "(e.g. numpy.nan_to_num or inpainting) before extracting patches."
+            f"image must be finite, got {bad} NaN or infinite pixels; replace them "
+            "(e.g. numpy.nan_to_num or inpainting) before extracting patches"
         )
-    if not isinstance(patch_size, (int, numpy.integer)) or patch_size < 2:
-        raise ValueError(f"patch_size must be an integer >= 2; got {patch_size!r}.")
-    if patch_size > min(survey.shape):
+    size = _checks.whole(patch_size, "patch_size", 2)
+    if size > min(survey.shape):
         raise ValueError(
-            f"patch_size={patch_size} is larger than the survey image {survey.shape}; "
-            f"use a patch_size <= {min(survey.shape)}."
+            f"patch_size must be at most the survey image's smaller side ({min(survey.shape)}), got {size}: "
+            f"it is larger than the survey image {survey.shape}"
         )
-    return survey
+    return survey, size
 
 
 def _normalize(patches: _NDArray, survey: _NDArray, normalization: str) -> _NDArray:
@@ -126,38 +128,29 @@ def extract_patches(
     >>> c.patches.shape, c.positions.shape
     ((49, 16, 16), (49, 2))
     """
-    survey = _check_survey(image, patch_size)
-    if normalization not in _NORMALIZATIONS:
-        raise ValueError(
-            f"normalization must be one of {_NORMALIZATIONS}; got {normalization!r}."
-        )
+    survey, patch_size = _check_survey(image, patch_size)
+    if not isinstance(normalization, str) or normalization not in _NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
     half = patch_size // 2
     if positions is None:
-        step = patch_size // 4 if stride is None else stride
-        if not isinstance(step, (int, numpy.integer)) or step < 1:
-            raise ValueError(f"stride must be a positive integer; got {stride!r}.")
+        step = max(patch_size // 4, 1) if stride is None else _checks.whole(stride, "stride", 1)
         rows = numpy.arange(0, survey.shape[0] - patch_size + 1, step)
         cols = numpy.arange(0, survey.shape[1] - patch_size + 1, step)
         corners = numpy.stack(numpy.meshgrid(rows, cols, indexing="ij"), -1).reshape(-1, 2)
     else:
-        centres = numpy.asarray(positions, dtype=numpy.float64)
+        centres = _checks.real_array(positions, "positions", "finite (row, column) pixel positions of shape (K, 2)")
         if centres.ndim != 2 or centres.shape[1] != 2:
-            raise ValueError(
-                f"positions must have shape (K, 2) as (row, column); got {centres.shape}."
-            )
-        if not numpy.all(numpy.isfinite(centres)):
-            raise ValueError("positions contain NaN or infinite values.")
+            raise ValueError(f"positions must have shape (K, 2) as (row, column), got {centres.shape}")
         corners = numpy.rint(centres).astype(numpy.int64) - half
-        low, high = corners.min(axis=0, initial=0), corners.max(axis=0, initial=0)
         outside = (corners < 0).any(axis=1) | (corners + patch_size > numpy.array(survey.shape)).any(axis=1)
         if outside.any():
             first = int(numpy.flatnonzero(outside)[0])
+            count = int(outside.sum())
             raise ValueError(
-                f"{int(outside.sum())} position(s) are too close to the image edge for "
-                f"patch_size={patch_size} (first: index {first} at {tuple(centres[first])}); "
-                f"centres must lie in rows [{half}, {survey.shape[0] - patch_size + half}] and "
-                f"columns [{half}, {survey.shape[1] - patch_size + half}]. "
-                f"Corner range found: {tuple(low)}..{tuple(high)}."
+                f"positions must lie at least half a patch from the image edge: centres in rows "
+                f"[{half}, {survey.shape[0] - patch_size + half}] and columns [{half}, {survey.shape[1] - patch_size + half}] "
+                f"for patch_size={patch_size}, got {count} position{'s' if count != 1 else ''} too close to the image edge "
+                f"(first: index {first} at {_checks.describe(tuple(centres[first].tolist()))})"
             )
     windows = numpy.lib.stride_tricks.sliding_window_view(survey, (patch_size, patch_size))
     patches = numpy.ascontiguousarray(windows[corners[:, 0], corners[:, 1]], dtype=numpy.float64)

@@ -11,6 +11,8 @@ import typing
 import numpy
 import numpy.typing
 
+from . import _checks
+
 _NDArray = numpy.typing.NDArray[typing.Any]
 
 
@@ -37,9 +39,17 @@ def exclusion_mask(positions: _NDArray, centres: _NDArray, radius: float) -> _ND
     >>> exclusion_mask(p, numpy.array([[0.0, 0.0]]), 5.0).tolist()
     [False, False, True]
     """
-    points = numpy.asarray(positions, dtype=numpy.float64)
+    points = _checks.real_array(positions, "positions", "finite (row, column) pixel pairs of shape (N, 2)")
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ValueError(f"positions must be finite (row, column) pixel pairs of shape (N, 2), got shape {points.shape}")
+    near = _checks.real_array(centres, "centres", "finite (row, column) pixel pairs of shape (M, 2)")
+    if near.shape == (2,):
+        near = near.reshape(1, 2)
+    if near.size and (near.ndim != 2 or near.shape[1] != 2):
+        raise ValueError(f"centres must be (row, column) pixel pairs of shape (M, 2), got shape {near.shape}")
+    near = near.reshape(-1, 2)
+    radius = _checks.number(radius, "radius", "a finite number of pixels >= 0", lambda v: v >= 0)
     allowed = numpy.ones(points.shape[0], dtype=bool)
-    near = numpy.asarray(centres, dtype=numpy.float64).reshape(-1, 2)
     if radius <= 0 or near.shape[0] == 0:
         return allowed
     # Chunked so that memory stays O(N) even for many centres.
@@ -59,7 +69,10 @@ def affordable_mask(dose_cost: _NDArray, dose_remaining: float) -> _NDArray:
     >>> affordable_mask(numpy.array([1.0, 2.0, 3.0]), 2.0).tolist()
     [True, True, False]
     """
-    return typing.cast(_NDArray, numpy.asarray(dose_cost, dtype=numpy.float64) <= dose_remaining + 1e-12)
+    costs = _checks.real_array(dose_cost, "dose_cost", "finite doses >= 0")
+    if (costs < 0).any():
+        raise ValueError(f"dose_cost must be finite doses >= 0, got {_checks.describe(costs[costs < 0][:5])}")
+    return typing.cast(_NDArray, costs <= _checks.dose(dose_remaining, "dose_remaining") + 1e-12)
 
 
 def unvisited_mask(n_candidates: int, visited: typing.Iterable[int]) -> _NDArray:
@@ -70,7 +83,8 @@ def unvisited_mask(n_candidates: int, visited: typing.Iterable[int]) -> _NDArray
     >>> unvisited_mask(4, [1, 3]).tolist()
     [True, False, True, False]
     """
+    n_candidates = _checks.whole(n_candidates, "n_candidates", 0)
     allowed = numpy.ones(n_candidates, dtype=bool)
-    chosen = numpy.fromiter((int(i) for i in visited), dtype=numpy.int64)
+    chosen = _checks.indices(list(visited), "visited", n_candidates)
     allowed[chosen] = False
     return allowed

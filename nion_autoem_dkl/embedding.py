@@ -30,6 +30,8 @@ import numpy
 import numpy.typing
 import scipy.ndimage
 
+from . import _checks
+
 _NDArray = numpy.typing.NDArray[typing.Any]
 
 _QUANTILES = (0.5, 0.9, 0.97, 0.995, 1.0)
@@ -128,6 +130,15 @@ class PatchEmbedding:
     _latent_axes: _NDArray | None = dataclasses.field(default=None, init=False, repr=False)
     _latent_scale: _NDArray | None = dataclasses.field(default=None, init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        _checks.optional_whole(self.latent_dim, "latent_dim", 1)
+        _checks.whole(self.n_components, "n_components", 1)
+        # Narrower rings than half a pixel are empty, and their number (patch size / width) would explode.
+        _checks.number(self.ring_width, "ring_width", "a finite number of pixels >= 0.5", lambda v: v >= 0.5)
+        _checks.number(self.smoothing, "smoothing", "a finite number of pixels >= 0", lambda v: v >= 0)
+        _checks.whole(self.max_fit_patches, "max_fit_patches", 1)
+        _checks.whole(self.seed, "seed", 0)
+
     def _features(self, patches: _NDArray) -> _NDArray:
         assert self._components is not None and self._pixel_mean is not None and self._rings is not None
         n = patches.shape[0]
@@ -161,7 +172,7 @@ class PatchEmbedding:
         -------
         self : PatchEmbedding
         """
-        stack = self._smooth(_check_patches(patches))
+        stack = self._smooth(check_patches(patches))
         rng = numpy.random.default_rng(self.seed)
         subset = stack[rng.permutation(stack.shape[0])[: self.max_fit_patches]]
         augmented = numpy.concatenate([t.reshape(subset.shape[0], -1) for t in dihedral_transforms(subset)])
@@ -197,10 +208,12 @@ class PatchEmbedding:
         """
         if self._latent_axes is None or self._latent_scale is None:
             raise RuntimeError("PatchEmbedding.transform called before fit; call fit(patches) first.")
-        stack = self._smooth(_check_patches(patches))
+        stack = check_patches(patches, minimum=1, purpose="")
         assert self._feature_mean is not None and self._feature_scale is not None and self._rings is not None
         if stack.shape[1] * stack.shape[2] != self._rings.shape[1]:
-            raise ValueError(f"patches have shape {stack.shape[1:]}, but the embedding was fitted on other sizes.")
+            side = int(round(self._rings.shape[1] ** 0.5))
+            raise ValueError(f"patches must be {side} x {side} pixels like the patches the embedding was fitted on, got {stack.shape[1]} x {stack.shape[2]}")
+        stack = self._smooth(stack)
         standard = (self._features(stack) - self._feature_mean) / self._feature_scale
         return typing.cast(_NDArray, (standard @ self._latent_axes.T) / self._latent_scale)
 
@@ -209,12 +222,13 @@ class PatchEmbedding:
         return self.fit(patches).transform(patches)
 
 
-def _check_patches(patches: _NDArray) -> _NDArray:
-    stack = numpy.asarray(patches, dtype=numpy.float64)
+def check_patches(patches: _NDArray, minimum: int = 2, purpose: str = " to fit an embedding") -> _NDArray:
+    """``patches`` as a float64 (N, P, P) stack, checked: real, finite, square, at least ``minimum`` of them."""
+    stack = _checks.real_array(patches, "patches", "a finite real array of shape (N, P, P)")
     if stack.ndim != 3 or stack.shape[1] != stack.shape[2]:
-        raise ValueError(f"patches must have shape (N, P, P) with square patches; got {stack.shape}.")
-    if stack.shape[0] < 2:
-        raise ValueError(f"need at least 2 patches to fit an embedding; got {stack.shape[0]}.")
+        raise ValueError(f"patches must have shape (N, P, P) with square patches, got {stack.shape}")
+    if stack.shape[0] < minimum:
+        raise ValueError(f"patches must hold at least {minimum} patch{'es' if minimum != 1 else ''}{purpose}, got {stack.shape[0]}")
     return stack
 
 
@@ -241,7 +255,9 @@ def pca_features(patches: _NDArray, n_components: int = 16, seed: int = 0) -> _N
     >>> pca_features(numpy.random.default_rng(0).normal(size=(50, 8, 8)), 3).shape
     (50, 3)
     """
-    stack = _check_patches(patches)
+    n_components = _checks.whole(n_components, "n_components", 1)
+    _checks.whole(seed, "seed", 0)
+    stack = check_patches(patches)
     flat = stack.reshape(stack.shape[0], -1)
     centred = flat - flat.mean(axis=0)
     axes = _principal_axes(centred, n_components, numpy.random.default_rng(seed))

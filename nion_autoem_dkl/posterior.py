@@ -8,6 +8,8 @@ import typing
 import numpy
 import numpy.typing
 
+from . import _checks
+
 _NDArray = numpy.typing.NDArray[typing.Any]
 
 
@@ -63,6 +65,14 @@ class Posterior:
         >>> p.covariance_with(numpy.array([1])).ravel().tolist()
         [0.0, 1.0, 0.0]
         """
-        mean_array = numpy.asarray(mean, dtype=numpy.float64)
-        variance_array = numpy.asarray(variance, dtype=numpy.float64)
-        return cls(mean_array, variance_array, float(noise_variance), _independent(variance_array))
+        mean_array = _checks.real_array(mean, "mean", "a finite 1-D array, one value per candidate")
+        if mean_array.ndim != 1:
+            raise ValueError(f"mean must be a finite 1-D array, one value per candidate, got shape {mean_array.shape}")
+        variance_array = _checks.real_array(variance, "variance", "finite and >= 0", finite=False)
+        _checks.same_shape(variance_array, "variance", mean_array, "mean")
+        usable = numpy.isfinite(variance_array) & (variance_array >= 0)
+        if not usable.all():
+            first = int(numpy.flatnonzero(~usable)[0])
+            raise ValueError(f"variance must be finite and >= 0, got {_checks.describe(variance_array[first])} at candidate {first}")
+        noise = _checks.number(noise_variance, "noise_variance", "a finite variance >= 0", lambda v: v >= 0)
+        return cls(mean_array, variance_array, noise, _independent(variance_array))

@@ -15,10 +15,25 @@ import typing
 import numpy
 import numpy.typing
 
+from . import _checks
+
 _NDArray = numpy.typing.NDArray[typing.Any]
 
 EnergyAxis = tuple[float, float] | _NDArray
 Scalarizer = typing.Callable[[_NDArray], float]
+
+
+def _check_axis(axis: EnergyAxis) -> None:
+    """Check a calibration ``(offset_eV, scale_eV_per_channel)`` or an explicit energy array (channel count aside)."""
+    if isinstance(axis, tuple):
+        if len(axis) != 2:
+            raise ValueError(f"axis must be (offset_eV, scale_eV_per_channel) or an array of energies, got {_checks.describe(axis)}")
+        _checks.number(axis[0], "axis offset", "a finite energy in eV")
+        _checks.number(axis[1], "axis scale", "a positive finite number of eV per channel", lambda v: v > 0)
+        return
+    energies = _checks.real_array(axis, "axis", "finite, strictly increasing energies in eV", finite=False)
+    if energies.ndim != 1 or not numpy.all(numpy.isfinite(energies)) or not numpy.all(numpy.diff(energies) > 0):
+        raise ValueError(f"axis must be finite, strictly increasing energies in eV, got {_checks.describe(energies)}")
 
 
 def energy_axis(n_channels: int, axis: EnergyAxis) -> _NDArray:
@@ -40,30 +55,39 @@ def energy_axis(n_channels: int, axis: EnergyAxis) -> _NDArray:
     >>> energy_axis(3, (10.0, 0.5)).tolist()
     [10.0, 10.5, 11.0]
     """
+    n_channels = _checks.whole(n_channels, "n_channels", 1)
+    _check_axis(axis)
     if isinstance(axis, tuple):
-        if len(axis) != 2:
-            raise ValueError(f"axis tuple must be (offset_eV, scale_eV_per_channel); got {axis!r}.")
         offset, scale = float(axis[0]), float(axis[1])
-        if not scale > 0:
-            raise ValueError(f"energy scale must be positive eV/channel; got {scale}.")
         return offset + scale * numpy.arange(n_channels)
     energies = numpy.asarray(axis, dtype=numpy.float64)
     if energies.shape != (n_channels,):
-        raise ValueError(f"energy array has shape {energies.shape}, but the spectrum has {n_channels} channels.")
-    if not numpy.all(numpy.diff(energies) > 0):
-        raise ValueError("energy array must be strictly increasing.")
+        raise ValueError(f"axis must have one energy per channel ({n_channels} channels), got shape {energies.shape}")
     return energies
 
 
 def _spectrum(signal: _NDArray) -> _NDArray:
-    spectrum = numpy.asarray(signal, dtype=numpy.float64)
+    spectrum = _checks.real_array(signal, "signal", "a finite 1D spectrum", finite=False)
     if spectrum.ndim != 1:
-        raise ValueError(f"a spectrum must be 1D; got shape {spectrum.shape}.")
+        raise ValueError(f"signal must be a 1D spectrum (channels,), got shape {spectrum.shape}")
+    finite = numpy.isfinite(spectrum)
+    if not finite.all():
+        bad = int(spectrum.size - numpy.count_nonzero(finite))
+        raise ValueError(f"signal must be a finite 1D spectrum, got {bad} NaN or infinite channel{'s' if bad != 1 else ''}")
     return spectrum
 
 
+def _check_band(band: tuple[float, float], name: str) -> None:
+    expected = "a finite (low_eV, high_eV) pair with low < high"
+    if not isinstance(band, (tuple, list, numpy.ndarray)) or len(band) != 2 or not all(_checks.is_number(v) for v in band):
+        raise TypeError(f"{name} must be {expected}, got {_checks.describe(band)}")
+    low, high = float(band[0]), float(band[1])
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"{name} must be {expected}, got {_checks.describe(band)}")
+
+
 def _band(energies: _NDArray, band: tuple[float, float], what: str) -> _NDArray:
-    low, high = sorted((float(band[0]), float(band[1])))
+    low, high = float(band[0]), float(band[1])
     inside = (energies >= low) & (energies <= high)
     if not inside.any():
         raise ValueError(
@@ -93,6 +117,10 @@ class BandMaximum:
     axis: EnergyAxis
     band: tuple[float, float]
 
+    def __post_init__(self) -> None:
+        _check_axis(self.axis)
+        _check_band(self.band, "band")
+
     def __call__(self, signal: _NDArray) -> float:
         spectrum = _spectrum(signal)
         inside = _band(energy_axis(spectrum.size, self.axis), self.band, "signal")
@@ -112,6 +140,10 @@ class BandIntegral:
 
     axis: EnergyAxis
     band: tuple[float, float]
+
+    def __post_init__(self) -> None:
+        _check_axis(self.axis)
+        _check_band(self.band, "band")
 
     def __call__(self, signal: _NDArray) -> float:
         spectrum = _spectrum(signal)
@@ -134,6 +166,11 @@ class PeakRatio:
     axis: EnergyAxis
     numerator_band: tuple[float, float]
     denominator_band: tuple[float, float]
+
+    def __post_init__(self) -> None:
+        _check_axis(self.axis)
+        _check_band(self.numerator_band, "numerator_band")
+        _check_band(self.denominator_band, "denominator_band")
 
     def __call__(self, signal: _NDArray) -> float:
         denominator = BandIntegral(self.axis, self.denominator_band)(signal)
@@ -160,6 +197,10 @@ class PeakEnergy:
 
     axis: EnergyAxis
     band: tuple[float, float]
+
+    def __post_init__(self) -> None:
+        _check_axis(self.axis)
+        _check_band(self.band, "band")
 
     def __call__(self, signal: _NDArray) -> float:
         spectrum = _spectrum(signal)
@@ -199,6 +240,11 @@ class EdgeIntensity:
     pre_edge: tuple[float, float]
     signal_window: tuple[float, float]
 
+    def __post_init__(self) -> None:
+        _check_axis(self.axis)
+        _check_band(self.pre_edge, "pre_edge")
+        _check_band(self.signal_window, "signal_window")
+
     def background(self, signal: _NDArray) -> _NDArray:
         """Fitted power-law background over all channels."""
         spectrum = _spectrum(signal)
@@ -217,6 +263,16 @@ class EdgeIntensity:
         inside = _band(energies, self.signal_window, "signal")
         net = spectrum - self.background(spectrum)
         return _trapezoid(net[inside], energies[inside])
+
+
+def _check_centre(centre: tuple[float, float] | None) -> None:
+    if centre is None:
+        return
+    expected = "None or a finite (row, column) pair"
+    if not isinstance(centre, (tuple, list, numpy.ndarray)) or len(centre) != 2 or not all(_checks.is_number(v) for v in centre):
+        raise TypeError(f"centre must be {expected}, got {_checks.describe(centre)}")
+    if not all(math.isfinite(float(v)) for v in centre):
+        raise ValueError(f"centre must be {expected}, got {_checks.describe(centre)}")
 
 
 def center_of_mass(frame: _NDArray, centre: tuple[float, float] | None = None) -> tuple[float, float]:
@@ -244,14 +300,19 @@ def center_of_mass(frame: _NDArray, centre: tuple[float, float] | None = None) -
     >>> center_of_mass(f)
     (2.0, 0.0)
     """
-    image = numpy.asarray(frame, dtype=numpy.float64)
+    image = _checks.real_array(frame, "frame", "a finite 2D diffraction frame", finite=False)
     if image.ndim != 2:
-        raise ValueError(f"a diffraction frame must be 2D; got shape {image.shape}.")
+        raise ValueError(f"frame must be a 2D diffraction frame (rows, columns), got shape {image.shape}")
+    finite = numpy.isfinite(image)
+    if not finite.all():
+        bad = int(image.size - numpy.count_nonzero(finite))
+        raise ValueError(f"frame must be a finite 2D diffraction frame, got {bad} NaN or infinite pixel{'s' if bad != 1 else ''}")
+    _check_centre(centre)
     total = float(image.sum())
     if total <= 0:
-        raise ValueError("diffraction frame has no positive intensity; cannot compute a centre of mass.")
+        raise ValueError(f"frame must have a positive total intensity to have a centre of mass, got a total of {total:.6g}")
     rows, cols = numpy.indices(image.shape)
-    reference = ((image.shape[0] - 1) / 2, (image.shape[1] - 1) / 2) if centre is None else centre
+    reference = ((image.shape[0] - 1) / 2, (image.shape[1] - 1) / 2) if centre is None else (float(centre[0]), float(centre[1]))
     d_row = float((rows * image).sum()) / total - reference[0]
     d_col = float((cols * image).sum()) / total - reference[1]
     # "+ 0.0" turns atan2's signed zero into a plain 0.0 for a shift along +column.
@@ -264,6 +325,9 @@ class CenterOfMassMagnitude:
 
     centre: tuple[float, float] | None = None
 
+    def __post_init__(self) -> None:
+        _check_centre(self.centre)
+
     def __call__(self, signal: _NDArray) -> float:
         return center_of_mass(signal, self.centre)[0]
 
@@ -273,6 +337,9 @@ class CenterOfMassAngle:
     """Direction (radians) of the diffraction centre-of-mass shift."""
 
     centre: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        _check_centre(self.centre)
 
     def __call__(self, signal: _NDArray) -> float:
         return center_of_mass(signal, self.centre)[1]
@@ -291,10 +358,17 @@ class Custom:
 
     function: typing.Callable[[_NDArray], typing.Any]
 
+    def __post_init__(self) -> None:
+        if not callable(self.function):
+            raise TypeError(f"function must be a callable signal -> number, got {_checks.type_name(self.function)}")
+
     def __call__(self, signal: _NDArray) -> float:
-        value = float(self.function(numpy.asarray(signal)))
+        result = self.function(numpy.asarray(signal))
+        if not _checks.is_number(result):
+            raise TypeError(f"the custom scalarizer must return a finite number, got {_checks.describe(result)}")
+        value = float(result)
         if not math.isfinite(value):
-            raise ValueError(f"custom scalarizer returned a non-finite value {value!r}.")
+            raise ValueError(f"the custom scalarizer must return a finite number, got the non-finite value {value!r}")
         return value
 
 
@@ -307,4 +381,6 @@ def scalarize_all(signals: typing.Iterable[_NDArray], scalarizer: Scalarizer) ->
     >>> scalarize_all([numpy.ones(2), numpy.zeros(2)], Custom(numpy.sum)).tolist()
     [2.0, 0.0]
     """
+    if not callable(scalarizer):
+        raise TypeError(f"scalarizer must be a callable signal -> float, got {_checks.type_name(scalarizer)}")
     return numpy.asarray([scalarizer(signal) for signal in signals], dtype=numpy.float64)

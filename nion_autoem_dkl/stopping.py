@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from . import _checks
+
 
 @dataclasses.dataclass
 class StoppingRule:
@@ -28,6 +30,11 @@ class StoppingRule:
     patience: int = 3
     _low_steps: int = dataclasses.field(default=0, init=False)
     stopped: bool = dataclasses.field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        if self.threshold is not None:
+            _checks.number(self.threshold, "threshold", "None or a finite score")
+        _checks.whole(self.patience, "patience", 1)
 
     def update(self, best_score: float, budget_exhausted: bool = False) -> bool:
         """Record the best score of a step; return whether to stop now."""

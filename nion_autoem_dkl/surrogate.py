@@ -19,6 +19,7 @@ import numpy
 import numpy.typing
 import torch
 
+from . import _checks
 from .posterior import Posterior
 
 _NDArray = numpy.typing.NDArray[typing.Any]
@@ -159,9 +160,12 @@ class CandidateGP:
     """
 
     def __init__(self, latent: _NDArray, *, head_dim: int | None = None, seed: int = 0) -> None:
-        self._latent = torch.as_tensor(numpy.asarray(latent, dtype=numpy.float64), dtype=_DTYPE)
-        if self._latent.ndim != 2:
-            raise ValueError(f"latent must have shape (N, d); got {tuple(self._latent.shape)}.")
+        latent_array = _checks.real_array(latent, "latent", "a finite real array of shape (N, d)")
+        if latent_array.ndim != 2:
+            raise ValueError(f"latent must have shape (N, d), got {latent_array.shape}")
+        head_dim = _checks.optional_whole(head_dim, "head_dim", 1)
+        seed = _checks.whole(seed, "seed", 0)
+        self._latent = torch.as_tensor(latent_array, dtype=_DTYPE)
         self._generator = torch.Generator().manual_seed(seed)
         self._head_dim = head_dim
         self._head: torch.nn.Module | None = None
@@ -199,15 +203,7 @@ class CandidateGP:
 
     def add(self, indices: typing.Sequence[int] | _NDArray, values: typing.Sequence[float] | _NDArray) -> None:
         """Record measurements; folded into the posterior without refitting if a model exists."""
-        index_array = numpy.atleast_1d(numpy.asarray(indices, dtype=numpy.int64))
-        value_array = numpy.atleast_1d(numpy.asarray(values, dtype=numpy.float64))
-        if index_array.shape != value_array.shape:
-            raise ValueError(f"indices {index_array.shape} and values {value_array.shape} must have the same shape.")
-        if not numpy.all(numpy.isfinite(value_array)):
-            raise ValueError("measured values must be finite; drop or repeat failed measurements.")
-        n_candidates = self._latent.shape[0]
-        if index_array.size and (index_array.min() < 0 or index_array.max() >= n_candidates):
-            raise ValueError(f"candidate indices must lie in [0, {n_candidates - 1}]; got {index_array.tolist()}.")
+        index_array, value_array = _checks.measurements(indices, values, int(self._latent.shape[0]))
         for index, value in zip(index_array.tolist(), value_array.tolist()):
             self._indices.append(int(index))
             self._values.append(float(value))
@@ -227,6 +223,9 @@ class CandidateGP:
         learning_rate : float
             Adam step size for warm-started fits (full fits use twice this).
         """
+        if iterations is not None:
+            iterations = _checks.optional_whole(iterations, "iterations", 0)
+        learning_rate = _checks.number(learning_rate, "learning_rate", "a positive finite step size", lambda v: v > 0)
         if not self._indices:
             raise RuntimeError("CandidateGP.refit needs at least one measurement; call add() first.")
         train_y = self._standardise()

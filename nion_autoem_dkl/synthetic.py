@@ -19,6 +19,8 @@ import numpy.typing
 import scipy.ndimage
 import scipy.spatial
 
+from . import _checks
+
 _NDArray = numpy.typing.NDArray[typing.Any]
 
 
@@ -65,7 +67,9 @@ class SyntheticSample:
         values : (N,) ndarray
             Sum of Gaussian footprints of all motifs.
         """
-        probe = numpy.asarray(positions, dtype=numpy.float64)
+        probe = _checks.real_array(positions, "positions", "(row, column) pixel positions of shape (N, 2)", finite=False)
+        if probe.ndim != 2 or probe.shape[1] != 2:
+            raise ValueError(f"positions must be (row, column) pixel positions of shape (N, 2), got shape {probe.shape}")
         if self.motif_sites.shape[0] == 0:
             return numpy.zeros(probe.shape[0])
         d2 = ((probe[:, None, :] - self.motif_sites[None, :, :]) ** 2).sum(-1)
@@ -179,6 +183,18 @@ def make_textured_sample(
     >>> s.image.shape
     (128, 128)
     """
+    seed = _checks.whole(seed, "seed", 0)
+    if not isinstance(shape, (tuple, list, numpy.ndarray)) or len(shape) != 2 or not all(_checks.is_number(v) for v in shape):
+        raise TypeError(f"shape must be two whole pixel counts >= 16, got {_checks.describe(shape)}")
+    try:
+        shape = (_checks.whole(shape[0], "shape", 16), _checks.whole(shape[1], "shape", 16))
+    except ValueError:
+        raise ValueError(f"shape must be two whole pixel counts >= 16, got {_checks.describe(shape)}") from None
+    n_grains = _checks.whole(n_grains, "n_grains", 1)
+    vacancy_fraction = _checks.number(vacancy_fraction, "vacancy_fraction", "a probability in [0, 1]", lambda v: 0 <= v <= 1)
+    dopant_fraction = _checks.number(dopant_fraction, "dopant_fraction", "a probability in [0, 1]", lambda v: 0 <= v <= 1)
+    n_dopant_clusters = _checks.whole(n_dopant_clusters, "n_dopant_clusters", 0)
+    noise = _checks.number(noise, "noise", "a finite number >= 0", lambda v: v >= 0)
     rng = numpy.random.default_rng(seed)
     grain_seeds = rng.uniform(0, 1, (n_grains, 2)) * numpy.array(shape)
     atoms, grain, spacing = _grain_atoms(rng, shape, grain_seeds)

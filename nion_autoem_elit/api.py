@@ -9,6 +9,7 @@ import typing
 import numpy
 import numpy.typing
 
+from nion_autoem_elit import _checks
 from nion_autoem_elit import atoms
 from nion_autoem_elit import ensemble
 from nion_autoem_elit import storage
@@ -34,7 +35,8 @@ def resolve_ensemble(ens: EnsembleLike) -> ensemble.Ensemble:
         return _packaged(ens)
     if isinstance(ens, (str, pathlib.Path)):
         return storage.load_ensemble(ens)
-    raise ValueError(f"ensemble must be an Ensemble, a model name such as 'mos2', a path or None; got {type(ens).__name__}")
+    # A ValueError (not a TypeError) for callers that catch ValueError for every bad model choice.
+    raise ValueError(f"ensemble must be an Ensemble, a packaged model name such as 'mos2', a path or None, got {type(ens).__name__}")
 
 
 def find_atoms(
@@ -81,8 +83,8 @@ def find_atoms(
     >>> len(result) > 0
     True
     """
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must be strictly between 0 and 1, got {threshold}")
+    threshold = _checks.number(threshold, "threshold", "strictly between 0 and 1", lambda v: 0.0 < v < 1.0)
+    test_time_augmentation = _checks.flag(test_time_augmentation, "test_time_augmentation")
     ens = resolve_ensemble(ensemble)
     probabilities = ens.member_probabilities(image, test_time_augmentation=test_time_augmentation)
     calibration = ens.metadata.get("uncertainty_calibration")

@@ -20,6 +20,8 @@ import scipy.special
 import skimage.feature
 import skimage.segmentation
 
+from nion_autoem_elit import _checks
+
 _NDArray = numpy.typing.NDArray[typing.Any]
 
 
@@ -87,6 +89,12 @@ class UncertaintyCalibration:
     intercept: float = -4.0
     weights: tuple[float, float, float] = (6.0, 4.0, 2.0)
 
+    def __post_init__(self) -> None:
+        _checks.number(self.intercept, "intercept", "a finite number")
+        weights = self.weights
+        if not isinstance(weights, (tuple, list)) or len(weights) != 3 or not all(_checks.is_number(w) and math.isfinite(float(w)) for w in weights):
+            raise ValueError(f"weights must be three finite numbers, got {_checks.describe(weights)}")
+
     def __call__(self, features: _NDArray) -> _NDArray:
         z = self.intercept + features @ numpy.asarray(self.weights)
         return typing.cast(_NDArray, scipy.special.expit(z))
@@ -98,8 +106,14 @@ class UncertaintyCalibration:
     @classmethod
     def from_dict(cls, data: dict[str, typing.Any]) -> UncertaintyCalibration:
         """Inverse of :meth:`as_dict`."""
-        w = [float(v) for v in data["weights"]]
-        return cls(float(data["intercept"]), (w[0], w[1], w[2]))
+        expected = "{'intercept': number, 'weights': [three numbers]}"
+        try:
+            intercept, weights = data["intercept"], list(data["weights"])
+            if len(weights) != 3 or not _checks.is_number(intercept) or not all(_checks.is_number(w) for w in weights):
+                raise ValueError
+            return cls(float(intercept), (float(weights[0]), float(weights[1]), float(weights[2])))
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"uncertainty calibration must be {expected}, got {_checks.describe(data)}") from None
 
 
 def uncertainty_features(class_probability: _NDArray, disagreement: _NDArray, spread_px: _NDArray) -> _NDArray:
@@ -139,12 +153,22 @@ def extract_atoms(
     >>> result.positions.round(2).tolist(), result.labels
     ([[12.0, 22.0]], ['Mo'])
     """
-    probabilities = numpy.asarray(member_probabilities, dtype=numpy.float32)
+    threshold = _checks.number(threshold, "threshold", "strictly between 0 and 1", lambda v: 0.0 < v < 1.0)
+    probabilities = numpy.asarray(member_probabilities)
+    if probabilities.dtype.kind not in "biuf":
+        raise TypeError(f"member_probabilities must be finite probabilities, got an array of dtype {probabilities.dtype}")
+    probabilities = probabilities.astype(numpy.float32, copy=False)
     if probabilities.ndim != 4:
         raise ValueError(f"member_probabilities must be (members, classes, rows, cols), got shape {probabilities.shape}")
+    finite = numpy.isfinite(probabilities)
+    if not finite.all():
+        bad = int(probabilities.size - numpy.count_nonzero(finite))
+        raise ValueError(f"member_probabilities must be finite probabilities, got {bad} NaN or infinite value{'s' if bad != 1 else ''}")
     members, classes, rows, cols = probabilities.shape
-    if len(class_names) != classes:
-        raise ValueError(f"{len(class_names)} class names given for {classes} classes")
+    if isinstance(class_names, str) or len(class_names) != classes:
+        raise ValueError(f"class_names must give {classes} class names, one per class of member_probabilities, got {len(class_names)}")
+    if calibration is not None and not isinstance(calibration, UncertaintyCalibration):
+        raise TypeError(f"calibration must be an UncertaintyCalibration or None, got {type(calibration).__name__}")
     mean = probabilities.mean(axis=0)
     variance = probabilities.var(axis=0)
     foreground = 1.0 - mean[0]

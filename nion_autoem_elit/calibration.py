@@ -17,6 +17,7 @@ import numpy.typing
 import scipy.optimize
 import scipy.special
 
+from nion_autoem_elit import _checks
 from nion_autoem_elit import atoms
 from nion_autoem_elit import ensemble
 from nion_autoem_elit import evaluation
@@ -42,8 +43,17 @@ def fit_logistic(features: _NDArray, errors: _NDArray, ridge: float = 1e-3) -> a
     >>> round(fit_logistic(x, y).weights[0])
     6
     """
-    x = numpy.concatenate([numpy.ones((len(features), 1)), numpy.asarray(features, dtype=float)], axis=1)
-    y = numpy.asarray(errors, dtype=float)
+    feature_array = _checks.real_array(features, "features", "finite (n, 3) uncertainty features")
+    if feature_array.ndim != 2 or feature_array.shape[1] != 3:
+        raise ValueError(f"features must be finite (n, 3) uncertainty features, got shape {feature_array.shape}")
+    y = numpy.asarray(errors)
+    if y.dtype.kind not in "biuf":
+        raise TypeError(f"errors must be booleans (or 0/1), one per feature row, got an array of dtype {y.dtype}")
+    y = y.astype(float).reshape(-1)
+    if y.shape != (feature_array.shape[0],) or not numpy.all((y == 0) | (y == 1)):
+        raise ValueError(f"errors must be booleans (or 0/1), one per feature row ({feature_array.shape[0]}), got {_checks.describe(numpy.asarray(errors))}")
+    ridge = _checks.number(ridge, "ridge", "a finite number >= 0", lambda v: v >= 0)
+    x = numpy.concatenate([numpy.ones((len(feature_array), 1)), feature_array], axis=1)
 
     def loss(w: _NDArray) -> tuple[float, _NDArray]:
         z = x @ w
@@ -104,6 +114,13 @@ def expected_calibration_error(probabilities: _NDArray, errors: _NDArray, bins: 
     >>> expected_calibration_error(p, errors, bins=3)
     0.0
     """
+    bins = _checks.whole(bins, "bins", 1)
+    probabilities = _checks.real_array(probabilities, "probabilities", "finite probabilities in [0, 1]")
+    if probabilities.ndim != 1 or ((probabilities < 0) | (probabilities > 1)).any():
+        raise ValueError(f"probabilities must be a 1-D array of finite probabilities in [0, 1], got {_checks.describe(probabilities)}")
+    errors = numpy.asarray(errors).reshape(-1)
+    if errors.shape != probabilities.shape:
+        raise ValueError(f"errors must have one entry per probability ({probabilities.size}), got {errors.size}")
     order = numpy.argsort(probabilities)
     total = 0.0
     for chunk in numpy.array_split(order, bins):

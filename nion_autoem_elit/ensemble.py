@@ -15,6 +15,7 @@ import numpy
 import numpy.typing
 import torch
 
+from nion_autoem_elit import _checks
 from nion_autoem_elit import model
 
 _NDArray = numpy.typing.NDArray[typing.Any]
@@ -41,6 +42,18 @@ class Ensemble:
     network: model.EnsembleUNet
     class_names: tuple[str, ...]
     metadata: dict[str, typing.Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.network, model.EnsembleUNet):
+            raise TypeError(f"network must be an EnsembleUNet, got {type(self.network).__name__}")
+        names = self.class_names
+        if isinstance(names, str) or not isinstance(names, typing.Sequence) or not all(isinstance(n, str) for n in names):
+            raise TypeError(f"class_names must be a sequence of class-name strings, background first, got {_checks.describe(names)}")
+        if len(names) != self.network.classes:
+            raise ValueError(f"class_names must give one name per network class ({self.network.classes}), got {len(names)}: {tuple(names)}")
+        self.class_names = tuple(names)
+        if not isinstance(self.metadata, dict):
+            raise TypeError(f"metadata must be a dict, got {type(self.metadata).__name__}")
 
     @property
     def members(self) -> int:
@@ -70,6 +83,7 @@ class Ensemble:
         >>> ens.member_probabilities(numpy.random.rand(40, 40)).shape
         (2, 3, 40, 40)
         """
+        test_time_augmentation = _checks.flag(test_time_augmentation, "test_time_augmentation")
         frame = validate_frame(image)
         x = torch.from_numpy(pad_to_multiple(normalise_frame(frame), _SIZE_MULTIPLE))
         views = [x]
@@ -102,25 +116,29 @@ def validate_frame(image: typing.Any) -> _NDArray:
         NaN or infinity, or is constant.
     """
     try:
-        frame = numpy.asarray(image, dtype=numpy.float32)
+        raw = numpy.asarray(image)
     except (TypeError, ValueError) as error:
         raise ValueError(f"image must be a 2D numeric array; could not convert it ({error})") from error
+    if raw.dtype.kind not in "biuf":
+        # Kept a ValueError (not a TypeError) for callers that catch ValueError for every bad frame.
+        raise ValueError(f"image must be a 2D numeric array of real intensities, got dtype {raw.dtype}")
+    frame = raw.astype(numpy.float32, copy=False)
     if frame.ndim != 2:
         hint = " (for an RGB or multi-channel image pass one channel, e.g. image[..., 0])" if frame.ndim == 3 else ""
         raise ValueError(f"image must be 2D (rows, cols), got {frame.ndim}D with shape {frame.shape}{hint}")
     if min(frame.shape) < MIN_FRAME_SIZE:
         raise ValueError(
-            f"image is {frame.shape[0]}x{frame.shape[1]} pixels; at least {MIN_FRAME_SIZE}x{MIN_FRAME_SIZE} "
-            "is needed to see atom columns with their neighbours"
+            f"image must be at least {MIN_FRAME_SIZE}x{MIN_FRAME_SIZE} pixels to see atom columns with their neighbours, "
+            f"got {frame.shape[0]}x{frame.shape[1]}"
         )
     finite = numpy.isfinite(frame)
     if not finite.all():
         raise ValueError(
-            f"image contains {int((~finite).sum())} NaN or infinite pixels; replace them "
+            f"image must be finite, got {int((~finite).sum())} NaN or infinite pixels; replace them "
             "(e.g. numpy.nan_to_num or inpainting) before finding atoms"
         )
     if float(frame.max() - frame.min()) <= 0.0:
-        raise ValueError("image is constant; there is no contrast to find atoms in")
+        raise ValueError("image must have contrast to find atoms in, got a constant image")
     return frame
 
 

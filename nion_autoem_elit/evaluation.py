@@ -15,6 +15,8 @@ import numpy.typing
 import scipy.optimize
 import scipy.spatial
 
+from nion_autoem_elit import _checks
+
 _NDArray = numpy.typing.NDArray[typing.Any]
 
 
@@ -36,6 +38,23 @@ class Matching:
     true_count: int
 
 
+def _positions(value: _NDArray, name: str) -> _NDArray:
+    expected = "finite (row, col) positions of shape (N, 2)"
+    positions = _checks.real_array(value, name, expected)
+    if positions.size == 0:
+        return positions.reshape(0, 2)
+    if positions.ndim != 2 or positions.shape[1] != 2:
+        raise ValueError(f"{name} must be {expected}, got shape {positions.shape}")
+    return positions
+
+
+def _classes(value: _NDArray, name: str, count: int, what: str) -> _NDArray:
+    classes = numpy.asarray(value).reshape(-1) if numpy.size(value) else numpy.zeros(0, dtype=int)
+    if classes.shape != (count,):
+        raise ValueError(f"{name} must have one class per {what} position ({count}), got {classes.size}")
+    return classes
+
+
 def match_columns(found: _NDArray, true: _NDArray, max_distance_px: float) -> Matching:
     """Pair found and true positions closer than ``max_distance_px``.
 
@@ -45,8 +64,9 @@ def match_columns(found: _NDArray, true: _NDArray, max_distance_px: float) -> Ma
     >>> m.found_index.tolist(), m.true_index.tolist()
     ([0], [0])
     """
-    found = numpy.asarray(found, dtype=float).reshape(-1, 2)
-    true = numpy.asarray(true, dtype=float).reshape(-1, 2)
+    found = _positions(found, "found")
+    true = _positions(true, "true")
+    max_distance_px = _checks.number(max_distance_px, "max_distance_px", "a finite distance >= 0 in pixels", lambda v: v >= 0)
     empty = numpy.zeros(0, dtype=int)
     if len(found) == 0 or len(true) == 0:
         return Matching(empty, empty, len(found), len(true))
@@ -89,10 +109,15 @@ def score_frame(
         counts ``{name}_tp``, ``{name}_fp``, ``{name}_fn`` where a column is a
         true positive for its class only if it is matched and classified right.
     """
-    found_positions = numpy.asarray(found_positions, dtype=float).reshape(-1, 2)
-    true_positions = numpy.asarray(true_positions, dtype=float).reshape(-1, 2)
-    found_classes = numpy.asarray(found_classes)
-    true_classes = numpy.asarray(true_classes)
+    found_positions = _positions(found_positions, "found_positions")
+    true_positions = _positions(true_positions, "true_positions")
+    found_classes = _classes(found_classes, "found_classes", len(found_positions), "found")
+    true_classes = _classes(true_classes, "true_classes", len(true_positions), "true")
+    nearest_neighbour_px = _checks.number(nearest_neighbour_px, "nearest_neighbour_px", "a positive finite distance in pixels", lambda v: v > 0)
+    border_px = _checks.number(border_px, "border_px", "a finite distance >= 0 in pixels", lambda v: v >= 0)
+    match_fraction = _checks.number(match_fraction, "match_fraction", "a positive finite fraction of the column spacing", lambda v: v > 0)
+    if border_px > 0 and frame_shape is None:
+        raise ValueError("frame_shape must be given as (rows, cols) when border_px > 0, got None")
     if border_px > 0 and frame_shape is not None:
         high = numpy.asarray(frame_shape, dtype=float) - 1.0 - border_px
         keep_true = ((true_positions >= border_px) & (true_positions <= high)).all(axis=1)
@@ -129,6 +154,13 @@ def summarise(frames: typing.Sequence[dict[str, typing.Any]], class_names: typin
     >>> round(s["f1"], 3), round(s["A_precision"], 2)
     (0.947, 0.9)
     """
+    if not frames:
+        raise ValueError("frames must hold the scores of at least one frame, got none")
+    required = {"tp", "fp", "fn", "squared_error_sum"} | {f"{name}_{kind}" for name in list(class_names)[1:] for kind in ("tp", "fp", "fn")}
+    for index, frame in enumerate(frames):
+        missing = sorted(required - set(frame)) if isinstance(frame, typing.Mapping) else sorted(required)
+        if missing:
+            raise ValueError(f"frames[{index}] must be scores from score_frame with the keys {sorted(required)}, missing {missing}")
     total = {key: sum(float(f.get(key, 0)) for f in frames) for key in frames[0] if not isinstance(frames[0][key], str)}
     tp, fp, fn = total["tp"], total["fp"], total["fn"]
     summary = {
@@ -178,6 +210,8 @@ def evaluate_finder(
     dict
         See :func:`summarise`.
     """
+    if not callable(find):
+        raise TypeError(f"find must be a callable image -> (positions, classes), got {type(find).__name__}")
     scores = []
     for frame in frames:
         positions, classes = find(frame.image)

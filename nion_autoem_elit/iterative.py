@@ -23,6 +23,7 @@ import scipy.optimize
 import scipy.spatial
 import torch
 
+from nion_autoem_elit import _checks
 from nion_autoem_elit import atoms
 from nion_autoem_elit import ensemble
 from nion_autoem_elit import evaluation
@@ -86,6 +87,21 @@ class IterationConfig:
     frame_in_counts: bool = True
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        fraction = "a fraction in [0, 1]"
+        _checks.number(self.keep_fraction, "keep_fraction", fraction, lambda v: 0 <= v <= 1)
+        _checks.number(self.max_uncertainty, "max_uncertainty", fraction, lambda v: 0 <= v <= 1)
+        _checks.whole(self.min_per_class, "min_per_class", 0)
+        _checks.number(self.background_confidence, "background_confidence", "a probability in (0, 1]", lambda v: 0 < v <= 1)
+        _checks.whole(self.steps, "steps", 1)
+        _checks.whole(self.batch_per_member, "batch_per_member", 1)
+        training.check_crop(self.crop)
+        _checks.number(self.learning_rate, "learning_rate", "a positive finite number", lambda v: v > 0)
+        _checks.number(self.synthetic_share, "synthetic_share", fraction, lambda v: 0 <= v <= 1)
+        _checks.whole(self.synthetic_frames, "synthetic_frames", 1)
+        _checks.flag(self.frame_in_counts, "frame_in_counts")
+        _checks.whole(self.seed, "seed", 0)
+
 
 @dataclasses.dataclass(frozen=True)
 class IterationReport:
@@ -143,6 +159,8 @@ def select_pseudo_labels(result: atoms.AtomFindingResult, config: IterationConfi
     >>> select_pseudo_labels(r, IterationConfig(min_per_class=1)).tolist()
     [True, True, False, True]
     """
+    if not isinstance(config, IterationConfig):
+        raise TypeError(f"config must be an IterationConfig, got {type(config).__name__}")
     selected = numpy.zeros(len(result), dtype=bool)
     for k in range(1, len(result.class_names)):
         members = numpy.flatnonzero(result.classes == k)
@@ -246,7 +264,7 @@ def measure_column_profile(
 def elit_iteration(
     ens: ensemble.Ensemble,
     image: _NDArray,
-    lattice: lattices.LatticeSpec,
+    lattice: lattices.LatticeSpec | str,
     config: IterationConfig = IterationConfig(),
     *,
     ranges: synthetic.ImagingRanges | None = None,
@@ -259,8 +277,9 @@ def elit_iteration(
         Current ensemble; left unchanged.
     image : (H, W) array_like
         Experimental frame (at least ``config.crop`` pixels on each side).
-    lattice : LatticeSpec
-        Material, for the simulated part of the mix and the sampling estimate.
+    lattice : LatticeSpec or str
+        Material, for the simulated part of the mix and the sampling estimate
+        (a spec, or its name in :data:`nion_autoem_elit.lattices.LATTICES`).
     config : IterationConfig
         Selection and fine-tuning settings.
     ranges : ImagingRanges, optional
@@ -276,9 +295,16 @@ def elit_iteration(
         What changed.
     """
     started = time.perf_counter()
+    if not isinstance(ens, ensemble.Ensemble):
+        raise TypeError(f"ens must be an Ensemble, got {type(ens).__name__}")
+    lattice = lattices.resolve_lattice(lattice)
+    if not isinstance(config, IterationConfig):
+        raise TypeError(f"config must be an IterationConfig, got {type(config).__name__}")
+    if ranges is not None and not isinstance(ranges, synthetic.ImagingRanges):
+        raise TypeError(f"ranges must be ImagingRanges or None, got {type(ranges).__name__}")
     frame = ensemble.validate_frame(image)
     if min(frame.shape) < config.crop:
-        raise ValueError(f"frame is {frame.shape}; ELIT iteration needs at least {config.crop} pixels per side")
+        raise ValueError(f"image must be at least {config.crop} pixels (config.crop) on each side for an ELIT iteration, got {frame.shape}")
     before = find_atoms(frame, ens)
     pixel_size = estimate_sampling(before, lattice)
     radius_px = 0.4 / pixel_size

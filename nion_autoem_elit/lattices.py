@@ -15,6 +15,8 @@ import typing
 import numpy
 import numpy.typing
 
+from nion_autoem_elit import _checks
+
 _NDArray = numpy.typing.NDArray[typing.Any]
 
 # Incoherent ADF (Z-contrast) intensity of a column scales roughly as Z^1.7.
@@ -35,6 +37,20 @@ class ColumnSpecies:
 
     name: str
     atomic_numbers: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"name must be a non-empty column species name, got {_checks.describe(self.name)}")
+        expected = "one or more whole numbers between 1 and 118"
+        numbers = self.atomic_numbers
+        if not isinstance(numbers, (tuple, list)) or not numbers:
+            raise ValueError(f"atomic_numbers must be {expected}, got {_checks.describe(numbers)}")
+        for z in numbers:
+            try:
+                _checks.whole(z, "atomic_numbers", 1, 118)
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"atomic_numbers must be {expected}, got {_checks.describe(numbers)}") from None
+        object.__setattr__(self, "atomic_numbers", tuple(int(z) for z in numbers))
 
     def contrast(self, exponent: float = Z_CONTRAST_EXPONENT) -> float:
         """Relative ADF intensity, the sum of ``Z**exponent`` over the column."""
@@ -57,6 +73,20 @@ class Substitution:
 
     species: str | None
     concentration: tuple[float, float]
+
+    def __post_init__(self) -> None:
+        if self.species is not None and not isinstance(self.species, str):
+            raise TypeError(f"species must be a column species name or None (a vacancy), got {_checks.describe(self.species)}")
+        check_concentration(self.concentration, "concentration")
+
+
+def check_concentration(value: tuple[float, float], name: str) -> tuple[float, float]:
+    """A ``(low, high)`` range of site fractions with ``0 <= low <= high <= 1``."""
+    expected = "a (low, high) range of fractions with 0 <= low <= high <= 1"
+    low, high = _checks.pair(value, name, expected)
+    if not 0.0 <= low <= high <= 1.0:
+        raise ValueError(f"{name} must be {expected}, got {_checks.describe(value)}")
+    return low, high
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +117,37 @@ class LatticeSpec:
     substitutions: dict[str, tuple[Substitution, ...]]
     species: tuple[ColumnSpecies, ...]
 
+    def __post_init__(self) -> None:
+        cell_expected = "two finite, non-parallel (x, y) vectors in ångström"
+        try:
+            a = _checks.pair(self.cell_A[0], "cell_A", cell_expected)
+            b = _checks.pair(self.cell_A[1], "cell_A", cell_expected)
+        except (TypeError, ValueError, IndexError, KeyError) as error:
+            raise type(error)(f"cell_A must be {cell_expected}, got {_checks.describe(self.cell_A)}") from None
+        if len(self.cell_A) != 2 or not all(math.isfinite(v) for v in a + b) or abs(a[0] * b[1] - a[1] * b[0]) < 1e-9:
+            raise ValueError(f"cell_A must be {cell_expected}, got {_checks.describe(self.cell_A)}")
+        if not self.species or not all(isinstance(sp, ColumnSpecies) for sp in self.species):
+            raise TypeError(f"species must be one or more ColumnSpecies, got {_checks.describe(self.species)}")
+        names = tuple(sp.name for sp in self.species)
+        if len(set(names)) != len(names):
+            raise ValueError(f"species must have distinct names, got {names}")
+        for site in self.basis:
+            if len(site) != 3 or not all(_checks.is_number(v) and math.isfinite(float(v)) for v in site[:2]):
+                raise ValueError(f"basis must be (fractional_a, fractional_b, site_kind) triples with finite fractions, got {_checks.describe(site)}")
+            if site[2] not in self.hosts:
+                raise ValueError(f"basis site kind {site[2]!r} must have a host in hosts {sorted(self.hosts)}")
+        for kind, host in self.hosts.items():
+            if host not in names:
+                raise ValueError(f"hosts must name species from {names}, got {host!r} for site kind {kind!r}")
+        for kind, substitutions in self.substitutions.items():
+            if kind not in self.hosts:
+                raise ValueError(f"substitutions must be for site kinds in hosts {sorted(self.hosts)}, got {kind!r}")
+            for sub in substitutions:
+                if not isinstance(sub, Substitution):
+                    raise TypeError(f"substitutions[{kind!r}] must hold Substitution objects, got {_checks.describe(sub)}")
+                if sub.species is not None and sub.species not in names:
+                    raise ValueError(f"substitutions must name species from {names} or None, got {sub.species!r} for site kind {kind!r}")
+
     @property
     def class_names(self) -> tuple[str, ...]:
         """Class names, background first, as used in label masks and models."""
@@ -94,7 +155,10 @@ class LatticeSpec:
 
     def class_index(self, species_name: str) -> int:
         """Class index (1-based; 0 is background) of a column species."""
-        return 1 + [s.name for s in self.species].index(species_name)
+        names = tuple(s.name for s in self.species)
+        if species_name not in names:
+            raise ValueError(f"species_name must be one of {names}, got {species_name!r}")
+        return 1 + names.index(species_name)
 
     @property
     def nearest_neighbour_A(self) -> float:
@@ -156,6 +220,9 @@ def mos2_lattice(
     >>> spec.class_names
     ('background', 'Mo', 'S2', 'S1', 'W')
     """
+    s1_concentration = check_concentration(s1_concentration, "s1_concentration")
+    empty_s_concentration = check_concentration(empty_s_concentration, "empty_s_concentration")
+    w_concentration = check_concentration(w_concentration, "w_concentration")
     return LatticeSpec(
         name="MoS2",
         cell_A=_hexagonal_cell(3.16),
@@ -188,6 +255,8 @@ def graphene_lattice(
     >>> graphene_lattice().class_names
     ('background', 'C', 'Si')
     """
+    vacancy_concentration = check_concentration(vacancy_concentration, "vacancy_concentration")
+    si_concentration = check_concentration(si_concentration, "si_concentration")
     return LatticeSpec(
         name="graphene",
         cell_A=_hexagonal_cell(2.46),
@@ -215,6 +284,9 @@ def square_lattice(
     >>> square_lattice().class_names
     ('background', 'X')
     """
+    lattice_constant_A = _checks.number(lattice_constant_A, "lattice_constant_A", "a positive finite length in ångström", lambda v: v > 0)
+    atomic_number = _checks.whole(atomic_number, "atomic_number", 1, 118)
+    vacancy_concentration = check_concentration(vacancy_concentration, "vacancy_concentration")
     return LatticeSpec(
         name="square",
         cell_A=((lattice_constant_A, 0.0), (0.0, lattice_constant_A)),
@@ -230,3 +302,21 @@ LATTICES: dict[str, typing.Callable[[], LatticeSpec]] = {
     "graphene": graphene_lattice,
     "square": square_lattice,
 }
+
+
+def resolve_lattice(lattice: LatticeSpec | str) -> LatticeSpec:
+    """A :class:`LatticeSpec` from a spec or a name in :data:`LATTICES` (``"mos2"``, ``"graphene"``, ``"square"``).
+
+    Examples
+    --------
+    >>> resolve_lattice("graphene").name
+    'graphene'
+    """
+    if isinstance(lattice, LatticeSpec):
+        return lattice
+    expected = f"a LatticeSpec or one of {', '.join(repr(name) for name in sorted(LATTICES))}"
+    if not isinstance(lattice, str):
+        raise TypeError(f"lattice must be {expected}, got {type(lattice).__name__}")
+    if lattice not in LATTICES:
+        raise ValueError(f"lattice must be {expected}, got {lattice!r}")
+    return LATTICES[lattice]()

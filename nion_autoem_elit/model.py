@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nion_autoem_elit import _checks
+
 
 class _GroupedConv(nn.Conv2d):
     """3x3 (or 1x1) convolution applied independently per member."""
@@ -52,6 +54,9 @@ class EnsembleUNet(nn.Module):
     """
 
     def __init__(self, members: int, classes: int, base_channels: int = 8) -> None:
+        members = _checks.whole(members, "members", 1)
+        classes = _checks.whole(classes, "classes", 2)
+        base_channels = _checks.whole(base_channels, "base_channels", 1)
         super().__init__()
         m, c = members, base_channels
         self.members = members
@@ -96,6 +101,7 @@ class EnsembleUNet(nn.Module):
 
     def member(self, index: int) -> EnsembleUNet:
         """A standalone single-member network with member ``index``'s weights."""
+        index = _checks.whole(index, "index", 0, self.members - 1)
         single = EnsembleUNet(1, self.classes, self.base_channels)
         state = {}
         for name, tensor in self.state_dict().items():
@@ -110,5 +116,18 @@ class EnsembleUNet(nn.Module):
 
 
 def build(config: dict[str, typing.Any]) -> EnsembleUNet:
-    """Network from :meth:`EnsembleUNet.config` output."""
-    return EnsembleUNet(int(config["members"]), int(config["classes"]), int(config["base_channels"]))
+    """Network from :meth:`EnsembleUNet.config` output.
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``config`` is not a mapping with whole-number ``members`` (>= 1),
+        ``classes`` (>= 2) and ``base_channels`` (>= 1).
+    """
+    keys = ("members", "classes", "base_channels")
+    if not isinstance(config, typing.Mapping):
+        raise TypeError(f"config must be a mapping with the keys {list(keys)}, got {type(config).__name__}")
+    missing = [key for key in keys if key not in config]
+    if missing:
+        raise ValueError(f"config must be a mapping with the keys {list(keys)}, got {sorted(config)}: missing {missing}")
+    return EnsembleUNet(config["members"], config["classes"], config["base_channels"])

@@ -17,6 +17,7 @@ import numpy
 import numpy.typing
 import scipy.ndimage
 
+from nion_autoem_elit import _checks
 from nion_autoem_elit import lattices
 
 _NDArray = numpy.typing.NDArray[typing.Any]
@@ -67,6 +68,18 @@ class ImagingConditions:
     background_fraction: float = 0.1
     contamination_blobs: int = 0
 
+    def __post_init__(self) -> None:
+        _checks.number(self.pixel_size_A, "pixel_size_A", "a positive finite number of ångström per pixel", lambda v: v > 0)
+        _checks.number(self.probe_fwhm_A, "probe_fwhm_A", "a positive finite width in ångström", lambda v: v > 0)
+        _checks.number(self.dose_e_per_A2, "dose_e_per_A2", "a positive finite dose in e/Å^2", lambda v: v > 0)
+        _checks.number(self.scattering_fraction, "scattering_fraction", "a fraction in (0, 1]", lambda v: 0 < v <= 1)
+        _checks.number(self.rotation_rad, "rotation_rad", "a finite angle in radians")
+        _checks.number(self.drift_shear, "drift_shear", "a finite shear")
+        _checks.number(self.drift_scale, "drift_scale", "a finite relative stretch > -1", lambda v: v > -1)
+        _checks.number(self.line_jitter_px, "line_jitter_px", "a finite number of pixels >= 0", lambda v: v >= 0)
+        _checks.number(self.background_fraction, "background_fraction", "a finite fraction >= 0", lambda v: v >= 0)
+        _checks.whole(self.contamination_blobs, "contamination_blobs", 0)
+
 
 @dataclasses.dataclass(frozen=True)
 class ImagingRanges:
@@ -84,6 +97,20 @@ class ImagingRanges:
     line_jitter_px: tuple[float, float] = (0.0, 0.4)
     background_fraction: tuple[float, float] = (0.0, 0.5)
     contamination_blobs: tuple[int, int] = (0, 3)
+
+    def __post_init__(self) -> None:
+        positive = "a (low, high) range with 0 < low <= high"
+        _range(self.pixel_size_A, "pixel_size_A", positive, lambda lo, hi: 0 < lo <= hi)
+        _range(self.probe_fwhm_A, "probe_fwhm_A", positive, lambda lo, hi: 0 < lo <= hi)
+        _range(self.dose_e_per_A2, "dose_e_per_A2", positive, lambda lo, hi: 0 < lo <= hi)
+        _range(self.scattering_fraction, "scattering_fraction", "a (low, high) range with 0 < low <= high <= 1", lambda lo, hi: 0 < lo <= hi <= 1)
+        _range(self.drift_shear, "drift_shear", "a finite (low, high) range with low <= high", lambda lo, hi: lo <= hi)
+        _range(self.drift_scale, "drift_scale", "a finite (low, high) range with -1 < low <= high", lambda lo, hi: -1 < lo <= hi)
+        _range(self.line_jitter_px, "line_jitter_px", "a (low, high) range with 0 <= low <= high", lambda lo, hi: 0 <= lo <= hi)
+        _range(self.background_fraction, "background_fraction", "a (low, high) range with 0 <= low <= high", lambda lo, hi: 0 <= lo <= hi)
+        blobs = "a (low, high) range of whole numbers with 0 <= low <= high"
+        low, high = _range(self.contamination_blobs, "contamination_blobs", blobs, lambda lo, hi: float(lo).is_integer() and float(hi).is_integer() and 0 <= lo <= hi)
+        object.__setattr__(self, "contamination_blobs", (int(low), int(high)))
 
     def sample(self, rng: numpy.random.Generator) -> ImagingConditions:
         """Draw one frame's conditions."""
@@ -108,8 +135,21 @@ class ImagingRanges:
     @classmethod
     def from_dict(cls, data: dict[str, typing.Any]) -> ImagingRanges:
         """Inverse of :meth:`as_dict`; unknown keys are ignored."""
+        if not isinstance(data, typing.Mapping):
+            raise TypeError(f"data must be a mapping of range names to (low, high) pairs, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: tuple(v) for k, v in data.items() if k in names})
+        ranges = {}
+        for key, value in data.items():
+            if key in names:
+                ranges[key] = _checks.pair(value, key, "a (low, high) pair")
+        return cls(**ranges)  # type: ignore[arg-type]
+
+
+def _range(value: tuple[float, float], name: str, expected: str, ok: typing.Callable[[float, float], bool]) -> tuple[float, float]:
+    low, high = _checks.pair(value, name, expected)
+    if not (math.isfinite(low) and math.isfinite(high) and ok(low, high)):
+        raise ValueError(f"{name} must be {expected}, got {_checks.describe(value)}")
+    return low, high
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +184,7 @@ class SyntheticFrame:
 
 
 def generate_frame(
-    lattice: lattices.LatticeSpec,
+    lattice: lattices.LatticeSpec | str,
     shape: tuple[int, int] = (256, 256),
     *,
     seed: int | numpy.random.Generator | None = None,
@@ -156,8 +196,9 @@ def generate_frame(
 
     Parameters
     ----------
-    lattice : LatticeSpec
-        The material, e.g. :func:`nion_autoem_elit.lattices.mos2_lattice`.
+    lattice : LatticeSpec or str
+        The material, e.g. :func:`nion_autoem_elit.lattices.mos2_lattice`, or
+        its name in :data:`nion_autoem_elit.lattices.LATTICES` (``"mos2"``).
     shape : tuple of int
         Frame size ``(rows, cols)`` in pixels.
     seed : int, Generator or None
@@ -181,14 +222,18 @@ def generate_frame(
     >>> frame.image.shape, frame.label_mask.dtype.name
     ((128, 128), 'uint8')
     """
-    if len(shape) != 2 or min(shape) < 16:
-        raise ValueError(f"shape must be two sizes of at least 16 pixels, got {shape!r}")
-    rng = seed if isinstance(seed, numpy.random.Generator) else numpy.random.default_rng(seed)
+    lattice = lattices.resolve_lattice(lattice)
+    rows, cols = _frame_shape(shape, 16)
+    rng = _generator(seed)
+    if ranges is not None and not isinstance(ranges, ImagingRanges):
+        raise TypeError(f"ranges must be ImagingRanges or None, got {type(ranges).__name__}")
+    if conditions is not None and not isinstance(conditions, ImagingConditions):
+        raise TypeError(f"conditions must be ImagingConditions or None, got {type(conditions).__name__}")
+    label_radius_A = _checks.number(label_radius_A, "label_radius_A", "a positive finite radius in ångström", lambda v: v > 0)
     if conditions is None:
         conditions = (ranges or ImagingRanges()).sample(rng)
     else:
         conditions = dataclasses.replace(conditions, rotation_rad=float(rng.uniform(0.0, 2.0 * math.pi)))
-    rows, cols = int(shape[0]), int(shape[1])
     px = conditions.pixel_size_A
 
     # Columns in the sample, then mapped into image pixels through rotation and drift.
@@ -240,6 +285,27 @@ def generate_frame(
     )
 
 
+def _frame_shape(shape: tuple[int, int], minimum: int) -> tuple[int, int]:
+    expected = f"two whole pixel counts >= {minimum}"
+    if not isinstance(shape, (tuple, list, numpy.ndarray)) or len(shape) != 2 or not all(_checks.is_number(v) for v in shape):
+        raise TypeError(f"shape must be {expected}, got {_checks.describe(shape)}")
+    try:
+        return _checks.whole(shape[0], "shape", minimum), _checks.whole(shape[1], "shape", minimum)
+    except ValueError:
+        raise ValueError(f"shape must be {expected}, got {_checks.describe(shape)}") from None
+
+
+def _generator(seed: int | numpy.random.Generator | None) -> numpy.random.Generator:
+    if isinstance(seed, numpy.random.Generator):
+        return seed
+    if seed is None:
+        return numpy.random.default_rng()
+    try:
+        return numpy.random.default_rng(_checks.whole(seed, "seed", 0))
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"seed must be None, a numpy.random.Generator or a whole number >= 0, got {_checks.describe(seed)}") from None
+
+
 def dose_for_peak_counts(
     peak_counts: float,
     species: lattices.ColumnSpecies,
@@ -258,6 +324,12 @@ def dose_for_peak_counts(
     >>> round(dose_for_peak_counts(35.0, mo, 0.1, 0.8, 0.035))
     100000
     """
+    peak_counts = _checks.number(peak_counts, "peak_counts", "a positive finite number of counts", lambda v: v > 0)
+    if not isinstance(species, lattices.ColumnSpecies):
+        raise TypeError(f"species must be a ColumnSpecies, got {type(species).__name__}")
+    pixel_size_A = _checks.number(pixel_size_A, "pixel_size_A", "a positive finite number of ångström per pixel", lambda v: v > 0)
+    probe_fwhm_A = _checks.number(probe_fwhm_A, "probe_fwhm_A", "a positive finite width in ångström", lambda v: v > 0)
+    scattering_fraction = _checks.number(scattering_fraction, "scattering_fraction", "a fraction in (0, 1]", lambda v: 0 < v <= 1)
     relative = species.contrast() / lattices.ColumnSpecies("ref", (42,)).contrast()
     per_electron = pixel_size_A**2 * scattering_fraction * relative * (_REFERENCE_PROBE_FWHM_A / probe_fwhm_A) ** 2
     return float(peak_counts / per_electron)

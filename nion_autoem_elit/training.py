@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim import swa_utils
 
+from nion_autoem_elit import _checks
 from nion_autoem_elit import ensemble
 from nion_autoem_elit import lattices
 from nion_autoem_elit import model
@@ -27,6 +28,18 @@ from nion_autoem_elit import synthetic
 _NDArray = numpy.typing.NDArray[typing.Any]
 
 IGNORE_LABEL = 255
+
+
+def check_crop(crop: int) -> int:
+    """A training crop side: a whole multiple of 16 pixels (the size inference pads frames to), at least 32."""
+    expected = "a multiple of 16 of at least 32 pixels"
+    try:
+        value = _checks.whole(crop, "crop", 32)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"crop must be {expected}, got {_checks.describe(crop)}") from None
+    if value % 16:
+        raise ValueError(f"crop must be {expected}, got {value}")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +85,19 @@ class TrainingConfig:
     class_weight_power: float = 0.5
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        _checks.whole(self.members, "members", 1)
+        _checks.whole(self.base_channels, "base_channels", 1)
+        check_crop(self.crop)
+        _checks.whole(self.frames, "frames", 1)
+        _checks.whole(self.steps, "steps", 1)
+        _checks.whole(self.batch_per_member, "batch_per_member", 1)
+        _checks.number(self.learning_rate, "learning_rate", "a positive finite number", lambda v: v > 0)
+        _checks.number(self.swa_fraction, "swa_fraction", "a fraction in [0, 1]", lambda v: 0 <= v <= 1)
+        _checks.number(self.swa_learning_rate, "swa_learning_rate", "a positive finite number", lambda v: v > 0)
+        _checks.number(self.class_weight_power, "class_weight_power", "a finite number >= 0", lambda v: v >= 0)
+        _checks.whole(self.seed, "seed", 0)
+
     def as_dict(self) -> dict[str, typing.Any]:
         """Plain dictionary for model metadata."""
         return dataclasses.asdict(self)
@@ -104,7 +130,9 @@ def simulate_pool(
     >>> pool.images.shape, pool.labels.dtype.name
     ((2, 32, 32), 'uint8')
     """
-    rng = numpy.random.default_rng(seed)
+    frames = _checks.whole(frames, "frames", 1)
+    crop = _checks.whole(crop, "crop", 16)
+    rng = numpy.random.default_rng(_checks.whole(seed, "seed", 0))
     images = numpy.empty((frames, crop, crop), dtype=numpy.float32)
     labels = numpy.empty((frames, crop, crop), dtype=numpy.uint8)
     for i in range(frames):
@@ -210,6 +238,21 @@ def fit(
     list of float
         Loss per step.
     """
+    steps = _checks.whole(steps, "steps", 1)
+    batch_per_member = _checks.whole(batch_per_member, "batch_per_member", 1)
+    learning_rate = _checks.number(learning_rate, "learning_rate", "a positive finite number", lambda v: v > 0)
+    swa_fraction = _checks.number(swa_fraction, "swa_fraction", "a fraction in [0, 1]", lambda v: 0 <= v <= 1)
+    swa_learning_rate = _checks.number(swa_learning_rate, "swa_learning_rate", "a positive finite number", lambda v: v > 0)
+    seed = _checks.whole(seed, "seed", 0)
+    if not isinstance(network, model.EnsembleUNet):
+        raise TypeError(f"network must be an EnsembleUNet, got {type(network).__name__}")
+    if not pools or not all(isinstance(pool, TrainingPool) and len(pool) > 0 for pool in pools):
+        raise ValueError(f"pools must be one or more non-empty TrainingPools, got {_checks.describe(list(pools))}")
+    shares_given = [float(share) if _checks.is_number(share) else math.nan for share in pool_shares]
+    if len(shares_given) != len(pools):
+        raise ValueError(f"pool_shares must give one share per pool ({len(pools)}), got {len(shares_given)}")
+    if not all(math.isfinite(share) and share >= 0 for share in shares_given) or sum(shares_given) <= 0:
+        raise ValueError(f"pool_shares must be finite shares >= 0 with a positive sum, got {_checks.describe(list(pool_shares))}")
     rng = numpy.random.default_rng(seed)
     torch.manual_seed(seed)
     network.train()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import typing
 
 import numpy
@@ -30,8 +31,30 @@ _NDArray = numpy.typing.NDArray[typing.Any]
 __all__ = ["Detection", "PoissonCusum", "detect_drop", "estimate_rate", "false_alarm_probability", "threshold_for_false_alarm"]
 
 
+def _real(value: object, name: str, expected: str) -> float:
+    """``float(value)`` for a real number; a string, bool or None is a TypeError naming ``name``."""
+    if isinstance(value, numpy.ndarray) and value.ndim == 0:
+        value = value[()]
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, numpy.bool_)):
+        raise TypeError(f"{name} must be {expected}, got {value!r}")
+    return float(value)
+
+
+def _counts(samples: numpy.typing.ArrayLike, name: str) -> _NDArray:
+    """Samples as a float array; strings, None and other non-numbers are a TypeError naming ``name``."""
+    try:
+        x = numpy.asarray(samples)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{name} must be numeric counts, got {samples!r} ({error})") from None
+    if x.dtype.kind not in "biuf":
+        shown = repr(samples) if len(repr(samples)) <= 80 else f"an array of dtype {x.dtype}"
+        raise TypeError(f"{name} must be numeric counts, got {shown}")
+    return x.astype(float, copy=False)
+
+
 def _check_rates(rate_before: float, rate_after: float) -> tuple[float, float]:
-    before, after = float(rate_before), float(rate_after)
+    before = _real(rate_before, "rate_before", "a positive finite count per sample")
+    after = _real(rate_after, "rate_after", "a positive finite count per sample")
     if not (math.isfinite(before) and before > 0):
         raise ValueError(f"rate_before must be a positive finite count per sample, got {rate_before!r}")
     if not (math.isfinite(after) and after > 0):
@@ -119,7 +142,7 @@ class PoissonCusum:
 
     def __init__(self, rate_before: float, rate_after: float, threshold: float) -> None:
         self.rate_before, self.rate_after = _check_rates(rate_before, rate_after)
-        threshold = float(threshold)
+        threshold = _real(threshold, "threshold", "a positive finite number of nats")
         if not (math.isfinite(threshold) and threshold > 0):
             raise ValueError(f"threshold must be a positive finite number of nats, got {threshold!r}")
         self.threshold = threshold
@@ -149,7 +172,7 @@ class PoissonCusum:
             Index of the first alarm within every sample seen since the last
             :meth:`reset`, or None if the statistic has not reached the threshold.
         """
-        x = numpy.asarray(samples, dtype=float)
+        x = _counts(samples, "samples")
         if x.ndim > 1:
             raise ValueError(f"samples must be a scalar or a 1-D chunk of counts, got an array of shape {x.shape}")
         x = numpy.atleast_1d(x)
@@ -214,7 +237,10 @@ def detect_drop(trace: numpy.typing.ArrayLike, rate_before: float, rate_after: f
     (4, 4, 32.5)
     """
     cusum = PoissonCusum(rate_before, rate_after, threshold)
-    cusum.update(trace)
+    counts = _counts(trace, "trace")
+    if counts.ndim > 1:
+        raise ValueError(f"trace must be a 1-D array of counts, got an array of shape {counts.shape}")
+    cusum.update(counts)
     return cusum.detection
 
 
@@ -243,6 +269,9 @@ def _overshoot_factor(rate_before: float, rate_after: float) -> float:
     return math.exp(-total)
 
 
+_MAX_CELLS = 2000
+
+
 def false_alarm_probability(rate_before: float, rate_after: float, threshold: float, samples: int, *, cells: int | None = None) -> float:
     """Chance that the CUSUM alarms within ``samples`` samples of a trace with no drop.
 
@@ -256,9 +285,9 @@ def false_alarm_probability(rate_before: float, rate_after: float, threshold: fl
     samples : int
         Length of the stationary trace.
     cells : int, optional
-        Number of cells the statistic's range ``(0, threshold)`` is divided into.
-        Default: enough for a cell to be a tenth of the spread of one sample's
-        log-likelihood ratio, between 150 and 400.
+        Number of cells the statistic's range ``(0, threshold)`` is divided into,
+        at most 2000.  Default: enough for a cell to be a tenth of the spread of
+        one sample's log-likelihood ratio, between 150 and 400.
 
     Returns
     -------
@@ -283,15 +312,17 @@ def false_alarm_probability(rate_before: float, rate_after: float, threshold: fl
     """
     before, after = _check_rates(rate_before, rate_after)
     samples = _check_samples(samples)
-    threshold = float(threshold)
+    threshold = _real(threshold, "threshold", "a positive finite number of nats")
     if not (math.isfinite(threshold) and threshold > 0):
         raise ValueError(f"threshold must be a positive finite number of nats, got {threshold!r}")
     slope, offset = _log_ratio_terms(before, after)
     if cells is None:
         spread = -slope * math.sqrt(before)  # standard deviation of one sample's log-likelihood ratio
         cells = int(min(400, max(150, math.ceil(10.0 * threshold / spread))))
-    if isinstance(cells, bool) or int(cells) != cells or cells < 2:
-        raise ValueError(f"cells must be a whole number of at least 2, got {cells!r}")
+    # The chain is a (cells + 2)^2 matrix raised to the power `samples`: beyond a few thousand cells it exhausts memory and time.
+    cells_value = _real(cells, "cells", f"a whole number between 2 and {_MAX_CELLS}")
+    if not cells_value.is_integer() or not 2 <= cells_value <= _MAX_CELLS:
+        raise ValueError(f"cells must be a whole number between 2 and {_MAX_CELLS}, got {cells!r}")
     cells = int(cells)
     edges = numpy.linspace(0.0, threshold, cells + 1)
     states = numpy.concatenate([[0.0], 0.5 * (edges[:-1] + edges[1:])])
@@ -371,7 +402,7 @@ def threshold_for_false_alarm(rate_before: float, rate_after: float, samples: in
     """
     before, after = _check_rates(rate_before, rate_after)
     samples = _check_samples(samples)
-    probability = float(probability)
+    probability = _real(probability, "probability", "a number that lies strictly between 0 and 1")
     if not (0.0 < probability < 1.0):
         raise ValueError(f"probability must lie strictly between 0 and 1, got {probability!r}")
     if method not in ("markov", "siegmund", "bound"):
@@ -429,7 +460,7 @@ def estimate_rate(trace: numpy.typing.ArrayLike, blocks: int | None = None) -> f
     >>> estimate_rate([400, 398, 402, 401, 399, 5000, 400, 400, 400])
     400.0
     """
-    x = numpy.asarray(trace, dtype=float)
+    x = _counts(trace, "trace")
     if x.ndim != 1 or x.size == 0:
         raise ValueError(f"trace must be a non-empty 1-D array of counts, got shape {x.shape}")
     if not numpy.all(numpy.isfinite(x)):

@@ -13,6 +13,7 @@ This module is pure numpy/scipy/scikit-image; it knows nothing of Swift.
 from __future__ import annotations
 
 import math
+import numbers
 import typing
 
 import numpy
@@ -23,6 +24,19 @@ import skimage.registration
 _NDArray = numpy.typing.NDArray[typing.Any]
 
 __all__ = ["DriftEstimator", "measure_shift"]
+
+# Sub-pixel resolution beyond 1/1000 pixel means nothing for drift, and skimage's
+# upsampled DFT grows with the factor: 10**9 asks for hundreds of GiB.
+_MAX_UPSAMPLE = 1000
+
+
+def _real(value: object, name: str, expected: str) -> float:
+    """``float(value)`` for a real number; a string, bool or None is a TypeError naming ``name``."""
+    if isinstance(value, numpy.ndarray) and value.ndim == 0:
+        value = value[()]
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, numpy.bool_)):
+        raise TypeError(f"{name} must be {expected}, got {value!r}")
+    return float(value)
 
 
 def measure_shift(reference: numpy.typing.ArrayLike, image: numpy.typing.ArrayLike, pixel_size_nm: float, upsample: int = 20) -> tuple[float, float]:
@@ -37,7 +51,8 @@ def measure_shift(reference: numpy.typing.ArrayLike, image: numpy.typing.ArrayLi
     pixel_size_nm : float
         Side of one pixel in nm (``ScanFrame.pixel_size_nm``).
     upsample : int
-        Sub-pixel resolution: the shift is found to ``1 / upsample`` pixel.
+        Sub-pixel resolution: the shift is found to ``1 / upsample`` pixel
+        (1 to 1000).
 
     Returns
     -------
@@ -81,14 +96,14 @@ def measure_shift(reference: numpy.typing.ArrayLike, image: numpy.typing.ArrayLi
     if img.shape != ref.shape:
         raise ValueError(f"image must have the reference's shape {ref.shape}, got {img.shape}; crop or rescan with the same settings")
     if not numpy.all(numpy.isfinite(ref)):
-        raise ValueError("reference contains NaN or infinity; replace missing pixels before measuring drift")
+        raise ValueError("reference must be finite: it contains NaN or infinity; replace missing pixels before measuring drift")
     if not numpy.all(numpy.isfinite(img)):
-        raise ValueError("image contains NaN or infinity; replace missing pixels before measuring drift")
-    pixel_size_nm = float(pixel_size_nm)
+        raise ValueError("image must be finite: it contains NaN or infinity; replace missing pixels before measuring drift")
+    pixel_size_nm = _real(pixel_size_nm, "pixel_size_nm", "a positive finite number of nm")
     if not (math.isfinite(pixel_size_nm) and pixel_size_nm > 0):
         raise ValueError(f"pixel_size_nm must be a positive finite number of nm, got {pixel_size_nm!r}")
-    if isinstance(upsample, bool) or not isinstance(upsample, (int, numpy.integer)) or upsample < 1:
-        raise ValueError(f"upsample must be a whole number >= 1, got {upsample!r}")
+    if isinstance(upsample, bool) or not isinstance(upsample, (int, numpy.integer)) or not 1 <= upsample <= _MAX_UPSAMPLE:
+        raise ValueError(f"upsample must be a whole number between 1 and {_MAX_UPSAMPLE}, got {upsample!r}")
     window = skimage.filters.window(("tukey", 0.5), ref.shape)  # type: ignore[no-untyped-call]
     # skimage returns the shift that registers `image` onto `reference`, i.e. minus the features' motion.
     shift, _, _ = skimage.registration.phase_cross_correlation(  # type: ignore[no-untyped-call]
@@ -141,6 +156,8 @@ class DriftEstimator:
     def __init__(self, max_measurements: int = 8, half_life_s: float | None = None) -> None:
         if isinstance(max_measurements, bool) or not isinstance(max_measurements, (int, numpy.integer)) or max_measurements < 1:
             raise ValueError(f"max_measurements must be a whole number >= 1, got {max_measurements!r}")
+        if half_life_s is not None:
+            half_life_s = _real(half_life_s, "half_life_s", "a positive finite number of seconds or None")
         if half_life_s is not None and not (math.isfinite(half_life_s) and half_life_s > 0):
             raise ValueError(f"half_life_s must be a positive finite number of seconds or None, got {half_life_s!r}")
         self.max_measurements = int(max_measurements)
@@ -181,8 +198,11 @@ class DriftEstimator:
 
         Times must not go backwards.
         """
-        t = float(time_s)
-        offset = numpy.asarray(offset_nm, dtype=float)
+        t = _real(time_s, "time_s", "a finite time in seconds")
+        offset = numpy.asarray(offset_nm)
+        if offset.dtype.kind not in "iuf":
+            raise TypeError(f"offset_nm must be a finite (y, x) pair in nm, got {offset_nm!r}")
+        offset = offset.astype(float, copy=False)
         if not math.isfinite(t):
             raise ValueError(f"time_s must be a finite time in seconds, got {time_s!r}")
         if offset.shape != (2,) or not numpy.all(numpy.isfinite(offset)):
@@ -218,7 +238,7 @@ class DriftEstimator:
         -------
         offset_nm : ndarray, shape (2,)
         """
-        t = float(time_s)
+        t = _real(time_s, "time_s", "a finite time in seconds")
         if not math.isfinite(t):
             raise ValueError(f"time_s must be a finite time in seconds, got {time_s!r}")
         return typing.cast(_NDArray, self._intercept + self._velocity * (t - self._t0))

@@ -70,7 +70,11 @@ def in_region(positions_nm: numpy.typing.ArrayLike, center_nm: numpy.typing.Arra
     """
     p = _positions(positions_nm)
     c = _pair(center_nm, "center_nm")
-    s = numpy.broadcast_to(numpy.asarray(size_nm, dtype=float), (2,)) if numpy.ndim(size_nm) == 0 else numpy.asarray(size_nm, dtype=float)
+    expected = "a positive side or (height, width) in nm"
+    raw = numpy.asarray(size_nm)
+    if raw.dtype.kind not in "iuf":
+        raise TypeError(f"size_nm must be {expected}, got {size_nm!r}")
+    s = numpy.broadcast_to(raw.astype(float), (2,)) if raw.ndim == 0 else raw.astype(float)
     if s.shape != (2,) or not numpy.all(numpy.isfinite(s)) or numpy.any(s <= 0):
         raise ValueError(f"size_nm must be a positive side or (height, width) in nm, got {size_nm!r}")
     return typing.cast(_NDArray, numpy.all(numpy.abs(p - c) <= s / 2, axis=1))
@@ -210,7 +214,9 @@ def select_targets(
     if kind is None:
         mask = numpy.ones(len(p), dtype=bool)
     else:
-        kinds = [kind] if isinstance(kind, str) else list(kind)
+        if not isinstance(kind, str) and not (isinstance(kind, (list, tuple, set, frozenset, numpy.ndarray)) and all(isinstance(k, str) for k in kind)):
+            raise TypeError(f"kind must be a class name, a sequence of class names or None, got {kind!r}")
+        kinds = [kind] if isinstance(kind, str) else [str(k) for k in kind]
         mask = numpy.isin(c.astype(str), kinds)
     if region is not None:
         if len(region) != 2:
