@@ -1,10 +1,11 @@
 """Publishing products as Swift data items, on the UI thread, readable at a glance.
 
 Plans publish from the engine's worker thread.  The sink coalesces updates per
-product (only the newest version of an item waits in the queue) and hands the
-document changes to the window's queue, so the UI thread never sees more than
-one small task per product per refresh.  What the UI thread does stays small
-on purpose:
+product (only the newest version of an item waits) and applies one product per
+UI task, so a burst of products is spread over several refreshes instead of
+holding the UI thread in one; each item's changes are made in one document
+transaction, so Swift writes the project once per update.  What the UI thread
+does stays small on purpose:
 
 - every run's items go into one data group, "<plan> <run id>", so a week of
   runs does not bury the data panel;
@@ -19,6 +20,7 @@ on purpose:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import threading
@@ -67,19 +69,39 @@ class DataItemSink:
         self.__pending: dict[str, tuple[Product, dict[str, typing.Any]]] = {}
         self.__items: dict[str, DataItem.DataItem] = {}
         self.__drawn_points: dict[str, tuple[tuple[tuple[float, float], ...], tuple[str, ...]]] = {}
+        self.__draining = False
         self.tables_written: list[pathlib.Path] = []
 
     def publish(self, product: Product, run_metadata: typing.Mapping[str, typing.Any]) -> None:
         item_key = f"{run_metadata.get('run_id', '')}/{product.key}"
         table_path = self.__write_table(product, run_metadata)
+        metadata = dict(run_metadata)
+        if table_path is not None:
+            metadata["table_csv"] = str(table_path)
         with self.__lock:
-            already_queued = item_key in self.__pending
-            metadata = dict(run_metadata)
-            if table_path is not None:
-                metadata["table_csv"] = str(table_path)
-            self.__pending[item_key] = (product, metadata)
-        if not already_queued:
-            self.__document_controller.queue_task(lambda: self.__apply(item_key))
+            self.__pending[item_key] = (product, metadata)  # replaces an older version still waiting
+            if self.__draining:
+                return
+            self.__draining = True
+        self.__document_controller.queue_task(self.__apply_next)
+
+    @property
+    def pending(self) -> int:
+        """Products waiting for the UI thread."""
+        with self.__lock:
+            return len(self.__pending)
+
+    def __apply_next(self) -> None:
+        """On the UI thread: apply the oldest waiting product, and come back for the next on the next refresh."""
+        with self.__lock:
+            item_key = next(iter(self.__pending), None)
+            pending = self.__pending.pop(item_key) if item_key is not None else None
+            more = bool(self.__pending)
+            self.__draining = more
+        if more:
+            self.__document_controller.queue_task(self.__apply_next)
+        if item_key is not None and pending is not None:
+            self.__apply(item_key, *pending)
 
     def data_item(self, run_id: str, key: str) -> Facade.DataItem | None:
         """The data item of a published product, once the UI thread has made it."""
@@ -102,12 +124,7 @@ class DataItemSink:
         self.tables_written.append(path)
         return path
 
-    def __apply(self, item_key: str) -> None:
-        with self.__lock:
-            pending = self.__pending.pop(item_key, None)
-        if pending is None:
-            return
-        product, run_metadata = pending
+    def __apply(self, item_key: str, product: Product, run_metadata: dict[str, typing.Any]) -> None:
         metadata = dict(product.xdata.metadata)
         metadata["nion_autoem"] = {**dict(metadata.get("nion_autoem", {})), **run_metadata}
         xdata = DataAndMetadata.new_data_and_metadata(product.xdata.data, product.xdata.intensity_calibration, product.xdata.dimensional_calibrations,
@@ -123,17 +140,21 @@ class DataItemSink:
             self.__items[item_key] = item
             self.__drawn_points.pop(item_key, None)
             self.__file_in_group(item, run_metadata)
-        else:
-            assert item is not None
-            item.set_xdata(xdata)
-            item.title = title
         assert item is not None
-        item.caption = self.__caption(product, run_metadata)
         display_item = self.__document_model.get_display_item_for_data_item(item)
-        if display_item is not None:
-            if fresh:
-                self.__style(display_item, product)
-            self.__draw_points(item_key, display_item, product)
+        # one transaction: Swift writes the item and the project once, not once per change
+        with contextlib.ExitStack() as transaction:
+            if display_item is not None:
+                transaction.enter_context(self.__document_model.item_transaction(display_item))
+            transaction.enter_context(self.__document_model.item_transaction(item))
+            if not fresh:
+                item.set_xdata(xdata)
+                item.title = title
+            item.caption = self.__caption(product, run_metadata)
+            if display_item is not None:
+                if fresh:
+                    self.__style(display_item, product)
+                self.__draw_points(item_key, display_item, product)
 
     def __caption(self, product: Product, run_metadata: typing.Mapping[str, typing.Any]) -> str:
         parts = [product.caption] if product.caption else []

@@ -158,7 +158,7 @@ class UsimSession:
                 runner.stop(f"timed out after {timeout} s")
                 runner.wait(5.0)
         runner.wait(5.0)
-        self.pump(0.05)
+        self.pump(0.3)  # the sink applies one product per refresh: let the last ones land
 
     def close(self) -> None:
         """Shut everything down in reverse order; safe to call twice."""

@@ -12,6 +12,7 @@ from nion.data import DataAndMetadata
 from nion.swift import Facade
 
 from nion_autoem.geometry import ScanFrame
+from nion_autoem.plans.atom_finding import MAX_MARKED_UNCERTAIN
 from nion_autoem.plans.atom_finding import TABLE_COLUMNS
 from nion_autoem.plans.atom_finding import AtomFinding
 from nion_autoem.runner import ExperimentRunner
@@ -52,15 +53,26 @@ def test_live_frames_from_the_twin_become_classified_atoms(tmp_path: pathlib.Pat
         table_item = sink.data_item(runner.run_id, "atoms")
         map_item = sink.data_item(runner.run_id, "uncertainty")
         assert frame_item is not None and table_item is not None and map_item is not None
+        # the class map: the frame in colour, one colour per class, not one graphic per column
+        assert frame_item.xdata is not None and frame_item.xdata.data_shape == (256, 256, 3)
+        assert frame_item.xdata.dimensional_calibrations[0].units == "nm"
         points = [g for g in frame_item.display.graphics if g.graphic_type == "point-graphic"]
-        assert len(points) == len(result)
-        labels = [g.label for g in points]
-        assert all(label is not None for label in labels)
-        assert {label.rstrip("?") for label in labels if label is not None} <= set(result.class_names)
+        unsure = int(numpy.sum(numpy.asarray(result.uncertainties) > 0.2))
+        assert len(points) == min(unsure, MAX_MARKED_UNCERTAIN) <= 20
+        assert all(g.label is not None and g.label.endswith("?") and g.label.rstrip("?") in result.class_names for g in points)
+        caption = frame_item._data_item.caption  # the caption is the item's legend
+        assert f"Mo blue {result.counts()['Mo']}" in caption and f"S2 yellow {result.counts()['S2']}" in caption
+        # the table: every column, in words, as CSV beside the journal
+        table_csv = tmp_path / "run" / "tables" / "atoms.csv"
+        rows = table_csv.read_text().splitlines()
+        assert rows[0] == ",".join(TABLE_COLUMNS) and len(rows) == 1 + len(result)
+        assert {row.split(",")[2] for row in rows[1:]} <= set(result.class_names)
         assert table_item.xdata is not None and table_item.metadata is not None and map_item.xdata is not None
-        assert table_item.xdata.data_shape == (len(result), len(TABLE_COLUMNS))
-        assert table_item.metadata["nion_autoem"]["columns"] == list(TABLE_COLUMNS)
+        assert table_item.xdata.data_shape == (len(result.class_names),) and list(table_item.xdata.data) == [result.counts().get(n, 0) for n in result.class_names]
         assert map_item.xdata.dimensional_calibrations[0].units == "nm"
+        # the run's items sit together in one data group
+        groups = [g for g in session.document_model.data_groups if runner.run_id in (g.title or "")]
+        assert len(groups) == 1 and len(groups[0].display_items) == 3
         assert isinstance(runner.plan, AtomFinding)
         assert runner.plan.model_version == "elit/mos2"
 
@@ -77,7 +89,7 @@ def test_atoms_in_an_image_already_in_the_document(tmp_path: pathlib.Path, monke
         session.pump_until_done(runner, 60)
         assert runner.state is RunState.FINISHED, runner.progress.message
         titles = [d.title for d in session.document_model.data_items]
-        assert any(t.startswith("Atoms found (ELIT)") for t in titles) and any(t.startswith("Classified atoms (ELIT)") for t in titles)
+        assert any(t.startswith("Atom classes (ELIT)") for t in titles) and any(t.startswith("Classified atoms (ELIT)") for t in titles)
         result = runner.plan.results[0]  # type: ignore[attr-defined]
         inside = simulated.positions[numpy.all((simulated.positions > 4) & (simulated.positions < 188), axis=1)]
         distance = numpy.min(numpy.linalg.norm(inside[:, None] - result.positions[None], axis=-1), axis=1)
@@ -105,9 +117,15 @@ def test_the_panel_finds_atoms_live_on_the_twin_and_in_a_selected_image(tmp_path
         controller = panel.ExperimentPanelController(session.document_controller)
         controller.experiment_index.value = 2
         controller.points.value = 2
+        runners: list[typing.Any] = []
         for start in (controller.start, controller.find_atoms_in_selection):
             if start == controller.find_atoms_in_selection:
-                live = next(d for d in session.document_model.data_items if d.title.startswith("Atoms found (ELIT)"))
+                # a survey of the twin the user has in the document (the class map is for reading, not for finding atoms in)
+                scope = session.microscope()
+                scope.unblank()  # the run left the beam blanked; the user unblanks to look again
+                survey = scope.survey(ScanFrame((256, 256), fov_nm=3.0), pixel_time_us=4.0).xdata
+                live = Facade.Library(session.document_model).create_data_item_from_data_and_metadata(survey, "a survey of mine")._data_item
+                session.pump(0.2)  # the data panel lists the new item before it can be selected there
                 session.document_controller.selected_display_panel = None
                 live_display = session.document_model.get_display_item_for_data_item(live)
                 assert live_display is not None
@@ -115,13 +133,14 @@ def test_the_panel_finds_atoms_live_on_the_twin_and_in_a_selected_image(tmp_path
                 session.pump(0.05)
             start()
             runner = controller.runner
-            assert runner is not None, controller.status.value
+            assert runner is not None and runner not in runners, controller.status.value
+            runners.append(runner)
             session.pump_until_done(runner, 60)
             assert runner.state is RunState.FINISHED, runner.progress.message
             result = runner.plan.results[-1]  # type: ignore[attr-defined]
             assert len(result) > 150 and {"Mo", "S2"} <= set(result.labels)
         tables = [d for d in session.document_model.data_items if d.title.startswith("Classified atoms (ELIT)")]
-        assert len(tables) == 2  # one from the live run, one from the selected image
+        assert len(tables) == 2, [d.title for d in session.document_model.data_items]  # one from the live run, one from the selected image
 
 
 def test_elit_follows_the_users_scan_frame_by_frame(tmp_path: pathlib.Path) -> None:
@@ -155,9 +174,9 @@ def test_elit_follows_the_users_scan_frame_by_frame(tmp_path: pathlib.Path) -> N
         assert finder.frames_analysed >= 3 and finder.last_error is None
         assert finder.last_counts.get("Mo", 0) > 50 and finder.last_counts.get("S2", 0) > 50
         frame_item = finder.data_item("frame")
-        assert frame_item is not None and frame_item.xdata.data_shape == (192, 192)
+        assert frame_item is not None and frame_item.xdata is not None and frame_item.xdata.data_shape == (192, 192, 3)
         points = [g for g in frame_item.display.graphics if g.graphic_type == "point-graphic"]
-        assert len(points) == sum(finder.last_counts.values())
+        assert len(points) <= MAX_MARKED_UNCERTAIN  # the uncertain ones only, never one per column
         # one set of live items, updated in place, not one per frame
-        assert sum(d.title.startswith("Atoms found (ELIT)") for d in session.document_model.data_items) == 1
+        assert sum(d.title.startswith("Atom classes (ELIT)") for d in session.document_model.data_items) == 1
         controller.close()

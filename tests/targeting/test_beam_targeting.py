@@ -52,8 +52,10 @@ def test_writes_a_line_of_vacancies_verified_by_elit(tmp_path: pathlib.Path) -> 
     products = sink.products
     assert {"before", "after", "events", "trace-1", "trace-4"} <= set(products)
     assert len(products["before"].points) == 4 and products["after"].labels[0].endswith("transformed")
-    table = products["events"].xdata
-    assert table.data_shape == (4, 7) and table.metadata["nion_autoem"]["columns"][3] == "dose_to_event_e"
+    events = products["events"]
+    assert events.xdata.data_shape == (4,) and events.xdata.dimensional_calibrations[0].units == "target"
+    assert events.table is not None and events.table.columns[3] == "outcome" and [row[3] for row in events.table.rows] == ["transformed"] * 4
+    assert events.caption.startswith("4 of 4 targets transformed")
     assert products["trace-1"].xdata.dimensional_calibrations[0].units == "ms"
     kinds = [s.action.kind for s in read_journal(tmp_path / "run").steps]
     assert kinds[0] == "survey" and kinds[-1] == "survey" and "dwell" in kinds and "verify" in kinds
