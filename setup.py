@@ -34,7 +34,7 @@ setuptools.setup(
     ],
     extras_require={
         "dev": ["pytest>=8", "ruff>=0.5", "mypy>=1.10"],
-        "gui": ["PySide6-Essentials>=6.5"],
+        "gui": ["PySide6-Essentials==6.11.3"],
         "bench": ["bluesky>=1.15"],
     },
 )

@@ -54,7 +54,7 @@ fi
 
 if ! "$python" -c "import PySide6" 2>/dev/null; then
     log "installing PySide6-Essentials into $("$python" -c 'import sys; print(sys.prefix)')"
-    "$python" -m pip install -q PySide6-Essentials
+    "$python" -m pip install -q "PySide6-Essentials==6.11.3"  # 6.12.0 crashed Swift while scanning
 fi
 
 # --- throwaway state; everything we start is killed on exit -----------------

@@ -15,3 +15,19 @@ fi
 # compat mode puts the checkout on sys.path, so Swift finds the
 # nionswift_plugin.nion_autoem namespace package as well as nion_autoem.
 .venv/bin/pip install --quiet -e ".[dev]" --config-settings editable_mode=compat
+# The real-GUI test runs Swift's Qt window under Xvfb: the X server, ImageMagick's
+# import (screenshots), the libraries Qt's xcb plug-in loads, and PySide6 pinned to
+# 6.11 (6.12.0 crashed Swift while scanning; 6.9.3 hung opening the window).
+gui_packages=(xvfb imagemagick libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0
+              libxcb-xinerama0 libxcb-randr0 libxcb-shape0 libxcb-xkb1 libegl1 libgl1 libfontconfig1 libdbus-1-3)
+missing=()
+for package in "${gui_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})) && command -v apt-get >/dev/null; then
+    sudo_cmd=()
+    [[ $(id -u) -ne 0 ]] && sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -qq
+    "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+.venv/bin/pip install --quiet "PySide6-Essentials==6.11.3"

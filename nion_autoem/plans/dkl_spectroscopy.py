@@ -14,6 +14,7 @@ between candidate indices and scan-field positions.
 from __future__ import annotations
 
 import dataclasses
+import time
 import typing
 
 import numpy
@@ -42,6 +43,9 @@ from nion_autoem_dkl.candidates import extract_patches
 from nion_autoem_dkl.scalarizers import BandIntegral
 
 _NDArray = numpy.typing.NDArray[typing.Any]
+
+#: Seconds between two refreshes of the maps and stacks while measuring.
+PUBLISH_INTERVAL_S = 1.0
 
 SignalScalarizer = typing.Callable[[_NDArray], float]
 """A function of the measured signal (spectrum or camera frame) alone."""
@@ -161,6 +165,7 @@ class DKLSpectroscopy:
         self.__signal_calibrations: list[Calibration.Calibration] = []
         self.measured: list[int] = []
         self.values: list[float] = []
+        self.__published_at = 0.0
 
     @property
     def model_version(self) -> str:
@@ -201,7 +206,10 @@ class DKLSpectroscopy:
                 measurement = yield Acquire((float(self.__positions_nm[index, 0]), float(self.__positions_nm[index, 1])), self.settings.exposure_ms,
                                             self.settings.detector, label=f"measurement {len(self.values) + 1}")
                 yield Report(self.__measured(index, measurement), fraction=self.fraction_done(), model_version=self.model_version)
-            yield from self.__publish()
+            # Maps for a person, not for the plan: refreshed at most once a second (and at the end), so the window keeps up.
+            if time.monotonic() - self.__published_at >= PUBLISH_INTERVAL_S:
+                yield from self.__publish()
+        yield from self.__publish()
         if not self.values:
             return "no measurements taken"
         best = int(numpy.argmax(self.values))
@@ -270,6 +278,7 @@ class DKLSpectroscopy:
 
     def __publish(self) -> SubPlan:
         assert self.frame is not None and self.__survey is not None and self.agent is not None
+        self.__published_at = time.monotonic()
         path = self.frame.nm_to_fraction(self.__positions_nm[self.measured]) if self.measured else numpy.zeros((0, 2))
         yield Publish(Product("survey", "DKL exploration path", self.__survey, points=tuple((float(y), float(x)) for y, x in path),
                               labels=tuple(str(i + 1) for i in range(len(self.measured))), caption=f"{len(self.measured)} positions, numbered in the order measured"))

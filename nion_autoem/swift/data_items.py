@@ -149,8 +149,12 @@ class DataItemSink:
             transaction.enter_context(self.__document_model.item_transaction(item))
             if not fresh:
                 item.set_xdata(xdata)
+            # unchanged properties are not set again: every change relays out Swift's data panel
+            if item.title != title:
                 item.title = title
-            item.caption = self.__caption(product, run_metadata)
+            caption = self.__caption(product, run_metadata)
+            if item.caption != caption:
+                item.caption = caption
             if display_item is not None:
                 if fresh:
                     self.__style(display_item, product)
@@ -186,18 +190,27 @@ class DataItemSink:
             display_item.set_display_property("y_style", "log")
 
     def __draw_points(self, item_key: str, display_item: DisplayItem.DisplayItem, product: Product) -> None:
-        points, labels = product.points[-MAX_POINT_GRAPHICS:], product.labels[-MAX_POINT_GRAPHICS:] if len(product.labels) == len(product.points) else product.labels
+        """Mark the (last) positions; graphics already there are moved, not replaced, so a growing path costs one new graphic."""
+        points = product.points[-MAX_POINT_GRAPHICS:]
+        labels = product.labels[-MAX_POINT_GRAPHICS:] if len(product.labels) == len(product.points) else product.labels[:len(points)]
         wanted = (points, labels)
         if self.__drawn_points.get(item_key) == wanted:
             return
-        for graphic in list(display_item.graphics):
-            if graphic.graphic_id == _ROLE:
-                display_item.remove_graphic(graphic).close()
+        ours = [graphic for graphic in display_item.graphics if graphic.graphic_id == _ROLE and isinstance(graphic, Graphics.PointGraphic)]
+        for extra in ours[len(points):]:
+            display_item.remove_graphic(extra).close()
         for i, (y, x) in enumerate(points):
+            label = labels[i] if i < len(labels) else None
+            if i < len(ours):
+                point = ours[i]
+                if tuple(point.position) != (float(y), float(x)):
+                    point.position = (float(y), float(x))
+                if point.label != label:
+                    point.label = label
+                continue
             point = Graphics.PointGraphic()
             point.position = (float(y), float(x))  # before it is shown: a point without a position cannot be drawn
             point.graphic_id = _ROLE
-            if i < len(labels):
-                point.label = labels[i]
+            point.label = label
             display_item.add_graphic(point)
         self.__drawn_points[item_key] = wanted

@@ -26,6 +26,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import typing
@@ -42,24 +43,44 @@ PANEL_ID = gui_screenshot.AUTOEM_PANEL_ID
 
 
 class Heartbeat:
-    """Largest gap between two ticks of the UI event loop, in ms, since the last reset."""
+    """Largest gap between two ticks of the UI event loop, in ms, since the last reset.
 
-    def __init__(self, period_s: float = 0.02) -> None:
+    A watcher thread samples what the UI thread is doing whenever a tick is
+    late, so a stall comes with the code that caused it.
+    """
+
+    def __init__(self, period_s: float = 0.02, late_s: float = 0.15) -> None:
         self.period_s = period_s
+        self.late_s = late_s
         self.max_gap_ms = 0.0
         self.running = True
+        self.last_tick = time.perf_counter()
+        self.stall_stacks: dict[str, int] = {}
+        self.ui_thread_id = threading.get_ident()
 
     def reset(self) -> float:
         gap, self.max_gap_ms = self.max_gap_ms, 0.0
         return gap
 
     async def beat(self) -> None:
+        self.ui_thread_id = threading.get_ident()
+        threading.Thread(target=self.watch, daemon=True).start()
         last = time.perf_counter()
         while self.running:
             await asyncio.sleep(self.period_s)
             now = time.perf_counter()
             self.max_gap_ms = max(self.max_gap_ms, (now - last - self.period_s) * 1e3)
-            last = now
+            last = self.last_tick = now
+
+    def watch(self) -> None:
+        while self.running:
+            time.sleep(0.05)
+            if time.perf_counter() - self.last_tick > self.late_s:
+                frame = sys._current_frames().get(self.ui_thread_id)
+                if frame is not None:
+                    stack = traceback.extract_stack(frame)[-12:]
+                    key = " <- ".join(f"{pathlib.Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(stack))
+                    self.stall_stacks[key] = self.stall_stacks.get(key, 0) + 1
 
 
 class TracebackCollector(logging.Handler):
@@ -122,8 +143,9 @@ async def scenario(document_controller: DocumentController.DocumentController, o
         record["dry_run"] = controller.plan_summary.value
         heartbeat.reset()
         items_before = len(document_controller.document_model.data_items)
+        previous = controller.runner
         controller.start()
-        runner = controller.runner
+        runner = controller.runner if controller.runner is not previous else None
         record["started"] = runner is not None
         if runner is None:
             record["status"] = controller.status.value
@@ -151,6 +173,54 @@ async def scenario(document_controller: DocumentController.DocumentController, o
         record["screenshot"] = screenshot(out, name)
         results["experiments"][name] = record
 
+    async def find_atoms_in_a_large_image() -> None:
+        """A 1024² survey of the MoS2 twin (about 2,000 columns) as a user's image, then "Find atoms in selected image"."""
+        from nion.swift.model import DataItem
+
+        from nion_autoem.geometry import ScanFrame
+        from nion_autoem.swift.microscope import SwiftMicroscope
+
+        def survey() -> typing.Any:
+            scope = SwiftMicroscope()
+            scope.unblank()
+            try:
+                return scope.survey(ScanFrame((1024, 1024), 9.3), pixel_time_us=2.0).xdata
+            finally:
+                scope.blank()
+
+        xdata = await asyncio.get_running_loop().run_in_executor(None, survey)
+        item = DataItem.new_data_item(xdata)
+        item.title = "MoS2 survey, 9.3 nm (mine)"
+        document_controller.document_model.append_data_item(item)
+        await asyncio.sleep(0.5)
+        display_item = document_controller.document_model.get_display_item_for_data_item(item)
+        assert display_item is not None
+        document_controller.selected_display_panel = None  # as a click in the data panel does
+        document_controller.select_display_items_in_data_panel([display_item])
+        await asyncio.sleep(0.5)
+        heartbeat.reset()
+        items_before = len(document_controller.document_model.data_items)
+        previous = controller.runner
+        controller.find_atoms_in_selection()
+        runner = controller.runner if controller.runner is not previous else None
+        record: dict[str, typing.Any] = {"started": runner is not None, "status": controller.status.value}
+        if runner is not None:
+            record["ended"] = await wait_for(lambda: runner.state.is_final, 240)
+            await asyncio.sleep(2.0)
+            record.update({"max_ui_stall_ms": round(heartbeat.reset(), 1), "state": runner.state.value, "message": runner.progress.message,
+                           "beam": beam_state(), "new_items": len(document_controller.document_model.data_items) - items_before,
+                           "titles": [d.title for d in document_controller.document_model.data_items[items_before:]],
+                           "atoms": sum(len(r) for r in getattr(runner.plan, "results", [])), "dry_run": "Dry run: (not offered for an image already taken)"})
+            # show the class map, as a person would look at it
+            class_maps = [d for d in document_controller.document_model.data_items[items_before:] if (d.title or "").startswith("Atom classes")]
+            if class_maps and (shown := document_controller.document_model.get_display_item_for_data_item(class_maps[0])) is not None:
+                document_controller.show_display_item(shown)
+                heartbeat.reset()
+                await asyncio.sleep(2.0)
+                record["max_ui_stall_ms"] = max(record["max_ui_stall_ms"], round(heartbeat.reset(), 1))
+            record["screenshot"] = screenshot(out, "atoms_2000")
+        results["experiments"]["atoms_2000"] = record
+
     try:
         if scan is not None and scan.is_playing:
             scan.stop_playing()
@@ -159,6 +229,7 @@ async def scenario(document_controller: DocumentController.DocumentController, o
         await run("atom_finding", 2, {"points": 2, "field_nm": 4.0})
         await run("vacancy_line", 3, {"points": 3, "field_nm": 3.0}, timeout_s=300)
         await run("stopped", 0, {"points": 40, "exposure_ms": 50.0}, stop_after_s=2.0)
+        await find_atoms_in_a_large_image()
     except Exception:
         results["scenario_error"] = traceback.format_exc()
     return results
@@ -200,6 +271,7 @@ def main(argv: typing.Sequence[str]) -> int:
                     results = {"scenario_error": traceback.format_exc()}
                 heartbeat.running = False
                 await beat
+                results["stall_stacks"] = sorted(heartbeat.stall_stacks.items(), key=lambda kv: -kv[1])[:25]
                 (out / "result.json").write_text(json.dumps(results, indent=1, default=str), "utf-8")
                 document_controller.queue_request_close()
 
