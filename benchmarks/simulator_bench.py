@@ -51,7 +51,7 @@ def main() -> None:
                                                       center_nm=Geometry.FloatPoint(0.1, 0.2), rotation_rad=0.0)
     trace_best, trace_median = _best_ms(lambda: generator.generate_scan_data(instrument, trace_parameters), 20)
 
-    eels = configuration.eels_camera_device.simulator  # type: ignore[attr-defined]
+    eels = configuration.eels_camera_device.simulator
     context = stem_controller.ScanContext(Geometry.IntSize(512, 512), Geometry.FloatPoint(), 8.0, 0.0)
     readout = Geometry.IntRect.from_tlbr(0, 0, 256, 1024)
     spectrum_best, spectrum_median = _best_ms(lambda: eels.get_frame_data(readout, Geometry.IntSize(1, 1), 0.02, context, Geometry.FloatPoint(0.5, 0.5)), 20)

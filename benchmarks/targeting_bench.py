@@ -40,19 +40,31 @@ from nion_autoem.plans.beam_targeting import BeamTargeting
 from nion_autoem.plans.beam_targeting import TargetingSettings
 from nion_autoem.products import MemorySink
 from nion_autoem.runner import ExperimentRunner
+from nion_autoem.swift.microscope import SwiftMicroscope
 from nion_autoem.swift.session import UsimSession
+from nion_autoem.swift.usim_twin import TwinConfiguration
 from nion_autoem.swift.usim_twin import create_configuration
 from nion_autoem.twin import lattice
+from nion_autoem.twin.mos2 import AtomGroundTruth
+from nion_autoem.twin.mos2 import MoS2Sample
+
+
+def mos2_twin(configuration: TwinConfiguration) -> MoS2Sample:
+    """The configuration's selected twin, which must be the MoS2 sample."""
+    twin = configuration.twin
+    if not isinstance(twin, MoS2Sample):
+        raise RuntimeError(f"the configuration's selected sample is {twin!r}, not the MoS2 twin")
+    return twin
 
 
 class ClockedMicroscope:
     """Delegates to a SwiftMicroscope; notes the twin clock at each trace and the truth after the survey."""
 
-    def __init__(self, scope: typing.Any, configuration: typing.Any) -> None:
+    def __init__(self, scope: SwiftMicroscope, configuration: TwinConfiguration) -> None:
         self.scope = scope
         self.configuration = configuration
         self.trace_starts: list[tuple[float, tuple[float, float] | None]] = []
-        self.truth_after_survey: typing.Any = None
+        self.truth_after_survey: AtomGroundTruth | None = None
 
     def __getattr__(self, name: str) -> typing.Any:
         return getattr(self.scope, name)
@@ -60,12 +72,12 @@ class ClockedMicroscope:
     def survey(self, *args: typing.Any, **kwargs: typing.Any) -> Measurement:
         m = self.scope.survey(*args, **kwargs)
         if self.truth_after_survey is None:
-            self.truth_after_survey = self.configuration.twin.ground_truth()
-        return typing.cast(Measurement, m)
+            self.truth_after_survey = mos2_twin(self.configuration).ground_truth()
+        return m
 
     def adf_trace(self, samples: int, sample_time_us: float, *, channel: str = "HAADF") -> Measurement:
         self.trace_starts.append((self.configuration.clock.now_s, self.scope.probe_position_nm))
-        return typing.cast(Measurement, self.scope.adf_trace(samples, sample_time_us, channel=channel))
+        return self.scope.adf_trace(samples, sample_time_us, channel=channel)
 
 
 def run_once(seed: int, targets: int, drift_nm_per_min: float) -> dict[str, typing.Any]:
@@ -81,12 +93,13 @@ def run_once(seed: int, targets: int, drift_nm_per_min: float) -> dict[str, typi
         started = time.perf_counter()
         runner.run()
         wall = time.perf_counter() - started
-        twin = configuration.twin
+        twin = mos2_twin(configuration)
         before = scope.truth_after_survey
         after = twin.ground_truth()
         events = list(twin.damage_events)
     if runner.error is not None:
         raise RuntimeError(f"seed {seed}: {runner.progress.message}")
+    assert before is not None, "the plan never surveyed"
     sample_s = settings.sample_time_us * 1e-6
     # Each target's column is the intact S2 nearest to where the plan aimed at survey time.
     targeted: list[int] = []

@@ -3,6 +3,7 @@ from __future__ import annotations
 import typing
 
 import numpy
+import numpy.typing
 import pytest
 
 from nion_autoem.geometry import ScanFrame
@@ -12,7 +13,7 @@ from nion_autoem.instrument import electrons
 from nion_autoem.replay import ReplayMicroscope
 
 
-def make() -> tuple[ReplayMicroscope, ScanFrame, numpy.ndarray]:  # type: ignore[type-arg]
+def make() -> tuple[ReplayMicroscope, ScanFrame, numpy.typing.NDArray[numpy.float64]]:
     frame = ScanFrame((20, 30), fov_nm=6.0, center_nm=(1.0, -1.0), rotation_rad=0.3)
     survey = numpy.arange(600, dtype=float).reshape(20, 30)
     si = numpy.zeros((10, 15, 40))

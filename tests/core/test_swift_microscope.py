@@ -6,12 +6,21 @@ import typing
 
 import numpy
 import pytest
+from nion.instrumentation import HardwareSource
+from nion.instrumentation import camera_base
+from nion.instrumentation import stem_controller
 from nion.utils import Registry
 
 from nion_autoem.geometry import ScanFrame
 from nion_autoem.instrument import InstrumentError
 from nion_autoem.instrument import OutOfFieldError
 from nion_autoem.instrument import electrons
+
+
+def _stem_controller() -> stem_controller.STEMController:
+    stem = Registry.get_component("stem_controller")
+    assert isinstance(stem, stem_controller.STEMController)
+    return stem
 
 
 def test_survey_frames_carry_calibrations(usim_session: typing.Any) -> None:
@@ -37,20 +46,21 @@ def test_pixel_to_probe_to_pixel_round_trip_within_half_a_pixel(usim_session: ty
     scope = usim_session.microscope()
     frame = ScanFrame((200, 300), fov_nm=30.0, center_nm=(-1.5, 2.5), rotation_rad=rotation)
     scope.survey(frame, pixel_time_us=0.5)
-    stem = Registry.get_component("stem_controller")
+    stem = _stem_controller()
     rng = numpy.random.default_rng(0)
     for pixel in rng.uniform((0, 0), (199, 299), size=(20, 2)):
         scope.park_probe(tuple(frame.pixel_to_nm(pixel)))
         assert stem.probe_state == "parked"
         fraction = stem.probe_position
+        assert fraction is not None
         back = frame.fraction_to_pixel((fraction.y, fraction.x))
         assert numpy.all(numpy.abs(back - pixel) <= 0.5)
         assert scope.probe_position_nm == pytest.approx(tuple(frame.pixel_to_nm(pixel)))
 
 
 def scope_binning(session: typing.Any) -> int:
-    from nion.instrumentation import HardwareSource
-    eels = HardwareSource.HardwareSourceManager().get_hardware_source_for_hardware_source_id("usim_eels_camera")
+    eels = typing.cast("camera_base.CameraHardwareSource | None", HardwareSource.HardwareSourceManager().get_hardware_source_for_hardware_source_id("usim_eels_camera"))
+    assert eels is not None
     return int(eels.get_current_frame_parameters().binning)
 
 
@@ -62,7 +72,7 @@ def test_spectrum_has_energy_calibration(usim_session: typing.Any) -> None:
     spectrum = m.xdata
     assert spectrum.data_shape[0] >= 256 and len(spectrum.data_shape) == 1
     energy = spectrum.dimensional_calibrations[0]
-    stem = Registry.get_component("stem_controller")
+    stem = _stem_controller()
     assert energy.units == "eV"
     assert energy.offset == pytest.approx(stem.GetVal("eels_x_offset"))
     # binned channels are wider than the detector's own by the binning factor
@@ -133,7 +143,7 @@ def test_make_safe_blanks_and_unparks(usim_session: typing.Any) -> None:
 
 def test_stage_and_defocus_go_through_the_instrument_controls(usim_session: typing.Any) -> None:
     scope = usim_session.microscope()
-    stem = Registry.get_component("stem_controller")
+    stem = _stem_controller()
     assert scope.stage_position_nm == (0.0, 0.0)
     assert scope.stage_limits_nm == ((-1e6, 1e6), (-1e6, 1e6))  # about +-1 mm, a holder's travel
     scope.move_stage((250.0, -75.5))
@@ -153,12 +163,14 @@ def test_stage_and_defocus_go_through_the_instrument_controls(usim_session: typi
 
 def test_set_scan_frame_sets_the_context_without_scanning(usim_session: typing.Any) -> None:
     scope = usim_session.microscope()
-    stem = Registry.get_component("stem_controller")
+    stem = _stem_controller()
     frame = ScanFrame((100, 150), fov_nm=12.0, center_nm=(1.0, -2.0), rotation_rad=0.2)
     scope.set_scan_frame(frame)
     assert scope.scan_frame == frame
     assert stem.scan_context.fov_nm == pytest.approx(12.0)
-    assert not stem.scan_controller.is_playing and not stem.scan_controller.is_recording
+    scan_controller = stem.scan_controller
+    assert scan_controller is not None
+    assert not scan_controller.is_playing and not scan_controller.is_recording
     # the dose of the next survey is counted once, through Measurement.of
     m = scope.survey(pixel_time_us=1.0)
     assert m.frame == frame and m.dose_e == pytest.approx(electrons(scope.beam_current_A, 100 * 150 * 1e-6))

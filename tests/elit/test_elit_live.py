@@ -61,7 +61,7 @@ def test_live_frames_from_the_twin_become_classified_atoms(tmp_path: pathlib.Pat
         assert len(points) == min(unsure, MAX_MARKED_UNCERTAIN) <= 20
         assert all(g.label is not None and g.label.endswith("?") and g.label.rstrip("?") in result.class_names for g in points)
         caption = frame_item._data_item.caption  # the caption is the item's legend
-        assert f"Mo blue {result.counts()['Mo']}" in caption and f"S2 yellow {result.counts()['S2']}" in caption
+        assert caption is not None and f"Mo blue {result.counts()['Mo']}" in caption and f"S2 yellow {result.counts()['S2']}" in caption
         # the table: every column, in words, as CSV beside the journal
         table_csv = tmp_path / "run" / "tables" / "atoms.csv"
         rows = table_csv.read_text().splitlines()

@@ -26,7 +26,8 @@ def _image(scope: typing.Any, frame: ScanFrame, pixel_time_us: float = 4.0) -> _
 
 def _registration_nm(moving: _NDArray, reference: _NDArray, frame: ScanFrame) -> _NDArray:
     """Shift (y, x) in nm that brings ``reference`` onto ``moving``, to 1/100 pixel."""
-    shift, _, _ = phase_cross_correlation(moving, reference, upsample_factor=100)
+    register = typing.cast("typing.Callable[..., tuple[_NDArray, float, float]]", phase_cross_correlation)  # scikit-image is untyped
+    shift, _, _ = register(moving, reference, upsample_factor=100)
     return typing.cast(_NDArray, numpy.asarray(shift) * frame.pixel_size_nm)
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pathlib
+import typing
 
 from nion.instrumentation import HardwareSource
+from nion.instrumentation import camera_base
+from nion.instrumentation import scan_base
 from nion.utils import Registry
 
 from nion_autoem.swift import usim_twin as usim
@@ -20,15 +23,18 @@ def test_install_and_uninstall_in_swift(tmp_path: pathlib.Path) -> None:
     try:
         usim_plugin.run()  # what Swift does before our plug-in's run()
         stock = Registry.get_component("stem_controller")
+        assert stock is not None
         assert len(stock.scan_data_generator.sample_titles) == 3
         configuration = usim.install_in_swift(seed=0)
         try:
             stems = Registry.get_components_by_type("stem_controller")
             assert list(stems) == [configuration.instrument]
-            scan = HardwareSource.HardwareSourceManager().get_hardware_source_for_hardware_source_id("usim_scan_device")
+            scan = typing.cast("scan_base.ScanHardwareSource | None", HardwareSource.HardwareSourceManager().get_hardware_source_for_hardware_source_id("usim_scan_device"))
             assert scan is not None and scan.scan_device is configuration.scan_module.device
-            assert catalog.TITLES["mos2"] in configuration.instrument.scan_data_generator.sample_titles
-            eels = HardwareSource.HardwareSourceManager().get_hardware_source_for_hardware_source_id("usim_eels_camera")
+            generator = configuration.instrument.scan_data_generator
+            assert isinstance(generator, usim.TwinScanDataGenerator)
+            assert catalog.TITLES["mos2"] in generator.sample_titles
+            eels = typing.cast("camera_base.CameraHardwareSource | None", HardwareSource.HardwareSourceManager().get_hardware_source_for_hardware_source_id("usim_eels_camera"))
             assert eels is not None and eels.camera is configuration.eels_camera_device
         finally:
             usim.uninstall_from_swift()
