@@ -81,12 +81,6 @@ def _peak_local_max(image: _NDArray, *, min_distance: int, threshold_rel: float,
     return find_peaks(image, min_distance=min_distance, threshold_rel=threshold_rel, exclude_border=exclude_border)
 
 
-def _frame_likes(frames: list[synthetic.SyntheticFrame]) -> typing.Sequence[evaluation._FrameLike]:
-    # evaluation._FrameLike declares settable attributes, which the frozen SyntheticFrame cannot
-    # offer; evaluate_finder only reads them, so a SyntheticFrame is a frame-like in all but type.
-    return typing.cast("typing.Sequence[evaluation._FrameLike]", frames)
-
-
 def peak_finder_baseline(nearest_neighbour_px: float, probe_sigma_px: float, class_count: int) -> typing.Callable[[_NDArray], tuple[_NDArray, _NDArray]]:
     """Classical pipeline: smooth, find local maxima, cluster peak intensities into classes by brightness."""
 
@@ -164,7 +158,7 @@ def main() -> None:
     report["load_average_1min"] = round(os.getloadavg()[0], 2)
     print(f"timing: {report['frame_ms_512']:.0f} ms per 512x512 frame (median), network {report['network_ms_512']:.0f} ms", flush=True)
 
-    elit = evaluation.evaluate_finder(ensemble_finder(ens), _frame_likes(held_out), names)
+    elit = evaluation.evaluate_finder(ensemble_finder(ens), held_out, names)
     print("ELIT ensemble, held-out:", rounded(elit), flush=True)
 
     # Calibration on the same held-out frames: does "uncertainty" match the observed error rate?
@@ -176,7 +170,7 @@ def main() -> None:
 
     sigma_px = HELD_OUT.probe_fwhm_A / 2.3548 / HELD_OUT.pixel_size_A
     nn_px = held_out[0].nearest_neighbour_px
-    classical = evaluation.evaluate_finder(peak_finder_baseline(nn_px, sigma_px, 4), _frame_likes(held_out), names)
+    classical = evaluation.evaluate_finder(peak_finder_baseline(nn_px, sigma_px, 4), held_out, names)
     print("peak_local_max + k-means, held-out:", rounded(classical), flush=True)
 
     single_config = training.TrainingConfig(members=1, base_channels=8, crop=128, frames=1500, steps=2000)
@@ -185,24 +179,24 @@ def main() -> None:
     started = time.perf_counter()
     single = training.train_ensemble(lattice, single_config)
     single_seconds = time.perf_counter() - started
-    single_scores = evaluation.evaluate_finder(ensemble_finder(single), _frame_likes(held_out), names)
+    single_scores = evaluation.evaluate_finder(ensemble_finder(single), held_out, names)
     print(f"single U-Net ({single_config.steps} steps, {single_seconds:.0f} s), held-out:", rounded(single_scores), flush=True)
     # Ablation: the same single network with a plain (unweighted) cross-entropy, as in the reference recipe.
     unweighted = training.train_ensemble(lattice, dataclasses.replace(single_config, class_weight_power=0.0))
-    unweighted_scores = evaluation.evaluate_finder(ensemble_finder(unweighted), _frame_likes(held_out), names)
+    unweighted_scores = evaluation.evaluate_finder(ensemble_finder(unweighted), held_out, names)
     print("single U-Net, unweighted loss, held-out:", rounded(unweighted_scores), flush=True)
 
     ood_tests = [synthetic.generate_frame(lattice, (512, 512), seed=40_000 + i, conditions=OUT_OF_DISTRIBUTION) for i in range(frames_count)]
     experiment = synthetic.generate_frame(lattice, (512, 512), seed=50_000, conditions=OUT_OF_DISTRIBUTION)
-    ood_before = evaluation.evaluate_finder(ensemble_finder(ens), _frame_likes(ood_tests), names)
-    ood_single = evaluation.evaluate_finder(ensemble_finder(single), _frame_likes(ood_tests), names)
-    ood_unweighted = evaluation.evaluate_finder(ensemble_finder(unweighted), _frame_likes(ood_tests), names)
+    ood_before = evaluation.evaluate_finder(ensemble_finder(ens), ood_tests, names)
+    ood_single = evaluation.evaluate_finder(ensemble_finder(single), ood_tests, names)
+    ood_unweighted = evaluation.evaluate_finder(ensemble_finder(unweighted), ood_tests, names)
     print("OOD single U-Net:", rounded(ood_single), flush=True)
     print("OOD single U-Net, unweighted loss:", rounded(ood_unweighted), flush=True)
     config = iterative.IterationConfig(steps=20, synthetic_frames=40) if args.quick else iterative.IterationConfig()
     adapted, iteration = iterative.elit_iteration(ens, experiment.image, lattice, config)
-    ood_after = evaluation.evaluate_finder(ensemble_finder(adapted), _frame_likes(ood_tests), names)
-    back_home = evaluation.evaluate_finder(ensemble_finder(adapted), _frame_likes(held_out), names)
+    ood_after = evaluation.evaluate_finder(ensemble_finder(adapted), ood_tests, names)
+    back_home = evaluation.evaluate_finder(ensemble_finder(adapted), held_out, names)
     print("OOD before:", rounded(ood_before), flush=True)
     print("ELIT iteration:", json.dumps(iteration.as_dict()), flush=True)
     print("OOD after:", rounded(ood_after), flush=True)

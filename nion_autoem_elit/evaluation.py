@@ -178,10 +178,19 @@ def summarise(frames: typing.Sequence[dict[str, typing.Any]], class_names: typin
 
 
 class _FrameLike(typing.Protocol):
-    image: _NDArray
-    positions: _NDArray
-    classes: _NDArray
-    nearest_neighbour_px: float
+    """A frame with its ground truth; read-only, so frozen dataclasses (SyntheticFrame) qualify."""
+
+    @property
+    def image(self) -> _NDArray: ...
+
+    @property
+    def positions(self) -> _NDArray: ...
+
+    @property
+    def classes(self) -> _NDArray: ...
+
+    @property
+    def nearest_neighbour_px(self) -> float: ...
 
 
 def evaluate_finder(

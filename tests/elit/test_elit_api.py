@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import typing
-
 import numpy
 import pytest
 
@@ -13,12 +11,6 @@ from nion_autoem_elit import synthetic
 REALISTIC = synthetic.ImagingConditions()
 
 
-def _frame_likes(frames: list[synthetic.SyntheticFrame]) -> typing.Sequence[evaluation._FrameLike]:
-    # evaluation._FrameLike declares settable attributes, which the frozen SyntheticFrame cannot
-    # offer; evaluate_finder only reads them, so a SyntheticFrame is a frame-like in all but type.
-    return typing.cast("typing.Sequence[evaluation._FrameLike]", frames)
-
-
 def test_find_atoms_on_simulated_mos2_with_packaged_model() -> None:
     spec = lattices.mos2_lattice(s1_concentration=(0.08, 0.08))
     frames = [synthetic.generate_frame(spec, (256, 256), seed=100 + i, conditions=REALISTIC) for i in range(2)]
@@ -27,7 +19,7 @@ def test_find_atoms_on_simulated_mos2_with_packaged_model() -> None:
         result = find_atoms(image)
         return result.positions, result.classes
 
-    scores = evaluation.evaluate_finder(find, _frame_likes(frames), spec.class_names)
+    scores = evaluation.evaluate_finder(find, frames, spec.class_names)
     assert scores["f1"] >= 0.97
     assert scores["rmse_px"] < 0.5
     assert scores["S1_count"] >= 10
@@ -81,6 +73,6 @@ def test_packaged_graphene_model_finds_carbon_and_silicon() -> None:
         result = find_atoms(image, "graphene")
         return result.positions, result.classes
 
-    scores = evaluation.evaluate_finder(find, _frame_likes(frames), spec.class_names)
+    scores = evaluation.evaluate_finder(find, frames, spec.class_names)
     assert scores["f1"] >= 0.97
     assert scores["Si_count"] >= 5 and scores["Si_recall"] >= 0.8
