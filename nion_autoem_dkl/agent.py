@@ -332,8 +332,18 @@ class DKLAgent:
         posterior = self._gp.posterior()
         return posterior.mean.copy(), posterior.std
 
-    def _acquisition(self, posterior: Posterior, allowed: _NDArray) -> acq.Acquisition:
+    def acquisition_function(self, *, stable: bool = False) -> acq.Acquisition:
+        """The configured acquisition function, made for the current posterior: the one place a name becomes a function.
+
+        With ``stable`` Thompson sampling is replaced by UCB: a random draw
+        is not a map a person can read, so maps show UCB for it.
+        """
+        return self._acquisition(self.posterior(), self._allowed, stable=stable)
+
+    def _acquisition(self, posterior: Posterior, allowed: _NDArray, *, stable: bool = False) -> acq.Acquisition:
         name = self.config.acquisition
+        if stable and name == "thompson":
+            name = "ucb"
         if name == "log_ei":
             return acq.LogExpectedImprovement(acq.noisy_incumbent(posterior, self.measured_indices))
         if name == "ucb":

@@ -36,9 +36,9 @@ from nion_autoem.plan import SubPlan
 from nion_autoem.products import Display
 from nion_autoem.products import Product
 from nion_autoem.xdata import frame_from_xdata
-from nion_autoem_dkl import acquisition as acq
 from nion_autoem_dkl.agent import AgentConfig
 from nion_autoem_dkl.agent import DKLAgent
+from nion_autoem_dkl.candidates import Normalization
 from nion_autoem_dkl.candidates import extract_patches
 from nion_autoem_dkl.scalarizers import BandIntegral
 
@@ -101,7 +101,7 @@ class DKLSettings:
 
     patch_size: int = 16
     stride: int = 4
-    normalization: str = "global"
+    normalization: Normalization = "global"
     detector: Detector = "eels"
     exposure_ms: float = 20.0
     batch_size: int = 1
@@ -242,7 +242,7 @@ class DKLSpectroscopy:
     def __start(self, survey: DataAndMetadata.DataAndMetadata, frame: ScanFrame | None) -> dict[str, typing.Any]:
         assert frame is not None
         image = numpy.asarray(survey.data, dtype=float)
-        candidates = extract_patches(image, self.settings.patch_size, stride=self.settings.stride, normalization=typing.cast(typing.Any, self.settings.normalization))
+        candidates = extract_patches(image, self.settings.patch_size, stride=self.settings.stride, normalization=self.settings.normalization)
         rows = numpy.unique(candidates.positions[:, 0])
         cols = numpy.unique(candidates.positions[:, 1])
         self.__grid_shape = (len(rows), len(cols)) if len(rows) * len(cols) == len(candidates) else None
@@ -268,13 +268,7 @@ class DKLSpectroscopy:
         """The acquisition score over all candidates (UCB for Thompson, as a stable stand-in)."""
         if self.agent is None or not self.agent.has_model:
             return None
-        posterior = self.agent.posterior()
-        if self.agent_config.acquisition == "log_ei":
-            return acq.log_expected_improvement(posterior.mean, posterior.std, acq.noisy_incumbent(posterior, self.agent.measured_indices))
-        if self.agent_config.acquisition == "max_uncertainty":
-            return posterior.std
-        beta = acq.gp_ucb_beta(len(self.values) + 1, self.agent.n_candidates, scale=self.agent_config.ucb_scale)
-        return acq.upper_confidence_bound(posterior.mean, posterior.std, beta)
+        return self.agent.acquisition_function(stable=True)(self.agent.posterior())
 
     def __publish(self) -> SubPlan:
         assert self.frame is not None and self.__survey is not None and self.agent is not None

@@ -32,6 +32,7 @@ from nion_autoem.swift.console import start_experiment
 from nion_autoem.swift.live_atoms import LiveAtomFinder
 from nion_autoem.swift.microscope import SwiftMicroscope
 from nion_autoem.xdata import frame_from_xdata
+from nion_autoem_dkl.agent import ACQUISITIONS as AGENT_ACQUISITIONS
 
 if typing.TYPE_CHECKING:
     from nion.swift import DocumentController
@@ -99,7 +100,7 @@ def _drawn_targets(p: PanelParameters) -> Plan:
     return BeamTargeting(TargetingSettings(p.drawn_frame, points_nm=p.drawn_points_nm, max_targets=max(p.points, len(p.drawn_points_nm))))
 
 
-ACQUISITIONS = ["thompson", "log_ei", "ucb", "max_uncertainty"]
+ACQUISITIONS = list(AGENT_ACQUISITIONS)
 
 EXPERIMENTS: list[ExperimentChoice] = [
     ExperimentChoice(_("Point spectroscopy (survey → features → EELS)"), _point_spectroscopy),
