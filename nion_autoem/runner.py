@@ -192,6 +192,10 @@ class ExperimentRunner:
         Conditions to watch between actions (see :mod:`nion_autoem.suspenders`).
     journal : bool
         Write a journal (a dry run does not).
+    on_end : sequence of callables
+        Run once when the run ends, after the beam was made safe (e.g. give
+        the user's scan settings back); a sentence one returns is added to
+        the final message.
     abandon_after_s : float
         After a stop (or a time budget that runs out mid-action) the beam is
         safe at once; if the instrument has not returned from the action in
@@ -206,7 +210,7 @@ class ExperimentRunner:
 
     def __init__(self, microscope: Microscope | None, plan: Plan, *, run_dir: str | pathlib.Path, budget: Budget = Budget(),
                  sink: ResultSink | None = None, resume: bool = False, run_id: str | None = None, suspenders: typing.Sequence[Suspender] = (),
-                 journal: bool = True, abandon_after_s: float = 2.0) -> None:
+                 journal: bool = True, abandon_after_s: float = 2.0, on_end: typing.Sequence[typing.Callable[[], str | None]] = ()) -> None:
         if not callable(getattr(plan, "messages", None)):
             raise PlanError(f"{plan!r} is not a plan: a plan has a name, parameters and a messages() method; "
                             "make one with @nion_autoem.plan.plan on a generator function")
@@ -217,6 +221,7 @@ class ExperimentRunner:
         self.plan = plan
         self.budget = budget
         self.abandon_after_s = abandon_after_s
+        self.__on_end = tuple(on_end)
         self.suspenders = tuple(suspenders)
         self.sink: ResultSink = sink if sink is not None else MemorySink()
         self.run_dir = pathlib.Path(run_dir)
@@ -457,6 +462,14 @@ class ExperimentRunner:
             beam_safe = self.__beam_safe
         for timer in self.__watchdogs:
             timer.cancel()
+        for hook in self.__on_end:
+            try:
+                said = hook()
+            except Exception as e:  # a clean-up that fails must not keep the run from ending
+                said = f"{getattr(hook, '__name__', 'a clean-up')} failed: {e}"
+                _logger.exception("run %s: clean-up at the end failed", self.run_id)
+            if said:
+                message = f"{message}; {said}"
         if beam_safe is False:
             message = f"BEAM NOT SAFE: the blanker did not blank the beam; blank it by hand. {message}"
         self.__journal_quietly("write_end", state.value, message=message, steps=self.__step, dose_e=self.__dose_e, beam_safe=beam_safe)

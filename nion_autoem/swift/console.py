@@ -63,8 +63,15 @@ def start_experiment(plan: Plan, *, window: DocumentController.DocumentControlle
     target = window if window is not None else document_controller
     if target is None:
         raise ValueError("pass window=_window (Swift's console defines it) so the results have a document to go to")
-    runner = ExperimentRunner(microscope or SwiftMicroscope(), plan, run_dir=run_dir or runs_root() / "pending", budget=budget or Budget(max_steps=500),
-                              sink=DataItemSink(target), suspenders=suspenders)
+    scope = microscope or SwiftMicroscope()
+
+    def give_back_scan() -> str | None:
+        if isinstance(scope, SwiftMicroscope) and scope.give_back_scan():
+            return "your live scan was stopped for the experiment; its settings are back (the beam is blanked: unblank to view)"
+        return None
+
+    runner = ExperimentRunner(scope, plan, run_dir=run_dir or runs_root() / "pending", budget=budget or Budget(max_steps=500),
+                              sink=DataItemSink(target), suspenders=suspenders, on_end=[give_back_scan])
     if run_dir is None:
         runner.run_dir = runs_root() / runner.run_id
     runner.start()

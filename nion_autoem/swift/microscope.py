@@ -113,6 +113,7 @@ class SwiftMicroscope:
         self.__default_beam_current_A = default_beam_current_A
         # Serialises acquisitions; make_safe deliberately does not take it.
         self.__lock = threading.RLock()
+        self.__user_scan: tuple[scan_base.ScanFrameParameters, tuple[bool, ...]] | None = None
 
     @property
     def name(self) -> str:
@@ -153,6 +154,47 @@ class SwiftMicroscope:
     def has_ronchigram(self) -> bool:
         return self.__ronchigram is not None
 
+    # --- the user's live scan ------------------------------------------------------
+
+    @property
+    def took_over_live_scan(self) -> bool:
+        """Whether an acquisition had to stop the user's live scan (see :meth:`give_back_scan`)."""
+        return self.__user_scan is not None
+
+    def __take_over_scan(self) -> None:
+        """Stop the user's live scan before the experiment drives the scan, remembering its settings.
+
+        A running scan moves the probe and owns the scan device: a parked-probe
+        acquisition would find the probe "scanning".  Runs on the worker thread.
+        """
+        if not self.__scan.is_playing:
+            return
+        if self.__user_scan is None:
+            enabled = tuple(self.__scan.get_channel_enabled(index) for index in range(len(SCAN_CHANNELS)))
+            self.__user_scan = (self.__scan.get_current_frame_parameters(), enabled)
+            _logger.info("stopping the live scan so the experiment can drive the scan; its settings are put back afterwards")
+        self.__scan.abort_playing()
+        deadline = time.time() + 5.0
+        while self.__scan.is_playing and time.time() < deadline:
+            time.sleep(0.01)
+        if self.__scan.is_playing:
+            raise InstrumentError("the live scan did not stop within 5 s; stop it (Scan ▸ Stop) and start the experiment again")
+
+    def give_back_scan(self) -> bool:
+        """Put back the scan settings (frame, channels) of a live scan the experiment stopped; True if there was one.
+
+        The scan is not restarted: the beam is blanked after a run, and a
+        microscopist restarts the view when ready.
+        """
+        if self.__user_scan is None:
+            return False
+        frame_parameters, enabled = self.__user_scan
+        self.__user_scan = None
+        self.__scan.set_current_frame_parameters(frame_parameters)
+        for index, on in enumerate(enabled):
+            self.__scan.set_channel_enabled(index, on)
+        return True
+
     def survey(self, frame: ScanFrame | None = None, *, channels: typing.Sequence[str] = ("HAADF",), pixel_time_us: float | None = None) -> Measurement:
         unknown = [c for c in channels if c not in SCAN_CHANNELS]
         if unknown or not channels:
@@ -160,6 +202,7 @@ class SwiftMicroscope:
         if pixel_time_us is not None and not (0 < pixel_time_us <= 1e4):
             raise ValueError(f"pixel_time_us must be in (0, 10000] µs, got {pixel_time_us}")
         with self.__lock:
+            self.__take_over_scan()
             fp, used = self.__make_current_frame(frame, pixel_time_us)
             for name, index in SCAN_CHANNELS.items():
                 self.__scan.set_channel_enabled(index, name in channels)
@@ -286,6 +329,7 @@ class SwiftMicroscope:
     def park_probe(self, position_nm: Position) -> None:
         fy, fx = self.probe_fraction(position_nm)
         with self.__lock:
+            self.__take_over_scan()
             self.__stem.probe_position = Geometry.FloatPoint(y=fy, x=fx)
 
     def __check_dwell(self, dwell_s: float, what: str) -> None:

@@ -129,3 +129,29 @@ def test_sessions_come_and_go_without_leaking(attempt: int) -> None:
         assert Registry.get_component("stem_controller") is session.instrument
         session.microscope().survey(ScanFrame((16, 16), 8.0))
     assert leaked_components() == {}
+
+
+def test_an_experiment_takes_over_a_running_live_scan_and_gives_its_settings_back(usim_session: typing.Any, tmp_path: pathlib.Path) -> None:
+    from nion.instrumentation import HardwareSource
+    from nion.instrumentation import scan_base
+    from nion.utils import Geometry
+
+    from nion_autoem.swift.console import start_experiment
+
+    hardware_source = HardwareSource.HardwareSourceManager().get_hardware_source_for_hardware_source_id("usim_scan_device")
+    assert hardware_source is not None
+    scan = typing.cast(scan_base.ScanHardwareSource, hardware_source)
+    fp = scan.get_current_frame_parameters()
+    fp.pixel_size, fp.fov_nm, fp.pixel_time_us = Geometry.IntSize(200, 300), 40.0, 2.0
+    scan.set_current_frame_parameters(fp)
+    scan.start_playing()
+    usim_session.pump(0.3)
+    assert scan.is_playing
+    plan = PointSpectroscopy(points=3, refine_points=0, exposure_ms=10.0, survey_frame=ScanFrame((64, 64), 32.0))
+    runner = start_experiment(plan, window=usim_session.document_controller, run_dir=tmp_path / "run")
+    usim_session.pump_until_done(runner, 60)
+    assert runner.state is RunState.FINISHED, runner.progress.message  # it used to fail at once: "the probe is not parked"
+    assert "your live scan was stopped for the experiment" in runner.progress.message
+    assert not scan.is_playing
+    back = scan.get_current_frame_parameters()
+    assert (back.pixel_size.height, back.pixel_size.width, back.fov_nm, back.pixel_time_us) == (200, 300, 40.0, 2.0)
