@@ -31,6 +31,7 @@ setuptools.setup(
         "gpytorch>=1.11",
         "matplotlib>=3.7",
         "event-model>=1.24",
+        "rosettasciio[hdf5]>=0.15",
     ],
     extras_require={
         "dev": ["pytest>=8", "ruff>=0.5", "mypy>=1.10"],

@@ -110,6 +110,89 @@ class ReplayMicroscope:
         self.__blanked = False
         self.__lock = threading.Lock()
 
+    @classmethod
+    def from_files(cls, survey: typing.Any, spectrum_image: typing.Any | None = None, *, datacube: typing.Any | None = None,
+                   survey_signal: int | str | None = None, spectrum_signal: int | str | None = None, datacube_signal: int | str | None = None,
+                   beam_current_A: float = 50e-12, seed: int | None = None, stage_position_nm: Position = (0.0, 0.0), defocus_nm: float = 0.0,
+                   field_tolerance: float = 0.03) -> ReplayMicroscope:
+        """A replay of a recorded survey plus a spectrum image and/or a 4D dataset read from files.
+
+        ``survey``, ``spectrum_image`` and ``datacube`` are paths (str or
+        ``pathlib.Path``).  Any format :func:`nion_autoem.files.read_file` reads will do (DM3/DM4,
+        EMD, HSPY, NeXus, Swift .ndata/.h5, ...).  The survey must be a 2D
+        image calibrated in nm (or Å, µm); the spectrum image (rows, cols,
+        energy) needs an energy axis in eV, the 4D dataset is (rows, cols, ky,
+        kx).  Both must cover the survey's field of view to within
+        ``field_tolerance`` (a fraction of the field).  ``*_signal`` picks a
+        signal (index or title) in files holding several.
+
+        Raises
+        ------
+        FileNotFoundError, ValueError
+            Naming the file and the problem: unreadable, uncalibrated, of the
+            wrong dimensionality, not in eV, or covering another field.
+        """
+        from pathlib import Path
+
+        from nion_autoem import files
+
+        survey_path = Path(survey)
+        survey_xdata = files.read_file(survey_path, signal=survey_signal)
+        if len(survey_xdata.data_shape) != 2:
+            raise ValueError(f"{survey_path}: the survey must be a 2D image, got shape {tuple(survey_xdata.data_shape)}; pick a single frame with survey_signal=")
+        cy, cx = survey_xdata.dimensional_calibrations
+        if cy.units != "nm" or cx.units != "nm":
+            raise ValueError(f"{survey_path}: the survey's axes must be calibrated in nm (or Å, µm), got {cy.units!r}/{cx.units!r}")
+        if not math.isclose(cy.scale, cx.scale, rel_tol=0.01):
+            raise ValueError(f"{survey_path}: the survey's pixels are not square ({cy.scale:.6g} x {cx.scale:.6g} nm); a replay needs square pixels")
+        try:
+            frame = xdata_builders.frame_from_xdata(survey_xdata)
+        except ValueError as error:
+            raise ValueError(f"{survey_path}: {error}") from error
+
+        def covering(path: Path, xdata: typing.Any, what: str) -> None:
+            calibrations = xdata.dimensional_calibrations[:2]
+            for axis, (recorded, calibration, n_survey, n) in enumerate(zip(survey_xdata.dimensional_calibrations, calibrations, survey_xdata.data_shape,
+                                                                            xdata.data_shape[:2])):
+                if calibration.units != "nm":
+                    raise ValueError(f"{path}: the {what}'s scan axes must be calibrated in nm (or Å, µm), axis {axis} is in {calibration.units!r}")
+                field, own = recorded.scale * n_survey, calibration.scale * n
+                start, own_start = recorded.offset - recorded.scale / 2, calibration.offset - calibration.scale / 2
+                # half a pixel of slack: formats differ on whether the offset is a pixel's centre or its edge
+                slack = field_tolerance * field + max(recorded.scale, calibration.scale) / 2
+                if abs(own - field) > field_tolerance * field or abs(own_start - start) > slack:
+                    raise ValueError(f"{path}: the {what} does not cover the survey's field ({survey_path}): along axis {axis} it spans "
+                                     f"{own_start:.4g}..{own_start + own:.4g} nm, the survey {start:.4g}..{start + field:.4g} nm "
+                                     f"(tolerance {field_tolerance:.0%} of the field); record both on the same scan frame")
+
+        si = None
+        energy_axis = (0.0, 1.0)
+        if spectrum_image is not None:
+            si_path = Path(spectrum_image)
+            si_xdata = files.read_file(si_path, signal=spectrum_signal)
+            descriptor = si_xdata.data_descriptor
+            if len(si_xdata.data_shape) != 3 or descriptor.collection_dimension_count != 2 or descriptor.datum_dimension_count != 1:
+                raise ValueError(f"{si_path}: a spectrum image must be (rows, cols, energy) with two scan and one energy axis, got shape "
+                                 f"{tuple(si_xdata.data_shape)} with {descriptor.collection_dimension_count} scan and {descriptor.datum_dimension_count} signal axes")
+            energy = si_xdata.dimensional_calibrations[2]
+            if energy.units != "eV" or not energy.scale > 0:
+                raise ValueError(f"{si_path}: the spectrum image's energy axis must be in eV with a positive dispersion, got scale {energy.scale:g} {energy.units!r}")
+            covering(si_path, si_xdata, "spectrum image")
+            si = si_xdata.data
+            energy_axis = (float(energy.offset), float(energy.scale))
+        cube = None
+        if datacube is not None:
+            cube_path = Path(datacube)
+            cube_xdata = files.read_file(cube_path, signal=datacube_signal)
+            descriptor = cube_xdata.data_descriptor
+            if len(cube_xdata.data_shape) != 4 or descriptor.collection_dimension_count != 2:
+                raise ValueError(f"{cube_path}: a 4D dataset must be (rows, cols, ky, kx) with two scan axes, got shape {tuple(cube_xdata.data_shape)} "
+                                 f"with {descriptor.collection_dimension_count} scan axes")
+            covering(cube_path, cube_xdata, "4D dataset")
+            cube = cube_xdata.data
+        return cls(survey_xdata.data, frame, spectrum_image=si, energy_axis=energy_axis, datacube=cube, beam_current_A=beam_current_A, seed=seed,
+                   stage_position_nm=stage_position_nm, defocus_nm=defocus_nm)
+
     @property
     def name(self) -> str:
         return "ReplayMicroscope"
