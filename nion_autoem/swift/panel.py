@@ -59,10 +59,12 @@ class PanelParameters:
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentChoice:
-    """An experiment the panel offers: a title and how to build its plan."""
+    """An experiment the panel offers: a title, how to build its plan, the fields it uses and what it counts."""
 
     title: str
     make_plan: typing.Callable[[PanelParameters], Plan]
+    fields: frozenset[str] = frozenset()
+    count: str = "Points"
 
 
 def _point_spectroscopy(p: PanelParameters) -> Plan:
@@ -82,7 +84,8 @@ def _dkl_spectroscopy(p: PanelParameters) -> Plan:
 
 def _atom_finding(p: PanelParameters) -> Plan:
     from nion_autoem.plans.atom_finding import AtomFinding
-    return AtomFinding(frames=p.points)
+    # a field the model can resolve: 256 pixels over a few nm (the model says so if the field is too coarse)
+    return AtomFinding(frames=p.points, survey_frame=ScanFrame((256, 256), p.field_nm))
 
 
 def _vacancy_line(p: PanelParameters) -> Plan:
@@ -103,12 +106,27 @@ def _drawn_targets(p: PanelParameters) -> Plan:
 ACQUISITIONS = list(AGENT_ACQUISITIONS)
 
 EXPERIMENTS: list[ExperimentChoice] = [
-    ExperimentChoice(_("Point spectroscopy (survey → features → EELS)"), _point_spectroscopy),
-    ExperimentChoice(_("DKL active spectroscopy (structure → spectrum)"), _dkl_spectroscopy),
-    ExperimentChoice(_("ELIT atom finding (live frames)"), _atom_finding),
-    ExperimentChoice(_("Beam targeting: vacancy line across the field"), _vacancy_line),
-    ExperimentChoice(_("Beam targeting: S columns at points drawn on the selected image"), _drawn_targets),
+    ExperimentChoice(_("Point spectroscopy (survey → features → EELS)"), _point_spectroscopy, frozenset({"exposure", "band"}), _("Spectra")),
+    ExperimentChoice(_("DKL active spectroscopy (structure → spectrum)"), _dkl_spectroscopy, frozenset({"exposure", "band", "acquisition", "patch", "survey"}),
+                     _("Spectra")),
+    ExperimentChoice(_("ELIT atom finding (live frames)"), _atom_finding, frozenset({"field"}), _("Frames")),
+    ExperimentChoice(_("Beam targeting: vacancy line across the field"), _vacancy_line, frozenset({"field"}), _("Targets")),
+    ExperimentChoice(_("Beam targeting: S columns at points drawn on the selected image"), _drawn_targets, frozenset(), _("Targets at most")),
 ]
+
+
+def check_parameters(choice: ExperimentChoice, p: PanelParameters) -> None:
+    """Refuse, before Start, what the chosen experiment cannot use; the message says what would work."""
+    if p.points < 1:
+        raise ValueError(f"{choice.count} must be at least 1, got {p.points}")
+    if "exposure" in choice.fields and not 0 < p.exposure_ms <= 10_000:
+        raise ValueError(f"the exposure must be in (0, 10000] ms, got {p.exposure_ms:g} ms")
+    if "band" in choice.fields and not p.band_eV[0] < p.band_eV[1]:
+        raise ValueError(f"the band must be (low, high) with low < high, got {p.band_eV[0]:g}–{p.band_eV[1]:g} eV: swap the two values")
+    if "patch" in choice.fields and not 3 <= p.patch_size <= 128:
+        raise ValueError(f"the patch must be 3 to 128 survey pixels, got {p.patch_size}")
+    if "field" in choice.fields and not 0.5 <= p.field_nm <= 20:
+        raise ValueError(f"the field of view must be 0.5 to 20 nm (atomic columns must be resolved), got {p.field_nm:g} nm")
 
 
 class ExperimentPanelController(Declarative.Handler):
@@ -132,6 +150,12 @@ class ExperimentPanelController(Declarative.Handler):
         self.live_elit = Model.PropertyModel(False)
         self.live_elit.on_value_changed = self.__live_elit_changed
         self.live_finder: LiveAtomFinder | None = None
+        self.count_label = Model.PropertyModel(EXPERIMENTS[0].count)
+        self.show_exposure, self.show_band, self.show_dkl, self.show_field = (Model.PropertyModel(False) for _ in range(4))
+        self.running = Model.PropertyModel(False)
+        self.idle = Model.PropertyModel(True)
+        self.experiment_index.on_value_changed = self.__experiment_changed
+        self.__experiment_changed(0)
         self.status = Model.PropertyModel(_("Idle. Choose an experiment and press Start."))
         self.plan_summary = Model.PropertyModel(_("Dry run: press Dry run to see the steps, beam-on time and dose before Start."))
         self.percent = Model.PropertyModel(0)
@@ -139,25 +163,44 @@ class ExperimentPanelController(Declarative.Handler):
         u = Declarative.DeclarativeUI()
         self.ui_view = u.create_column(
             u.create_row(u.create_label(text=_("Experiment")), u.create_combo_box(items=[e.title for e in EXPERIMENTS], current_index="@binding(experiment_index.value)"), u.create_stretch(), spacing=8),
-            u.create_row(u.create_label(text=_("Points/frames")), u.create_line_edit(text="@binding(points.value, converter=int_converter)", width=60),
-                         u.create_label(text=_("Exposure (ms)")), u.create_line_edit(text="@binding(exposure_ms.value, converter=float_converter)", width=60),
+            # only the fields the chosen experiment uses, each with its unit
+            u.create_row(u.create_label(text="@binding(count_label.value)"), u.create_line_edit(text="@binding(points.value, converter=int_converter)", width=60),
                          u.create_label(text=_("Max steps")), u.create_line_edit(text="@binding(max_steps.value, converter=int_converter)", width=60), u.create_stretch(), spacing=8),
+            u.create_row(u.create_label(text=_("Exposure (ms)")), u.create_line_edit(text="@binding(exposure_ms.value, converter=float_converter)", width=60),
+                         u.create_stretch(), spacing=8, visible="@binding(show_exposure.value)"),
             u.create_row(u.create_label(text=_("Band (eV)")), u.create_line_edit(text="@binding(band_low_eV.value, converter=float_converter)", width=60),
-                         u.create_line_edit(text="@binding(band_high_eV.value, converter=float_converter)", width=60),
-                         u.create_label(text=_("Acquisition")), u.create_combo_box(items=ACQUISITIONS, current_index="@binding(acquisition_index.value)"),
+                         u.create_label(text="–"), u.create_line_edit(text="@binding(band_high_eV.value, converter=float_converter)", width=60),
+                         u.create_push_button(text=_("From interval on selected spectrum"), on_clicked="band_from_selected_spectrum"),
+                         u.create_stretch(), spacing=8, visible="@binding(show_band.value)"),
+            u.create_row(u.create_label(text=_("Acquisition")), u.create_combo_box(items=ACQUISITIONS, current_index="@binding(acquisition_index.value)"),
                          u.create_label(text=_("Patch (px)")), u.create_line_edit(text="@binding(patch_size.value, converter=int_converter)", width=50),
-                         u.create_label(text=_("Field (nm)")), u.create_line_edit(text="@binding(field_nm.value, converter=float_converter)", width=50), u.create_stretch(), spacing=8),
-            u.create_row(u.create_push_button(text=_("Dry run"), on_clicked="dry_run"),
-                         u.create_push_button(text=_("Start"), on_clicked="start"), u.create_push_button(text="@binding(pause_text.value)", on_clicked="toggle_pause"),
-                         u.create_push_button(text=_("Stop"), on_clicked="stop"), u.create_stretch(),
-                         u.create_push_button(text=_("Find atoms in selected image"), on_clicked="find_atoms_in_selection"), spacing=8),
-            u.create_row(u.create_push_button(text=_("Band from interval on selected spectrum"), on_clicked="band_from_selected_spectrum"),
-                         u.create_check_box(text=_("DKL: selected image is the survey"), checked="@binding(use_selected_survey.value)"), u.create_stretch(), spacing=8),
+                         u.create_check_box(text=_("selected image is the survey"), checked="@binding(use_selected_survey.value)"),
+                         u.create_stretch(), spacing=8, visible="@binding(show_dkl.value)"),
+            u.create_row(u.create_label(text=_("Field (nm)")), u.create_line_edit(text="@binding(field_nm.value, converter=float_converter)", width=50),
+                         u.create_stretch(), spacing=8, visible="@binding(show_field.value)"),
+            u.create_row(u.create_push_button(text=_("Dry run"), on_clicked="dry_run", enabled="@binding(idle.value)"),
+                         u.create_push_button(text=_("Start"), on_clicked="start", enabled="@binding(idle.value)"),
+                         u.create_push_button(text="@binding(pause_text.value)", on_clicked="toggle_pause", enabled="@binding(running.value)"),
+                         u.create_push_button(text=_("Stop"), on_clicked="stop", enabled="@binding(running.value)"), u.create_stretch(), spacing=8),
+            u.create_row(u.create_push_button(text=_("Find atoms in selected image"), on_clicked="find_atoms_in_selection", enabled="@binding(idle.value)"),
+                         u.create_stretch(), spacing=8),
             u.create_row(u.create_check_box(text=_("ELIT on every new scan frame"), checked="@binding(live_elit.value)"), u.create_stretch()),
             u.create_label(text="@binding(plan_summary.value)", word_wrap=True),
             u.create_progress_bar(value="@binding(percent.value)", minimum=0, maximum=100),
             u.create_label(text="@binding(status.value)", word_wrap=True),
             u.create_stretch(), spacing=8, margin=8)
+
+    def __experiment_changed(self, index: int | None) -> None:
+        choice = EXPERIMENTS[index or 0]
+        self.count_label.value = choice.count
+        self.show_exposure.value = "exposure" in choice.fields
+        self.show_band.value = "band" in choice.fields
+        self.show_dkl.value = "patch" in choice.fields
+        self.show_field.value = "field" in choice.fields
+
+    def __set_running(self, running: bool) -> None:
+        self.running.value = running
+        self.idle.value = not running
 
     @property
     def int_converter(self) -> typing.Any:
@@ -191,7 +234,9 @@ class ExperimentPanelController(Declarative.Handler):
                                      (float(self.band_low_eV.value or 0), float(self.band_high_eV.value or 0)),
                                      ACQUISITIONS[self.acquisition_index.value or 0], int(self.patch_size.value or 0),
                                      float(self.field_nm.value or 0), drawn_points, drawn_frame, survey)
-        return EXPERIMENTS[self.experiment_index.value or 0].make_plan(parameters), Budget(max_steps=int(self.max_steps.value or 0))
+        choice = EXPERIMENTS[self.experiment_index.value or 0]
+        check_parameters(choice, parameters)
+        return choice.make_plan(parameters), Budget(max_steps=int(self.max_steps.value or 0))
 
     def dry_run(self, widget: typing.Any = None) -> None:
         """Show what the chosen experiment would do (steps, beam-on time, dose, probe path) before anything is done."""
@@ -224,6 +269,7 @@ class ExperimentPanelController(Declarative.Handler):
             return
         self.__listener = self.runner.progress_changed_event.listen(self.__progress_changed)
         self.pause_text.value = _("Pause")
+        self.__set_running(True)
         self.status.value = f"{_('Started run')} {self.runner.run_id}; {_('journal in')} {self.runner.run_dir}"
 
     def band_from_selected_spectrum(self, widget: typing.Any = None) -> None:
@@ -269,6 +315,7 @@ class ExperimentPanelController(Declarative.Handler):
             self.status.value = f"{_('Cannot find atoms')}: {e}"
             return
         self.__listener = self.runner.progress_changed_event.listen(self.__progress_changed)
+        self.__set_running(True)
         self.status.value = f"{_('Finding atoms in')} {data_item.title!r}"
 
     def __live_elit_changed(self, on: bool | None) -> None:
@@ -310,7 +357,13 @@ class ExperimentPanelController(Declarative.Handler):
         # Called on the worker thread: hand the widget update to the UI thread.
         def update() -> None:
             self.percent.value = int(round(100 * progress.fraction))
-            self.status.value = str(progress)
+            if not progress.state.is_final:
+                self.status.value = str(progress)
+                return
+            self.__set_running(False)
+            self.pause_text.value = _("Pause")
+            beam = _("beam blanked, probe unparked") if progress.beam_safe is not False else _("THE BEAM IS NOT BLANKED: blank it by hand")
+            self.status.value = f"{progress.state.value}: {progress.message} — {beam}."
         self.__document_controller.queue_task(update)
 
 

@@ -55,7 +55,21 @@ def test_panel_explains_bad_parameters(usim_session: typing.Any, tmp_path: pathl
     controller.start()
     assert controller.runner is None
     status = controller.status.value
-    assert status is not None and "Cannot start" in status and "points" in status
+    assert status is not None and "Cannot start" in status and "Spectra must be at least 1" in status
+    # a reversed band is refused before Start, with the fix
+    controller.points.value = 4
+    controller.band_low_eV.value, controller.band_high_eV.value = 2.1, 1.2
+    controller.start()
+    assert controller.runner is None and "swap the two values" in (controller.status.value or "")
+    # only the fields an experiment uses are shown, and what it counts is named
+    controller.experiment_index.value = 2
+    assert controller.count_label.value == "Frames" and not controller.show_band.value and not controller.show_exposure.value and controller.show_field.value
+    controller.experiment_index.value = 1
+    assert controller.count_label.value == "Spectra" and controller.show_band.value and controller.show_dkl.value
+    # Stop and Pause are offered only while something runs
+    assert not controller.running.value and controller.idle.value
+    controller.stop()
+    assert controller.status.value == "Nothing is running."
     controller.close()
 
 
