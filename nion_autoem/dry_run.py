@@ -37,6 +37,9 @@ from nion_autoem.plan import Plan
 from nion_autoem.runner import Budget
 from nion_autoem.runner import ExperimentRunner
 from nion_autoem.runner import RunState
+from nion_autoem.twin import catalog
+from nion_autoem.twin.sample import ProbeConditions
+from nion_autoem.twin.sample import TwinSample
 
 _NDArray = numpy.typing.NDArray[typing.Any]
 
@@ -63,7 +66,7 @@ class PlanningMicroscope:
         self.__channels = spectrum_channels
         self.__probe: Position | None = None
         self.__blanked = True
-        self.__rng = numpy.random.default_rng(0)
+        self.__sample: TwinSample | None = None
         #: Every acquisition asked of it, in order, and every stage position moved to.
         self.ledger: list[Measurement] = []
         self.stage_path: list[Position] = []
@@ -89,8 +92,15 @@ class PlanningMicroscope:
         frame = frame or self.__frame
         self.__frame = frame
         dwell = frame.shape[0] * frame.shape[1] * (pixel_time_us or 1.0) * 1e-6
-        data = {c: xdata_builders.image_xdata(self.__rng.poisson(100.0, frame.shape).astype(numpy.float32), frame, channel=c) for c in channels}
+        rendered = self.__placeholder_sample().render_frame(frame, pixel_time_us or 1.0, ProbeConditions(self.__current, False), list(channels))
+        data = {c: xdata_builders.image_xdata(numpy.asarray(rendered[c], dtype=numpy.float32), frame, channel=c) for c in channels}
         return self.__noted(Measurement.of(data, "survey", dwell_s=dwell, beam_current_A=self.__current, blanked=self.__blanked, frame=frame))
+
+    def __placeholder_sample(self) -> TwinSample:
+        if self.__sample is None:
+            # a lattice to look at, not a sample to damage: no knock-on in the placeholder
+            self.__sample = catalog.build_twins(seed=0, s_cross_section_barn=0.0)[0]
+        return self.__sample
 
     def probe_fraction(self, position_nm: Position) -> Position:
         fy, fx = self.__frame.nm_to_fraction(position_nm)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import pathlib
 import typing
 
 import numpy
 import numpy.typing
+import scipy.spatial
 
 from nion_autoem_elit import _checks
 from nion_autoem_elit import atoms
 from nion_autoem_elit import ensemble
+from nion_autoem_elit import ensemble as ensemble_module
+from nion_autoem_elit import sampling
 from nion_autoem_elit import storage
 
 _NDArray = numpy.typing.NDArray[typing.Any]
@@ -43,8 +47,10 @@ def find_atoms(
     image: _NDArray,
     ensemble: EnsembleLike = None,
     *,
+    pixel_size_nm: float | None = None,
     threshold: float = 0.5,
     test_time_augmentation: bool = False,
+    check_lattice: bool = True,
 ) -> atoms.AtomFindingResult:
     """Find, classify and rate every atom column in an ADF-STEM frame.
 
@@ -52,45 +58,95 @@ def find_atoms(
     ----------
     image : (H, W) array_like
         The frame, at least 32 x 32 pixels, finite values. Intensity scale does
-        not matter. Sampling should put neighbouring columns roughly 10 to 25
-        pixels apart (the range the default models were trained on).
+        not matter.
     ensemble : Ensemble, str, Path or None
         The model: ``None`` for the packaged MoS2 ensemble, a packaged name
         (``"mos2"``, ``"graphene"``), a saved model path, or an Ensemble
         (e.g. one fine-tuned by :func:`nion_autoem_elit.iterative.elit_iteration`).
+    pixel_size_nm : float, optional
+        Sampling of the frame in nm per pixel (from its calibration). A frame
+        outside the model's trained sampling (MoS2: 0.008-0.016 nm/pixel) is
+        resampled to the middle of that range and the positions mapped back to
+        the frame's own pixels. Without it the frame is used as it is and the
+        result carries a warning that the sampling was not checked.
     threshold : float
         Foreground probability above which a pixel belongs to a column, in (0, 1).
     test_time_augmentation : bool
         Average over mirrored/rotated copies: about four times slower.
+    check_lattice : bool
+        Report no columns (``out_of_distribution``, with a ``reason``) when the
+        columns found do not form a lattice: noise, vacuum, amorphous
+        material, or a map at a scale without atoms.
 
     Returns
     -------
     AtomFindingResult
-        Positions, classes, class probabilities, uncertainties and the
-        per-pixel mean and variance maps.
+        Positions (input pixels), classes, class probabilities, uncertainties,
+        the per-pixel mean and variance maps (input grid), and the sampling
+        used, whether it was inside the trained range, and any warnings.
 
     Raises
     ------
     ValueError
-        If the frame is not 2D, too small, non-finite or constant, or
-        ``threshold`` is outside (0, 1).
+        If the frame is not 2D, too small, non-finite or constant,
+        ``threshold`` is outside (0, 1), ``pixel_size_nm`` is not a positive
+        number, or the sampling is too coarse (or the field too small) for any
+        resampling to rescue; the message says which sampling the model needs.
 
     Examples
     --------
     >>> from nion_autoem_elit import lattices, synthetic
     >>> frame = synthetic.generate_frame(lattices.mos2_lattice(), (128, 128), seed=1)
-    >>> result = find_atoms(frame.image)
-    >>> len(result) > 0
-    True
+    >>> result = find_atoms(frame.image, pixel_size_nm=0.012)
+    >>> len(result) > 0, result.in_trained_range
+    (True, True)
     """
     threshold = _checks.number(threshold, "threshold", "strictly between 0 and 1", lambda v: 0.0 < v < 1.0)
     test_time_augmentation = _checks.flag(test_time_augmentation, "test_time_augmentation")
+    check_lattice = _checks.flag(check_lattice, "check_lattice")
     ens = resolve_ensemble(ensemble)
-    probabilities = ens.member_probabilities(image, test_time_augmentation=test_time_augmentation)
+    frame = ensemble_module.validate_frame(image)
+    plan = sampling.plan_sampling(frame.shape, pixel_size_nm, ens.metadata)
+    work = sampling.resample(frame, plan.zoom)
+    probabilities = ens.member_probabilities(work, test_time_augmentation=test_time_augmentation)
     calibration = ens.metadata.get("uncertainty_calibration")
-    return atoms.extract_atoms(
+    result = atoms.extract_atoms(
         probabilities,
         ens.class_names,
         threshold=threshold,
         calibration=atoms.UncertaintyCalibration.from_dict(calibration) if calibration else None,
     )
+    warnings = list(plan.warnings)
+    reason = ""
+    if check_lattice:
+        expected = plan.nearest_neighbour_nm / plan.model_pixel_size_nm if plan.nearest_neighbour_nm and plan.model_pixel_size_nm else None
+        verdict = sampling.check_lattice(result.positions, expected)
+        reason = verdict.reason
+        if verdict.is_lattice and plan.pixel_size_nm is None and plan.nearest_neighbour_nm and plan.trained_range_nm and len(result) > 1:
+            warnings.extend(_spacing_hint(result.positions, plan.nearest_neighbour_nm, plan.trained_range_nm))
+    input_shape = (int(frame.shape[0]), int(frame.shape[1]))
+    result = dataclasses.replace(
+        result,
+        positions=sampling.to_input_pixels(result.positions, input_shape, work.shape) if plan.zoom != 1.0 else result.positions,
+        position_spread_px=result.position_spread_px / plan.zoom,
+        mean_probabilities=sampling.maps_to_input(result.mean_probabilities, input_shape),
+        variance=sampling.maps_to_input(result.variance, input_shape),
+        pixel_size_nm=plan.pixel_size_nm,
+        model_pixel_size_nm=plan.model_pixel_size_nm,
+        resampled_by=plan.zoom,
+        in_trained_range=plan.in_trained_range,
+        trained_ranges=sampling.trained_ranges(ens.metadata),
+        warnings=tuple(warnings),
+    )
+    return result.without_columns(reason) if reason else result
+
+
+def _spacing_hint(positions: _NDArray, neighbour_nm: float, trained_nm: tuple[float, float]) -> list[str]:
+    """A warning when the columns of an uncalibrated frame are spaced unlike the model's training frames."""
+    distances, _ = scipy.spatial.cKDTree(positions).query(positions, k=2)
+    median = float(numpy.median(distances[:, 1]))
+    low_px, high_px = neighbour_nm / trained_nm[1], neighbour_nm / trained_nm[0]
+    if low_px <= median <= high_px:
+        return []
+    return [f"neighbouring columns are found {median:.3g} px apart, the model expects {low_px:.3g}-{high_px:.3g} px: "
+            "pass pixel_size_nm so the frame is resampled"]

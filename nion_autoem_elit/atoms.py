@@ -52,6 +52,26 @@ class AtomFindingResult:
         Ensemble-mean class probability per pixel.
     variance : (C, H, W) ndarray
         Member-to-member variance of the class probabilities per pixel.
+    pixel_size_nm : float or None
+        Sampling of the input frame as given by the caller (None: not given).
+    model_pixel_size_nm : float or None
+        Sampling of the frame the network saw after resampling.
+    resampled_by : float
+        Network pixels per input pixel (1.0: the frame was used as it is).
+        Positions and maps are always in the input frame's pixels.
+    in_trained_range : bool or None
+        Whether the input sampling lies inside the model's trained range
+        (None: unknown, e.g. no ``pixel_size_nm`` given).
+    trained_ranges : dict
+        The model's trained ``pixel_size_nm``, ``probe_fwhm_nm`` and
+        ``dose_e_per_nm2`` ranges, as far as it records them.
+    out_of_distribution : bool
+        The frame shows no atomic lattice the model knows (noise, vacuum,
+        amorphous material, a map at the wrong scale): no columns are reported.
+    reason : str
+        Why the frame is out of distribution (empty otherwise).
+    warnings : tuple of str
+        What the caller should know (sampling not checked, resampled, ...).
     """
 
     positions: _NDArray
@@ -64,6 +84,14 @@ class AtomFindingResult:
     uncertainties: _NDArray
     mean_probabilities: _NDArray
     variance: _NDArray
+    pixel_size_nm: float | None = None
+    model_pixel_size_nm: float | None = None
+    resampled_by: float = 1.0
+    in_trained_range: bool | None = None
+    trained_ranges: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    out_of_distribution: bool = False
+    reason: str = ""
+    warnings: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return int(self.positions.shape[0])
@@ -76,6 +104,14 @@ class AtomFindingResult:
     def counts(self) -> dict[str, int]:
         """Number of columns per class name (every non-background class listed)."""
         return {name: int((self.classes == k).sum()) for k, name in enumerate(self.class_names) if k > 0}
+
+    def without_columns(self, reason: str) -> AtomFindingResult:
+        """The same frame reported as holding no columns, out of distribution for ``reason``."""
+        classes = len(self.class_names)
+        return dataclasses.replace(
+            self, positions=numpy.zeros((0, 2)), classes=numpy.zeros(0, dtype=numpy.int64), class_probabilities=numpy.zeros(0),
+            class_distributions=numpy.zeros((0, classes - 1)), class_disagreement=numpy.zeros(0), position_spread_px=numpy.zeros(0),
+            uncertainties=numpy.zeros(0), out_of_distribution=True, reason=reason)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -41,6 +41,9 @@ if typing.TYPE_CHECKING:
 _NDArray = numpy.typing.NDArray[typing.Any]
 
 TABLE_COLUMNS = ("y_nm", "x_nm", "class", "probability", "uncertainty")
+Lattice = typing.Literal["mos2", "graphene"]
+"""Lattices an ELIT iteration can self-train on."""
+
 #: Uncertain columns marked with a labelled point graphic, at most (the rest are in the table).
 MAX_MARKED_UNCERTAIN = 20
 
@@ -122,7 +125,7 @@ class AtomFinding:
     name = "atom-finding"
 
     def __init__(self, *, frames: int = 1, survey_frame: ScanFrame | None = None, pixel_time_us: float | None = None, ensemble: str | None = None,
-                 adapt: bool = False, lattice: str = "mos2") -> None:
+                 adapt: bool = False, lattice: Lattice = "mos2") -> None:
         if frames < 1:
             raise ValueError(f"frames must be at least 1, got {frames}")
         if lattice not in ("mos2", "graphene"):
@@ -205,15 +208,22 @@ def find_atoms(measurement: Measurement, *, ensemble: typing.Any = None, key_pre
 
     ``ensemble`` is a loaded ensemble, a packaged model name (``"mos2"``,
     ``"graphene"``), a saved-model path, or None for MoS2.  Nothing is
-    acquired: the sub-plan reports and publishes what the frame holds.
+    acquired: the sub-plan reports and publishes what the frame holds.  The
+    sampling comes from ``measurement.frame.pixel_size_nm``: a frame outside the
+    model's trained sampling is resampled (a frame too coarse for any
+    resampling raises ``ValueError`` naming the sampling the model needs), and a
+    frame without a lattice reports no columns, out of distribution.
     """
     from nion_autoem_elit import api
 
     if measurement.frame is None:
         raise ValueError(f"find_atoms needs a surveyed frame (a Survey's measurement), got a {measurement.kind!r} measurement")
     loaded = ensemble if ensemble is not None and not isinstance(ensemble, str) else api.resolve_ensemble(ensemble)
-    result = api.find_atoms(numpy.asarray(measurement.xdata.data, dtype=float), loaded)
-    yield Report({"atoms": len(result), "counts": result.counts(), "mean_uncertainty": float(numpy.mean(result.uncertainties)) if len(result) else None})
+    # The frame's own calibration: the ensemble resamples it into its trained sampling and maps the columns back.
+    result = api.find_atoms(numpy.asarray(measurement.xdata.data, dtype=float), loaded, pixel_size_nm=measurement.frame.pixel_size_nm)
+    yield Report({"atoms": len(result), "counts": result.counts(), "mean_uncertainty": float(numpy.mean(result.uncertainties)) if len(result) else None,
+                  "pixel_size_nm": result.pixel_size_nm, "model_pixel_size_nm": result.model_pixel_size_nm, "in_trained_range": result.in_trained_range,
+                  "out_of_distribution": result.out_of_distribution, "reason": result.reason, "warnings": list(result.warnings)})
     for product in atom_products(measurement.xdata, measurement.frame, result, key_prefix=key_prefix):
         yield Publish(product)
     return FoundAtoms(result, measurement.frame)

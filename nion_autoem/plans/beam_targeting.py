@@ -53,15 +53,15 @@ from nion_autoem_targeting.selection import select_targets
 
 _NDArray = numpy.typing.NDArray[typing.Any]
 
-AtomFinder = typing.Callable[[_NDArray], tuple[_NDArray, list[str]]]
-"""image -> (positions in pixels (N, 2), class names (N,))."""
+AtomFinder = typing.Callable[[_NDArray, float], tuple[_NDArray, list[str]]]
+"""(image, pixel size in nm) -> (positions in pixels (N, 2), class names (N,))."""
 
 
-def elit_atom_finder(image: _NDArray) -> tuple[_NDArray, list[str]]:
-    """The packaged ELIT MoS2 ensemble as an :data:`AtomFinder`."""
+def elit_atom_finder(image: _NDArray, pixel_size_nm: float) -> tuple[_NDArray, list[str]]:
+    """The packaged ELIT MoS2 ensemble as an :data:`AtomFinder`, told the image's sampling."""
     from nion_autoem_elit.api import find_atoms
 
-    result = find_atoms(image)
+    result = find_atoms(image, pixel_size_nm=pixel_size_nm)
     return result.positions, [result.class_names[int(k)] for k in result.classes]
 
 
@@ -255,7 +255,7 @@ class BeamTargeting:
         image = numpy.asarray(survey.data, dtype=float)
         self.__survey = survey
         self.__reference = image
-        pixels, classes = self.__find_atoms(image)
+        pixels, classes = self.__find_atoms(image, frame.pixel_size_nm)
         self.atoms_found = len(classes)
         positions = frame.pixel_to_nm(pixels) if len(pixels) else numpy.zeros((0, 2))
         inside = frame.contains_nm(positions, margin=0.08) if len(positions) else numpy.zeros(0, dtype=bool)
@@ -333,7 +333,7 @@ class BeamTargeting:
         assert measurement.frame is not None
         frame = measurement.frame
         image = numpy.asarray(measurement.xdata.data, dtype=float)
-        pixels, classes = self.__find_atoms(image)
+        pixels, classes = self.__find_atoms(image, frame.pixel_size_nm)
         position = target.corrected_nm or target.position_nm
         if len(pixels):
             distances = numpy.linalg.norm(frame.pixel_to_nm(pixels) - numpy.asarray(position), axis=1)

@@ -90,7 +90,9 @@ def find_atoms_in_data_item(data_item: typing.Any, *, window: DocumentController
     Parameters
     ----------
     data_item : nion.swift.Facade.DataItem or nion.swift.model.DataItem.DataItem
-        A 2D image calibrated in nm (or Å).
+        A 2D image calibrated in nm (or Å). Its calibration sets the sampling:
+        a frame outside the model's trained sampling is resampled into it, one
+        too coarse for that raises ``ValueError`` naming the sampling needed.
     window, document_controller
         Where the results go, as for :func:`start_experiment`.
     ensemble : str, optional
@@ -104,6 +106,12 @@ def find_atoms_in_data_item(data_item: typing.Any, *, window: DocumentController
     if xdata is None:
         raise ValueError("the data item has no data")
     frame = frame_from_xdata(xdata)
+    # The sampling comes from the data item's calibration (frame_from_xdata refuses an uncalibrated image); a sampling no
+    # resampling can rescue is refused here, before a run starts, with the sampling the model needs.
+    from nion_autoem_elit import api
+    from nion_autoem_elit import sampling
+
+    sampling.plan_sampling(tuple(frame.shape), frame.pixel_size_nm, api.resolve_ensemble(ensemble).metadata)
     scope = ReplayMicroscope(numpy.asarray(xdata.data, dtype=float), frame)
     return start_experiment(AtomFinding(frames=1, ensemble=ensemble), window=window, document_controller=document_controller, run_dir=run_dir,
                             microscope=scope, budget=Budget(max_steps=1))

@@ -114,12 +114,12 @@ def test_stop_during_a_dwell_makes_the_beam_safe_within_100_ms(tmp_path: pathlib
 def test_an_exception_in_the_atom_finder_leaves_the_beam_safe(tmp_path: pathlib.Path) -> None:
     calls = {"n": 0}
 
-    def flaky_finder(image: typing.Any) -> typing.Any:
+    def flaky_finder(image: typing.Any, pixel_size_nm: float) -> typing.Any:
         from nion_autoem.plans.beam_targeting import elit_atom_finder
         calls["n"] += 1
         if calls["n"] > 1:  # the survey works, the first verification fails
             raise RuntimeError("model file unreadable")
-        return elit_atom_finder(image)
+        return elit_atom_finder(image, pixel_size_nm)
 
     with UsimSession(create_configuration("mos2", seed=3)) as session:
         scope = session.microscope()
