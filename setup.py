@@ -13,7 +13,7 @@ setuptools.setup(
     long_description=(here / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=setuptools.find_namespace_packages(include=["nion_autoem", "nion_autoem.*", "nion_autoem_dkl", "nion_autoem_dkl.*", "nion_autoem_targeting", "nion_autoem_targeting.*",
+    packages=setuptools.find_namespace_packages(include=["nion_autoem", "nion_autoem.*", "nion_autoem_dkl", "nion_autoem_dkl.*", "nion_autoem_targeting", "nion_autoem_targeting.*", "nion_autoem_checks",
                                                          "nion_autoem_elit", "nion_autoem_elit.*", "nionswift_plugin.nion_autoem"]),
     package_data={"nion_autoem_elit": ["models/*.pt", "models/*.json"], "nionswift_plugin.nion_autoem": ["manifest.json"]},
     include_package_data=True,

@@ -25,7 +25,8 @@ import typing
 import numpy
 import numpy.typing
 
-from . import _checks
+import nion_autoem_checks as _checks
+
 from . import acquisition as acq
 from .batch import select_batch
 from .calibration import ProspectiveCoverage

@@ -17,7 +17,8 @@ import typing
 import numpy
 import numpy.typing
 
-from . import _checks
+import nion_autoem_checks as _checks
+
 from .acquisition import Acquisition
 from .constraints import affordable_mask
 from .constraints import exclusion_mask

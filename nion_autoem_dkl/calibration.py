@@ -10,7 +10,7 @@ import numpy
 import numpy.typing
 import scipy.special
 
-from . import _checks
+import nion_autoem_checks as _checks
 
 _NDArray = numpy.typing.NDArray[typing.Any]
 

@@ -13,7 +13,7 @@ import typing
 import numpy
 import numpy.typing
 
-from . import _checks
+import nion_autoem_checks as _checks
 
 _NDArray = numpy.typing.NDArray[typing.Any]
 

@@ -11,7 +11,7 @@ import typing
 import numpy
 import numpy.typing
 
-from . import _checks
+import nion_autoem_checks as _checks
 
 _NDArray = numpy.typing.NDArray[typing.Any]
 

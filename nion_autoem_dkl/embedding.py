@@ -30,7 +30,7 @@ import numpy
 import numpy.typing
 import scipy.ndimage
 
-from . import _checks
+import nion_autoem_checks as _checks
 
 _NDArray = numpy.typing.NDArray[typing.Any]
 

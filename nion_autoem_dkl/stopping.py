@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from . import _checks
+import nion_autoem_checks as _checks
 
 
 @dataclasses.dataclass

@@ -19,7 +19,8 @@ import numpy
 import numpy.typing
 import torch
 
-from . import _checks
+import nion_autoem_checks as _checks
+
 from .posterior import Posterior
 
 _NDArray = numpy.typing.NDArray[typing.Any]

@@ -19,7 +19,7 @@ import numpy.typing
 import scipy.ndimage
 import scipy.spatial
 
-from . import _checks
+import nion_autoem_checks as _checks
 
 _NDArray = numpy.typing.NDArray[typing.Any]
 

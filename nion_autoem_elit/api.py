@@ -11,7 +11,7 @@ import numpy
 import numpy.typing
 import scipy.spatial
 
-from nion_autoem_elit import _checks
+import nion_autoem_checks as _checks
 from nion_autoem_elit import atoms
 from nion_autoem_elit import ensemble
 from nion_autoem_elit import ensemble as ensemble_module

@@ -20,7 +20,7 @@ import scipy.special
 import skimage.feature
 import skimage.segmentation
 
-from nion_autoem_elit import _checks
+import nion_autoem_checks as _checks
 
 _NDArray = numpy.typing.NDArray[typing.Any]
 

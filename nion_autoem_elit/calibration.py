@@ -17,7 +17,7 @@ import numpy.typing
 import scipy.optimize
 import scipy.special
 
-from nion_autoem_elit import _checks
+import nion_autoem_checks as _checks
 from nion_autoem_elit import atoms
 from nion_autoem_elit import ensemble
 from nion_autoem_elit import evaluation

@@ -15,7 +15,7 @@ import numpy
 import numpy.typing
 import torch
 
-from nion_autoem_elit import _checks
+import nion_autoem_checks as _checks
 from nion_autoem_elit import model
 
 _NDArray = numpy.typing.NDArray[typing.Any]

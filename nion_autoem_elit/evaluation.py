@@ -15,7 +15,7 @@ import numpy.typing
 import scipy.optimize
 import scipy.spatial
 
-from nion_autoem_elit import _checks
+import nion_autoem_checks as _checks
 
 _NDArray = numpy.typing.NDArray[typing.Any]
 

@@ -23,7 +23,7 @@ import scipy.optimize
 import scipy.spatial
 import torch
 
-from nion_autoem_elit import _checks
+import nion_autoem_checks as _checks
 from nion_autoem_elit import atoms
 from nion_autoem_elit import ensemble
 from nion_autoem_elit import evaluation

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nion_autoem_elit import _checks
+import nion_autoem_checks as _checks
 
 
 class _GroupedConv(nn.Conv2d):

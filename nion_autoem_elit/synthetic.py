@@ -17,7 +17,7 @@ import numpy
 import numpy.typing
 import scipy.ndimage
 
-from nion_autoem_elit import _checks
+import nion_autoem_checks as _checks
 from nion_autoem_elit import lattices
 
 _NDArray = numpy.typing.NDArray[typing.Any]

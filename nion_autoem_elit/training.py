@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim import swa_utils
 
-from nion_autoem_elit import _checks
+import nion_autoem_checks as _checks
 from nion_autoem_elit import ensemble
 from nion_autoem_elit import lattices
 from nion_autoem_elit import model

@@ -111,7 +111,7 @@ def find_atoms_in_data_item(data_item: typing.Any, *, window: DocumentController
     from nion_autoem_elit import api
     from nion_autoem_elit import sampling
 
-    sampling.plan_sampling(tuple(frame.shape), frame.pixel_size_nm, api.resolve_ensemble(ensemble).metadata)
+    sampling.plan_sampling((frame.shape[0], frame.shape[1]), frame.pixel_size_nm, api.resolve_ensemble(ensemble).metadata)
     scope = ReplayMicroscope(numpy.asarray(xdata.data, dtype=float), frame)
     return start_experiment(AtomFinding(frames=1, ensemble=ensemble), window=window, document_controller=document_controller, run_dir=run_dir,
                             microscope=scope, budget=Budget(max_steps=1))

@@ -8,7 +8,7 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-ALGORITHM_PACKAGES = ("nion_autoem_dkl", "nion_autoem_elit", "nion_autoem_targeting")
+ALGORITHM_PACKAGES = ("nion_autoem_dkl", "nion_autoem_elit", "nion_autoem_targeting", "nion_autoem_checks")
 SWIFT = ("nion.swift", "nion.instrumentation", "nion.ui", "nion.device_kit", "nion.usim_device", "nion.typeshed", "nionswift_plugin")
 NUMERICAL_LIBRARIES = ("torch", "gpytorch", "scipy", "skimage", "sklearn")
 
@@ -54,7 +54,7 @@ def test_the_swift_glue_holds_no_algorithm() -> None:
 def test_no_private_attribute_of_another_object_is_touched() -> None:
     """``obj._thing`` only on ``self`` / ``cls`` (our own classes); never on Nion's objects."""
     problems = []
-    for folder in ("nion_autoem", "nion_autoem_dkl", "nion_autoem_elit", "nion_autoem_targeting", "nionswift_plugin"):
+    for folder in ("nion_autoem", "nion_autoem_dkl", "nion_autoem_elit", "nion_autoem_targeting", "nion_autoem_checks", "nionswift_plugin"):
         for path in modules(folder):
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
                 if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
