@@ -143,7 +143,7 @@ class ExperimentPanelController(Declarative.Handler):
         self.max_steps = Model.PropertyModel(500)
         self.band_low_eV = Model.PropertyModel(5.0)
         self.band_high_eV = Model.PropertyModel(40.0)
-        self.acquisition_index = Model.PropertyModel(0)
+        self.acquisition_index = Model.PropertyModel(ACQUISITIONS.index("thompson"))  # the agent's default
         self.patch_size = Model.PropertyModel(16)
         self.field_nm = Model.PropertyModel(3.0)
         self.use_selected_survey = Model.PropertyModel(False)

@@ -188,7 +188,7 @@ async def scenario(document_controller: DocumentController.DocumentController, o
             finally:
                 scope.blank()
 
-        xdata = await asyncio.get_running_loop().run_in_executor(None, survey)
+        xdata = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, survey), 120)
         item = DataItem.new_data_item(xdata)
         item.title = "MoS2 survey, 9.3 nm (mine)"
         document_controller.document_model.append_data_item(item)
@@ -239,7 +239,7 @@ def main(argv: typing.Sequence[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=pathlib.Path, required=True)
     parser.add_argument("--profile-dir", type=pathlib.Path, required=True)
-    parser.add_argument("--quit-after", type=float, default=900.0)
+    parser.add_argument("--quit-after", type=float, default=300.0)
     args = parser.parse_args(argv)
     out: pathlib.Path = args.out
     out.mkdir(parents=True, exist_ok=True)

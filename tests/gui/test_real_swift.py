@@ -58,7 +58,10 @@ def swift_run(tmp_path_factory: pytest.TempPathFactory) -> typing.Iterator[dict[
         with open(OUT / "swift.log", "wb") as log:
             swift = subprocess.Popen([sys.executable, str(ROOT / "tests" / "gui" / "swift_driver.py"), "--out", str(OUT), "--profile-dir", str(work / "profile")],
                                      cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-            swift.wait(timeout=1200)
+            try:
+                swift.wait(timeout=420)  # the scenario takes about a minute; the driver quits by itself after 300 s
+            except subprocess.TimeoutExpired:
+                swift.kill()
         result_file = OUT / "result.json"
         if not result_file.exists():
             pytest.fail(f"Swift ended without a result; the end of its log:\n{(OUT / 'swift.log').read_text()[-4000:]}")
