@@ -23,6 +23,7 @@ import typing
 import numpy
 import numpy.typing
 import scipy.ndimage
+from nion.data import DataAndMetadata
 
 from nion_autoem import xdata as xdata_builders
 from nion_autoem.geometry import ScanFrame
@@ -109,6 +110,34 @@ class ReplayMicroscope:
         self.__probe: Position | None = None
         self.__blanked = False
         self.__lock = threading.Lock()
+
+    @classmethod
+    def from_spectrum_image(cls, spectrum_image: DataAndMetadata.DataAndMetadata, *, beam_current_A: float = 50e-12, seed: int | None = None) -> ReplayMicroscope:
+        """A replay of a recorded spectrum image alone: the survey is its intensity summed over energy.
+
+        Parameters
+        ----------
+        spectrum_image : DataAndMetadata
+            (rows, cols, energy): two scan axes calibrated in nm (or Å, µm) and an energy axis in eV,
+            e.g. a spectrum image open in Swift or read with :mod:`nion_autoem.files`.
+
+        Raises
+        ------
+        ValueError
+            If it is not (rows, cols, energy), or its axes are not calibrated in nm and eV.
+        """
+        from nion_autoem.xdata import frame_from_xdata
+
+        shape = tuple(spectrum_image.data_shape)
+        if len(shape) != 3:
+            raise ValueError(f"a spectrum image must be (rows, cols, energy), got shape {shape}; choose a 3D item with two scan axes and an energy axis")
+        energy = spectrum_image.dimensional_calibrations[-1]
+        if energy.units != "eV" or not energy.scale:
+            raise ValueError(f"the spectrum image's last axis must be an energy axis in eV, got units {energy.units!r} and scale {energy.scale!r}")
+        data = numpy.asarray(spectrum_image.data, dtype=float)
+        survey = DataAndMetadata.new_data_and_metadata(data.sum(axis=-1), dimensional_calibrations=list(spectrum_image.dimensional_calibrations[:2]))
+        frame = frame_from_xdata(survey)  # refuses scan axes that are not calibrated in nm (or Å, µm)
+        return cls(survey.data, frame, spectrum_image=data, energy_axis=(float(energy.offset), float(energy.scale)), beam_current_A=beam_current_A, seed=seed)
 
     @classmethod
     def from_files(cls, survey: typing.Any, spectrum_image: typing.Any | None = None, *, datacube: typing.Any | None = None,

@@ -115,3 +115,36 @@ def find_atoms_in_data_item(data_item: typing.Any, *, window: DocumentController
     scope = ReplayMicroscope(numpy.asarray(xdata.data, dtype=float), frame)
     return start_experiment(AtomFinding(frames=1, ensemble=ensemble), window=window, document_controller=document_controller, run_dir=run_dir,
                             microscope=scope, budget=Budget(max_steps=1))
+
+
+def replay_dkl_on_spectrum_image(data_item: typing.Any, band_eV: tuple[float, float], *, window: DocumentController.DocumentController | None = None,
+                                 document_controller: DocumentController.DocumentController | None = None, measurements: int = 50, patch_size: int = 8,
+                                 acquisition: str = "thompson", run_dir: str | pathlib.Path | None = None) -> ExperimentRunner:
+    """Run DKL on a spectrum image already in Swift, as if the microscope were measuring it (no beam, no microscope).
+
+    The survey is the spectrum image summed over energy; each "measurement" is
+    the recorded spectrum at the chosen position.  Results arrive as data items,
+    like a live run's, and the run is journaled, so it can be replayed again
+    with another scalarizer.
+
+    Parameters
+    ----------
+    data_item : nion.swift.model.DataItem.DataItem or Facade.DataItem
+        A (rows, cols, energy) spectrum image, scan axes in nm, energy in eV.
+    band_eV : (low, high)
+        The energy band whose intensity DKL looks for.
+    """
+    from nion_autoem.plans.dkl_spectroscopy import DKLSettings
+    from nion_autoem.plans.dkl_spectroscopy import DKLSpectroscopy
+    from nion_autoem.plans.dkl_spectroscopy import band_integral
+    from nion_autoem.replay import ReplayMicroscope
+    from nion_autoem_dkl.agent import AgentConfig
+
+    xdata = data_item.xdata
+    if xdata is None:
+        raise ValueError("the data item has no data")
+    scope = ReplayMicroscope.from_spectrum_image(xdata)
+    settings = DKLSettings(patch_size=patch_size, stride=max(patch_size // 4, 1), max_measurements=measurements, exposure_ms=1.0)
+    plan = DKLSpectroscopy(band_integral(band_eV), settings, AgentConfig(acquisition=typing.cast(typing.Any, acquisition)))
+    return start_experiment(plan, window=window, document_controller=document_controller, run_dir=run_dir, microscope=scope,
+                            budget=Budget(max_steps=measurements + 2))

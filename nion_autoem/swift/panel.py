@@ -28,6 +28,7 @@ from nion_autoem.runner import Budget
 from nion_autoem.runner import ExperimentRunner
 from nion_autoem.runner import Progress
 from nion_autoem.swift.console import find_atoms_in_data_item
+from nion_autoem.swift.console import replay_dkl_on_spectrum_image
 from nion_autoem.swift.console import start_experiment
 from nion_autoem.swift.live_atoms import LiveAtomFinder
 from nion_autoem.swift.microscope import SwiftMicroscope
@@ -175,6 +176,7 @@ class ExperimentPanelController(Declarative.Handler):
             u.create_row(u.create_label(text=_("Acquisition")), u.create_combo_box(items=ACQUISITIONS, current_index="@binding(acquisition_index.value)"),
                          u.create_label(text=_("Patch (px)")), u.create_line_edit(text="@binding(patch_size.value, converter=int_converter)", width=50),
                          u.create_check_box(text=_("selected image is the survey"), checked="@binding(use_selected_survey.value)"),
+                         u.create_push_button(text=_("Replay on selected spectrum image"), on_clicked="replay_on_selected_spectrum_image", enabled="@binding(idle.value)"),
                          u.create_stretch(), spacing=8, visible="@binding(show_dkl.value)"),
             u.create_row(u.create_label(text=_("Field (nm)")), u.create_line_edit(text="@binding(field_nm.value, converter=float_converter)", width=50),
                          u.create_stretch(), spacing=8, visible="@binding(show_field.value)"),
@@ -317,6 +319,28 @@ class ExperimentPanelController(Declarative.Handler):
         self.__listener = self.runner.progress_changed_event.listen(self.__progress_changed)
         self.__set_running(True)
         self.status.value = f"{_('Finding atoms in')} {data_item.title!r}"
+
+    def replay_on_selected_spectrum_image(self, widget: typing.Any = None) -> None:
+        """DKL on a spectrum image already in the document: the recorded spectra stand in for the microscope."""
+        if self.runner is not None and not self.runner.state.is_final:
+            self.status.value = _("An experiment is already running; stop it first.")
+            return
+        display_item = self.__document_controller.selected_display_item
+        data_item = display_item.data_item if display_item else None
+        if data_item is None:
+            self.status.value = _("Select a spectrum image (rows × columns × energy) first.")
+            return
+        try:
+            band = (float(self.band_low_eV.value or 0), float(self.band_high_eV.value or 0))
+            check_parameters(EXPERIMENTS[1], PanelParameters(int(self.points.value or 0), 1.0, band, "", int(self.patch_size.value or 0)))
+            self.runner = replay_dkl_on_spectrum_image(data_item, band, document_controller=self.__document_controller, measurements=int(self.points.value or 0),
+                                                       patch_size=int(self.patch_size.value or 0), acquisition=ACQUISITIONS[self.acquisition_index.value or 0])
+        except Exception as e:  # not a spectrum image, not calibrated, a bad band: say so
+            self.status.value = f"{_('Cannot replay')}: {e}"
+            return
+        self.__listener = self.runner.progress_changed_event.listen(self.__progress_changed)
+        self.__set_running(True)
+        self.status.value = f"{_('Replaying DKL on')} {data_item.title!r}"
 
     def __live_elit_changed(self, on: bool | None) -> None:
         if not on:
