@@ -2,9 +2,10 @@
 
 :func:`dry_run` runs a plan through the real engine against a
 :class:`PlanningMicroscope`, which takes the instrument's geometry, beam
-current and limits but delivers nothing: surveys come back as flat Poisson
-noise, spectra flat, ADF traces with a drop at their middle (an event, so a
-plan that waits for one moves on), camera frames flat.  Every action is
+current and limits but delivers nothing: surveys show the MoS2 twin's lattice
+(so plans that look for atoms find some), spectra are flat, ADF traces drop
+at their middle (an event, so a plan that waits for one moves on), camera
+frames are flat.  Every action is
 checked against the instrument's limits exactly as in a live run, so bad
 input (a stage move beyond the limits, a survey that would keep the beam on
 too long, a position outside the field) is caught here.
