@@ -158,7 +158,11 @@ class UsimSession:
                 runner.stop(f"timed out after {timeout} s")
                 runner.wait(5.0)
         runner.wait(5.0)
-        self.pump(0.3)  # the sink applies one product per refresh: let the last ones land
+        # the sink applies one product per refresh: act as the UI thread until the last ones have landed
+        drained_by = time.time() + 30.0
+        while getattr(runner.sink, "pending", 0) and time.time() < drained_by:
+            self.pump(0.02)
+        self.pump(0.05)
 
     def close(self) -> None:
         """Shut everything down in reverse order; safe to call twice."""
