@@ -159,8 +159,7 @@ class Journal:
         """The plan's report on a step it has processed, and the rewards' running totals."""
         self.__write({"type": "result", "step": step, "result": dict(result), "rewards": dict(rewards or {}), "model_version": model_version})
 
-    def write_step(self, step: int, action: Action, measurement: Measurement, *, source: str = "plan", result: typing.Mapping[str, typing.Any] | None = None,
-                   model_version: str = "") -> None:
+    def write_step(self, step: int, action: Action, measurement: Measurement, *, source: str = "plan", model_version: str = "") -> None:
         """Save the data of one action, then journal it."""
         data_entries: dict[str, typing.Any] = {}
         for channel, xd in measurement.data.items():
@@ -181,7 +180,7 @@ class Journal:
                       "frame": measurement.frame.to_dict() if measurement.frame else None,
                       "started_at": measurement.started_at, "duration_s": measurement.duration_s,
                       "dwell_s": measurement.dwell_s, "dose_e": measurement.dose_e,
-                      "result": dict(result or {}), "model_version": model_version, "source": source, "data": data_entries})
+                      "result": {}, "model_version": model_version, "source": source, "data": data_entries})
 
     def write_end(self, state: str, *, message: str = "", steps: int = 0, dose_e: float = 0.0, **details: typing.Any) -> None:
         self.__write({"type": "end", "state": state, "message": message, "steps": steps, "dose_e": dose_e,

@@ -116,7 +116,6 @@ class RunContext:
     provenance: typing.Mapping[str, typing.Any] = dataclasses.field(default_factory=dict)
     step: int = 0
     dose_e: float = 0.0
-    replaying: bool = False
 
     def publish(self, product: Product) -> None:
         """Send a product to the sink, tagged with the run's provenance."""

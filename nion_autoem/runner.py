@@ -40,6 +40,7 @@ import traceback
 import typing
 import uuid
 
+import numpy
 from nion.utils import Event
 
 import nion_autoem
@@ -568,8 +569,6 @@ class ExperimentRunner:
             self.journal.write_result(step, result, rewards=dict(self.__reward_totals), model_version=self.__model_version)
 
     def __publish_rewards(self) -> None:
-        import numpy
-
         history = numpy.asarray(self.__reward_history, dtype=float)
         for index, reward in enumerate(self.__rewards):
             xdata = xdata_builders.line_xdata(history[:, index], "step", units=reward.units, metadata={"nion_autoem": {"reward": reward.name}})

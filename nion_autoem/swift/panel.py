@@ -260,19 +260,31 @@ class ExperimentPanelController(Declarative.Handler):
         threading.Thread(target=plan_off_the_ui_thread, name="nion-autoem dry run", daemon=True).start()
 
     def start(self, widget: typing.Any = None) -> None:
+        def start_plan() -> ExperimentRunner:
+            plan, budget = self.__make_plan()
+            return start_experiment(plan, document_controller=self.__document_controller, budget=budget)
+
+        self.__launch(start_plan, _("Cannot start"), lambda runner: f"{_('Started run')} {runner.run_id}; {_('journal in')} {runner.run_dir}")
+
+    def __launch(self, start: typing.Callable[[], ExperimentRunner], refused: str, started: typing.Callable[[ExperimentRunner], str]) -> None:
+        """Start a run unless one is running; say why not, or follow its progress."""
         if self.runner is not None and not self.runner.state.is_final:
             self.status.value = _("An experiment is already running; stop it first.")
             return
         try:
-            plan, budget = self.__make_plan()
-            self.runner = start_experiment(plan, document_controller=self.__document_controller, budget=budget)
-        except Exception as e:  # bad parameters or no instrument: say so in the panel
-            self.status.value = f"{_('Cannot start')}: {e}"
+            runner = start()
+        except Exception as e:  # bad parameters, no instrument, the wrong kind of item: say so in the panel
+            self.status.value = f"{refused}: {e}"
             return
-        self.__listener = self.runner.progress_changed_event.listen(self.__progress_changed)
+        self.runner = runner
+        self.__listener = runner.progress_changed_event.listen(self.__progress_changed)
         self.pause_text.value = _("Pause")
         self.__set_running(True)
-        self.status.value = f"{_('Started run')} {self.runner.run_id}; {_('journal in')} {self.runner.run_dir}"
+        self.status.value = started(runner)
+
+    def __selected_data_item(self) -> typing.Any:
+        display_item = self.__document_controller.selected_display_item
+        return display_item.data_item if display_item else None
 
     def band_from_selected_spectrum(self, widget: typing.Any = None) -> None:
         """Take the energy band from an interval graphic on the selected spectrum."""
@@ -303,44 +315,27 @@ class ExperimentPanelController(Declarative.Handler):
 
     def find_atoms_in_selection(self, widget: typing.Any = None) -> None:
         """ELIT on the image selected in the document (a loaded or earlier image)."""
-        if self.runner is not None and not self.runner.state.is_final:
-            self.status.value = _("An experiment is already running; stop it first.")
-            return
-        display_item = self.__document_controller.selected_display_item
-        data_item = display_item.data_item if display_item else None
+        data_item = self.__selected_data_item()
         if data_item is None:
             self.status.value = _("Select an image (a data item) first.")
             return
-        try:
-            self.runner = find_atoms_in_data_item(data_item, document_controller=self.__document_controller)
-        except Exception as e:  # not an image, not calibrated in nm: say so
-            self.status.value = f"{_('Cannot find atoms')}: {e}"
-            return
-        self.__listener = self.runner.progress_changed_event.listen(self.__progress_changed)
-        self.__set_running(True)
-        self.status.value = f"{_('Finding atoms in')} {data_item.title!r}"
+        self.__launch(lambda: find_atoms_in_data_item(data_item, document_controller=self.__document_controller), _("Cannot find atoms"),
+                      lambda runner: f"{_('Finding atoms in')} {data_item.title!r}")
 
     def replay_on_selected_spectrum_image(self, widget: typing.Any = None) -> None:
         """DKL on a spectrum image already in the document: the recorded spectra stand in for the microscope."""
-        if self.runner is not None and not self.runner.state.is_final:
-            self.status.value = _("An experiment is already running; stop it first.")
-            return
-        display_item = self.__document_controller.selected_display_item
-        data_item = display_item.data_item if display_item else None
+        data_item = self.__selected_data_item()
         if data_item is None:
             self.status.value = _("Select a spectrum image (rows × columns × energy) first.")
             return
-        try:
+
+        def replay() -> ExperimentRunner:
             band = (float(self.band_low_eV.value or 0), float(self.band_high_eV.value or 0))
             check_parameters(EXPERIMENTS[1], PanelParameters(int(self.points.value or 0), 1.0, band, "", int(self.patch_size.value or 0)))
-            self.runner = replay_dkl_on_spectrum_image(data_item, band, document_controller=self.__document_controller, measurements=int(self.points.value or 0),
-                                                       patch_size=int(self.patch_size.value or 0), acquisition=ACQUISITIONS[self.acquisition_index.value or 0])
-        except Exception as e:  # not a spectrum image, not calibrated, a bad band: say so
-            self.status.value = f"{_('Cannot replay')}: {e}"
-            return
-        self.__listener = self.runner.progress_changed_event.listen(self.__progress_changed)
-        self.__set_running(True)
-        self.status.value = f"{_('Replaying DKL on')} {data_item.title!r}"
+            return replay_dkl_on_spectrum_image(data_item, band, document_controller=self.__document_controller, measurements=int(self.points.value or 0),
+                                                patch_size=int(self.patch_size.value or 0), acquisition=ACQUISITIONS[self.acquisition_index.value or 0])
+
+        self.__launch(replay, _("Cannot replay"), lambda runner: f"{_('Replaying DKL on')} {data_item.title!r}")
 
     def __live_elit_changed(self, on: bool | None) -> None:
         if not on:

@@ -25,14 +25,17 @@ from tests.core.plans import replay_scope
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def crash_a_run(run_dir: pathlib.Path, steps_before_kill: int) -> None:
-    process = subprocess.Popen([sys.executable, "-m", "tests.core.crashing_run", str(run_dir)], cwd=ROOT,
+def crash_a_run(run_dir: pathlib.Path, steps_before_kill: int, *, module: str = "tests.core.crashing_run", counting: str = '"type":"step"',
+                into_next_s: float = 0.0, timeout_s: float = 60.0) -> None:
+    """Run ``module`` in a process of its own and SIGKILL it once its journal has ``steps_before_kill`` lines containing ``counting``."""
+    process = subprocess.Popen([sys.executable, "-m", module, str(run_dir)], cwd=ROOT,
                                env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     journal = run_dir / JOURNAL_NAME
-    deadline = time.time() + 60
+    deadline = time.time() + timeout_s
     try:
         while time.time() < deadline:
-            if journal.exists() and journal.read_text().count('"type":"step"') >= steps_before_kill:
+            if journal.exists() and journal.read_text().count(counting) >= steps_before_kill:
+                time.sleep(into_next_s)  # into the step after
                 break
             if process.poll() is not None:
                 raise AssertionError(f"the run died on its own: {process.stderr.read().decode() if process.stderr else ''}")

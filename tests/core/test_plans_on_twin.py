@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import pathlib
-import signal
-import subprocess
-import sys
-import time
 import typing
 
 import numpy
@@ -16,7 +11,6 @@ import pytest
 from nion_autoem.actions import Survey
 from nion_autoem.dry_run import dry_run
 from nion_autoem.geometry import ScanFrame
-from nion_autoem.journal import JOURNAL_NAME
 from nion_autoem.journal import read_journal
 from nion_autoem.plan import Plan
 from nion_autoem.plan import PlanGenerator
@@ -37,6 +31,7 @@ from nion_autoem.swift.session import UsimSession
 from nion_autoem.swift.usim_twin import create_configuration
 from nion_autoem.twin import lattice
 from tests.core.plans import dwell_series
+from tests.core.test_journal import crash_a_run
 from tests.twins import mos2_twin
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -69,29 +64,9 @@ def test_the_readme_composition_runs_on_the_twin(tmp_path: pathlib.Path) -> None
     assert {"frame", "atoms", "uncertainty"} <= set(sink.products)
 
 
-def _crash_mid_dwell(run_dir: pathlib.Path, dwells_before_kill: int) -> None:
-    process = subprocess.Popen([sys.executable, "-m", "tests.core.crashing_twin_run", str(run_dir)], cwd=ROOT,
-                               env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    journal = run_dir / JOURNAL_NAME
-    deadline = time.time() + 120
-    try:
-        while time.time() < deadline:
-            if journal.exists() and journal.read_text().count('"kind":"dwell"') >= dwells_before_kill:
-                time.sleep(0.005)  # into the next dwell
-                break
-            if process.poll() is not None:
-                raise AssertionError(f"the run died on its own: {process.stderr.read().decode() if process.stderr else ''}")
-            time.sleep(0.002)
-        else:
-            raise AssertionError("the run never got going")
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-
-
 def test_a_run_killed_mid_dwell_resumes_without_delivering_any_dose_twice(tmp_path: pathlib.Path) -> None:
     run_dir = tmp_path / "run"
-    _crash_mid_dwell(run_dir, 5)
+    crash_a_run(run_dir, 5, module="tests.core.crashing_twin_run", counting='"kind":"dwell"', into_next_s=0.005, timeout_s=120)
     crashed = read_journal(run_dir)
     assert not crashed.is_complete and len(crashed.steps) >= 6
     done_before = len(crashed.steps)
