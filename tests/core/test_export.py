@@ -43,8 +43,8 @@ def record_run(run_dir: pathlib.Path, *, end: str | None = "finished") -> None:
         for i, position in enumerate([(0.0, 0.0), (0.5, -0.5)], start=1):
             spectrum = spectrum_xdata(rng.random(128), 100.0, 0.5)
             journal.write_step(i, Acquire(position, 10.0), Measurement({"eels": spectrum}, "spectrum", position_nm=position, dwell_s=0.01,
-                                                                       dose_e=DOSES[i], started_at=t0 + i, duration_s=0.012),
-                               result={"peak_eV": 120.0 + i})
+                                                                       dose_e=DOSES[i], started_at=t0 + i, duration_s=0.012))
+            journal.write_result(i, {"peak_eV": 120.0 + i})  # the plan's report on the step, as the engine journals it
         journal.write_event("paused", reason="test")
         journal.write_step(3, ParkProbe((0.25, 0.25)), Measurement({}, "none", position_nm=(0.25, 0.25), started_at=t0 + 3))
         journal.write_step(4, Dwell((0.25, 0.25), 64, 10.0), Measurement({"HAADF": trace_xdata(rng.random(64), 10.0)}, "adf_trace",
