@@ -34,7 +34,7 @@ setuptools.setup(
         "rosettasciio[hdf5]>=0.15",
     ],
     extras_require={
-        "dev": ["pytest>=8", "ruff>=0.5", "mypy>=1.10"],
+        "dev": ["pytest>=8", "ruff>=0.5", "mypy>=1.10", "sparse>=0.15"],  # sparse: RosettaSciIO reads Velox EDS spectrum images with it
         "gui": ["PySide6-Essentials==6.11.3"],
         "bench": ["bluesky>=1.15"],
     },

@@ -2,8 +2,10 @@
 
 Run::
 
-    python benchmarks/dkl_bench.py            # full run (~10 min on 2 cores)
+    python benchmarks/dkl_bench.py            # full run (~15 min on 2 cores), includes the two below
     python benchmarks/dkl_bench.py --quick    # smoke run (~1 min)
+    python benchmarks/dkl_bench.py --scaling  # step time and memory: latency at 400, 5,000-step soak on 16,384 candidates
+    python benchmarks/dkl_bench.py --coverage # 95% interval coverage at 400 points, clean and noisy (Poisson) property
 
 Every agent runs through its real class (``DKLAgent``, ``pca_gp_agent``,
 ``RandomAgent``, ``ReferenceRecipeAgent``). The datasets are seeded synthetic
@@ -22,7 +24,9 @@ import dataclasses
 import json
 import math
 import os
+import resource
 import statistics
+import subprocess
 import sys
 import time
 import typing
@@ -171,13 +175,216 @@ def mean(values: typing.Iterable[float]) -> float:
     return float(statistics.fmean(finite)) if finite else math.nan
 
 
+def rss_mb() -> float:
+    """Resident memory of this process now (not the peak), in MB."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def soak(steps: int, image_size: int, config: AgentConfig, seed: int = 0, report_every: int = 500) -> dict[str, typing.Any]:
+    """Measure one at a time for ``steps`` steps on one large survey; step times and resident memory along the way.
+
+    Step times are those the agent records (``observe`` plus ``suggest``);
+    background refits run while the steps go on and are not in them.
+    """
+    data = synthetic_dataset(seed, image_size)
+    rng = numpy.random.default_rng(seed)
+    started = time.perf_counter()
+    agent = DKLAgent(data.patches, data.positions, config)
+    embed_s = time.perf_counter() - started
+    rss_at: dict[int, float] = {0: round(rss_mb(), 1)}
+    window_ms: dict[int, tuple[float, float, float]] = {}
+    wall = time.perf_counter()
+    step = 0
+    for step in range(1, steps + 1):
+        chosen = agent.suggest(1)
+        if chosen.size == 0:
+            break
+        agent.observe(chosen, data.truth[chosen] + rng.normal(0.0, NOISE_SD, chosen.size))
+        if step % report_every == 0 or step == steps:
+            window = agent.step_timings[-report_every:]
+            rss_at[step] = round(rss_mb(), 1)
+            window_ms[step] = (statistics.median(window), float(numpy.percentile(window, 99)), max(window))
+            print(f"soak step {step:5d}: median {window_ms[step][0]:.1f} ms, p99 {window_ms[step][1]:.1f} ms, max {window_ms[step][2]:.1f} ms over the last {len(window)}; "
+                  f"RSS {rss_at[step]:.0f} MB; sparse {agent.uses_sparse_model}; {time.perf_counter() - wall:.0f} s", flush=True)
+    agent.close()
+    last = window_ms[max(window_ms)]
+    return {
+        "candidates": int(data.truth.size),
+        "steps": step,
+        "embedding_s": round(embed_s, 1),
+        "wall_s": round(time.perf_counter() - wall, 1),
+        "median_ms_last_window": round(last[0], 2),
+        "p99_ms_last_window": round(last[1], 1),
+        "max_ms_last_window": round(last[2], 1),
+        "max_ms_whole_soak": round(max(agent.step_timings), 1),
+        "median_ms_by_step": {k: round(v[0], 2) for k, v in window_ms.items()},
+        "max_ms_by_step": {k: round(v[2], 1) for k, v in window_ms.items()},
+        "rss_mb_by_step": rss_at,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3, 1),
+    }
+
+
+def scaling(args: argparse.Namespace) -> dict[str, typing.Any]:
+    """Step latency at 400 measurements (4,225 candidates) and the long soak (16,384 candidates).
+
+    ``median_step_ms_at_<n>``, ``max_step_ms_at_<n>`` are over the last 500
+    steps of the soak and ``rss_mb_at_<n>`` the resident memory after it;
+    ``max_step_ms_whole_soak`` and ``peak_rss_mb_whole_soak`` cover the whole
+    run (the peak includes fitting the embedding of 16,384 patches).
+    """
+    config = AgentConfig(acquisition=args.acquisition)
+    wall = time.perf_counter()
+    data = synthetic_dataset(0, 544)
+    times = latency(400, data, config, 60)
+    print(f"latency N={data.truth.size} n=400: median {statistics.median(times):.1f} ms, max {max(times):.1f} ms", flush=True)
+    result = soak(args.soak_steps, 1048, config)  # 128 x 128 = 16,384 candidates of 32 x 32 pixels
+    n = result["steps"]
+    summary = {
+        "median_step_ms_at_400": round(statistics.median(times), 2),
+        f"median_step_ms_at_{n}": result["median_ms_last_window"],
+        f"max_step_ms_at_{n}": result["max_ms_last_window"],
+        f"rss_mb_at_{n}": result["rss_mb_by_step"][n],
+        "max_step_ms_whole_soak": result["max_ms_whole_soak"],
+        "peak_rss_mb_whole_soak": result["peak_rss_mb"],
+        "soak": result,
+        "torch_threads": args.threads,
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+        "cpu_count": os.cpu_count(),
+        "wall_s": round(time.perf_counter() - wall, 1),
+    }
+    return summary
+
+
+@dataclasses.dataclass(frozen=True)
+class CountingProperty:
+    """A noisy elemental ratio: the ratio of two band integrals whose counts are Poisson.
+
+    The true ratio is ``0.2 + truth / max(truth)``; the reference band
+    collects ``dose * thickness`` counts, with a thickness that varies
+    smoothly over the survey between 0.15 and 1, so the error of a
+    measurement varies about fourfold across the map, as on a wedge-shaped
+    specimen. The scalarizer reports the Poisson error of each ratio.
+    """
+
+    ratio: _NDArray  # (N,) noise-free property
+    reference_counts: _NDArray  # (N,) expected counts in the reference band
+
+    @classmethod
+    def over(cls, data: Dataset, seed: int, dose: float = 400.0) -> CountingProperty:
+        rng = numpy.random.default_rng(seed + 7919)
+        extent = numpy.ptp(data.positions, axis=0) + 1.0
+        phase = rng.uniform(0.0, 2.0 * math.pi, 2)
+        wave = numpy.sin(2.0 * math.pi * data.positions[:, 0] / extent[0] + phase[0]) + numpy.sin(2.0 * math.pi * data.positions[:, 1] / extent[1] + phase[1])
+        thickness = 0.15 + 0.85 * (wave - wave.min()) / max(numpy.ptp(wave), 1e-12)
+        return cls(0.2 + data.truth / max(float(data.truth.max()), 1e-12), dose * thickness)
+
+    def measure(self, indices: _NDArray, rng: numpy.random.Generator) -> tuple[_NDArray, _NDArray]:
+        """Measured ratios and their Poisson standard errors."""
+        reference = numpy.maximum(rng.poisson(self.reference_counts[indices]), 1).astype(numpy.float64)
+        signal = numpy.maximum(rng.poisson(self.reference_counts[indices] * self.ratio[indices]), 1).astype(numpy.float64)
+        ratio = signal / reference
+        return ratio, ratio * numpy.sqrt(1.0 / signal + 1.0 / reference)
+
+
+def coverage_run(agent: DKLAgent, truth: _NDArray, measure: typing.Callable[[_NDArray], tuple[_NDArray, _NDArray | None]], steps: int) -> dict[str, float]:
+    """Run ``steps`` single measurements; 95% coverage of the truth over the whole map at the end, and prospective coverage of each measurement."""
+    inside: list[bool] = []
+    half_width = 1.959963984540054
+    for _ in range(steps):
+        chosen = agent.suggest(1)
+        values, errors = measure(chosen)
+        if agent.has_model:
+            posterior = agent.posterior()
+            spread = numpy.sqrt(posterior.variance[chosen] + posterior.noise_variance + (0.0 if errors is None else errors**2))
+            inside.extend((numpy.abs(values - posterior.mean[chosen]) <= half_width * spread).tolist())
+        agent.observe(chosen, values, errors)
+    agent.wait_for_refit()
+    mean, std = agent.predict()
+    return {
+        "map": interval_coverage(truth, mean, std**2, 0.95),
+        "prospective": float(numpy.mean(inside[-200:])),
+        "r2": r_squared(mean, truth),
+        "mean_step_ms": statistics.fmean(agent.step_timings),
+    }
+
+
+def coverage(args: argparse.Namespace) -> dict[str, typing.Any]:
+    """95% coverage at 400 points on a clean property (small additive noise) and a noisy counting ratio."""
+    wall = time.perf_counter()
+    steps = 400
+    seeds = list(range(100, 100 + args.coverage_seeds))
+    runs: dict[str, list[dict[str, float]]] = {"clean": [], "noisy": [], "noisy_without_errors": []}
+    for seed in seeds:
+        data = synthetic_dataset(seed, 544)
+        config = AgentConfig(acquisition=args.acquisition, seed=seed)
+        counting = CountingProperty.over(data, seed)
+        clean_rng, noisy_rng, plain_rng = (numpy.random.default_rng(seed + k) for k in range(3))
+
+        def clean(i: _NDArray, truth: _NDArray = data.truth, rng: numpy.random.Generator = clean_rng) -> tuple[_NDArray, _NDArray | None]:
+            return truth[i] + rng.normal(0.0, NOISE_SD, i.size), None
+
+        def noisy(i: _NDArray, counting: CountingProperty = counting, rng: numpy.random.Generator = noisy_rng) -> tuple[_NDArray, _NDArray | None]:
+            return counting.measure(i, rng)
+
+        def noisy_without_errors(i: _NDArray, counting: CountingProperty = counting, rng: numpy.random.Generator = plain_rng) -> tuple[_NDArray, _NDArray | None]:
+            return counting.measure(i, rng)[0], None
+
+        agent = DKLAgent(data.patches, data.positions, config)
+        latent = agent.latent
+        runs["clean"].append(coverage_run(agent, data.truth, clean, steps))
+        runs["noisy"].append(coverage_run(DKLAgent(data.patches, data.positions, config, latent=latent), counting.ratio, noisy, steps))
+        runs["noisy_without_errors"].append(coverage_run(DKLAgent(data.patches, data.positions, config, latent=latent), counting.ratio, noisy_without_errors, steps))
+        print(f"coverage seed {seed}: " + " | ".join(
+            f"{name} map {r[-1]['map']:.3f} prospective {r[-1]['prospective']:.3f} R2 {r[-1]['r2']:.2f}" for name, r in runs.items()), flush=True)
+
+    def average(name: str, key: str) -> float:
+        return round(mean(r[key] for r in runs[name]), 3)
+
+    return {
+        "coverage95_at_400": average("clean", "map"),
+        "coverage95_noisy_at_400": average("noisy", "map"),
+        "prospective_coverage95_at_400": average("clean", "prospective"),
+        "prospective_coverage95_noisy_at_400": average("noisy", "prospective"),
+        "coverage95_noisy_without_errors_at_400": average("noisy_without_errors", "map"),
+        "prospective_coverage95_noisy_without_errors_at_400": average("noisy_without_errors", "prospective"),
+        "map_r2_clean_at_400": average("clean", "r2"),
+        "map_r2_noisy_at_400": average("noisy", "r2"),
+        "coverage_seeds": len(seeds),
+        "coverage_per_seed": {name: [round(r["map"], 3) for r in runs[name]] for name in runs},
+        "coverage_wall_s": round(time.perf_counter() - wall, 1),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+    }
+
+
+def scaling_in_fresh_process(args: argparse.Namespace) -> dict[str, typing.Any]:
+    """``--scaling`` in a new interpreter, so its resident memory is the soak's, not that of the runs before it."""
+    command = [sys.executable, os.path.abspath(__file__), "--scaling", "--threads", str(args.threads),
+               "--acquisition", args.acquisition, "--soak-steps", str(args.soak_steps)]
+    finished = subprocess.run(command, capture_output=True, text=True, check=True)
+    print(finished.stdout, end="", flush=True)
+    return typing.cast(dict[str, typing.Any], json.loads(finished.stdout.strip().splitlines()[-1]))
+
+
 def main(argv: list[str] | None = None) -> dict[str, typing.Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     parser.add_argument("--threads", type=int, default=1, help="torch threads; 1 is fastest for these small problems on 2 shared cores")
     parser.add_argument("--acquisition", default="thompson", choices=["thompson", "log_ei", "ucb", "max_uncertainty"])
+    parser.add_argument("--scaling", action="store_true", help="only step latency and the long soak (step time and memory)")
+    parser.add_argument("--soak-steps", type=int, default=5000, help="measurements in the soak")
+    parser.add_argument("--coverage", action="store_true", help="only 95%% interval coverage at 400 points, clean and noisy property")
+    parser.add_argument("--coverage-seeds", type=int, default=4, help="seeds for --coverage")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.scaling or args.coverage:
+        summary: dict[str, typing.Any] = {}
+        if args.scaling:
+            summary.update(scaling(args))
+        if args.coverage:
+            summary.update(coverage(args))
+        print(json.dumps(summary))
+        return summary
     wall = time.perf_counter()
 
     seeds = list(range(100, 103)) if args.quick else list(range(100, 110))
@@ -257,7 +464,7 @@ def main(argv: list[str] | None = None) -> dict[str, typing.Any]:
     # The GP-on-PCA baseline is reported with whichever acquisition served it better.
     gp_pca_recall = {name: mean(collect(name, "top1_recall", d)) for name in ("gp_pca", "gp_pca_log_ei")}
     strongest_gp_pca = max(gp_pca_recall, key=lambda name: gp_pca_recall[name])
-    summary: dict[str, typing.Any] = {
+    summary = {
         "median_step_ms_at_400": round(median_at_400, 2),
         "best_found_frac_at_100": round(mean(collect("dkl", "best_found_frac", d)), 3),
         "random_best_found_frac_at_100": round(mean(collect("random", "best_found_frac", d)), 3),
@@ -307,6 +514,11 @@ def main(argv: list[str] | None = None) -> dict[str, typing.Any]:
         "quick": args.quick,
         "wall_s": round(time.perf_counter() - wall, 1),
     }
+    if not args.quick:
+        # The long soak and the clean/noisy coverage runs (also on their own with --scaling, --coverage).
+        summary.update({k: v for k, v in scaling_in_fresh_process(args).items() if k not in summary})
+        summary.update({k: v for k, v in coverage(args).items() if k not in summary})
+        summary["wall_s"] = round(time.perf_counter() - wall, 1)
     print(f"DKL: best/true-max {summary['best_found_frac_at_100']}, top-1% hit in {summary['seeds_hit_top1_at_100']}/{len(seeds)} seeds, recall {summary['top1_recall_at_100']}")
     print(f"DKL ablations: log-EI recall {summary['dkl_log_ei_top1_recall_at_100']}, trainable 8-D head recall {summary['dkl_head8_top1_recall_at_100']}")
     print(f"GP-on-PCA: recall {summary['gp_pca_thompson_top1_recall_at_100']} with Thompson, {summary['gp_pca_log_ei_top1_recall_at_100']} with log-EI; random: best {summary['random_best_found_frac_at_100']}, hit in {summary['random_seeds_hit_top1_at_100']}/{len(seeds)}")

@@ -78,7 +78,7 @@ def ensemble_finder(ens: ensemble.Ensemble) -> typing.Callable[[_NDArray], tuple
     fitted = atoms.UncertaintyCalibration.from_dict(calibration_data) if calibration_data else None
 
     def find(image: _NDArray) -> tuple[_NDArray, _NDArray]:
-        result = atoms.extract_atoms(ens.member_probabilities(image), ens.class_names, calibration=fitted)
+        result = atoms.atoms_from_maps(ens.probability_maps(image), ens.class_names, calibration=fitted)
         return result.positions, result.classes
 
     return find
@@ -128,9 +128,9 @@ def time_frame(ens: ensemble.Ensemble, image: _NDArray, repeats: int) -> dict[st
     for _ in range(repeats + 1):
         cpu_started = time.process_time()
         started = time.perf_counter()
-        probabilities = ens.member_probabilities(image)
+        maps = ens.probability_maps(image)
         mid = time.perf_counter()
-        atoms.extract_atoms(probabilities, ens.class_names)
+        atoms.atoms_from_maps(maps, ens.class_names)
         done = time.perf_counter()
         network_times.append(mid - started)
         total_times.append(done - started)
@@ -218,6 +218,8 @@ def sampling_report(ens: ensemble.Ensemble, quick: bool) -> dict[str, typing.Any
         "false_columns_without_lattice_check": columns_unchecked,
     }
     repeats = 2 if quick else 5
+    # The machine may be shared; the load average just before timing says how much to trust it.
+    report["timing_load_average_1min"] = round(os.getloadavg()[0], 2)
     for size, pixel_size_nm, key in ((1024, 0.012, "frame_ms_1024"), (512, 0.012, "frame_ms_512"), (1024, 0.02, "frame_ms_1024_resampled_x1.67")):
         image, _, _ = twin_frame(pixel_size_nm * 10.0, size * pixel_size_nm, 0)
         times = []

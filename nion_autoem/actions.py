@@ -30,6 +30,7 @@ import math
 import typing
 
 from nion_autoem.geometry import ScanFrame
+from nion_autoem.instrument import DropAlarm
 from nion_autoem.instrument import Measurement
 from nion_autoem.instrument import Microscope
 from nion_autoem.instrument import Position
@@ -243,13 +244,28 @@ class ParkProbe(_ActionBase):
 
 @dataclasses.dataclass(frozen=True)
 class Dwell(_ActionBase):
-    """Hold the probe at a position and record an ADF trace of ``samples`` samples."""
+    """Hold the probe at a position and record an ADF trace of up to ``samples`` samples.
+
+    With ``until`` (a :class:`~nion_autoem.instrument.DropAlarm`) the
+    instrument watches the counts sample by sample and takes the beam off
+    within ``until.within_samples`` samples of the alarm, so the trace (and
+    the dose counted) may be shorter than ``samples``; the planned dwell and
+    dose are the most it can take.
+
+    Examples
+    --------
+    >>> from nion_autoem.instrument import DropAlarm
+    >>> d = Dwell((0.0, 0.1), 200, 100.0, until=DropAlarm(3000.0, 2000.0, 15.0))
+    >>> action_from_dict(action_to_dict(d)) == d
+    True
+    """
 
     position_nm: Position | None
     samples: int
     sample_time_us: float
     channel: ScanChannel = "HAADF"
     label: str = "dwell"
+    until: DropAlarm | None = None
 
     kind: typing.ClassVar[str] = "dwell"
     delivers_dose: typing.ClassVar[bool] = True
@@ -261,6 +277,8 @@ class Dwell(_ActionBase):
         _finite("sample_time_us", self.sample_time_us, action=self.label)
         if self.channel not in SCAN_CHANNELS:
             raise ValueError(f"{self.label}: channel must be one of {SCAN_CHANNELS}, got {self.channel!r}")
+        if self.until is not None and not isinstance(self.until, DropAlarm):
+            raise ValueError(f"{self.label}: until must be a DropAlarm (when to stop the dwell) or None, got {self.until!r}")
 
     def check(self, microscope: Microscope) -> None:
         if self.position_nm is not None:
@@ -269,6 +287,8 @@ class Dwell(_ActionBase):
     def perform(self, microscope: Microscope) -> Measurement:
         if self.position_nm is not None:
             microscope.park_probe(self.position_nm)
+        if self.until is not None:
+            return microscope.adf_trace_until(self.samples, self.sample_time_us, self.until, channel=self.channel)
         return microscope.adf_trace(self.samples, self.sample_time_us, channel=self.channel)
 
     def planned_dwell_s(self, microscope: Microscope) -> float:
@@ -383,7 +403,7 @@ def action_to_dict(action: Action) -> dict[str, typing.Any]:
     d: dict[str, typing.Any] = {"kind": action.kind}
     for field in dataclasses.fields(action):
         value = getattr(action, field.name)
-        if isinstance(value, ScanFrame):
+        if isinstance(value, (ScanFrame, DropAlarm)):
             value = value.to_dict()
         elif isinstance(value, tuple):
             value = [list(v) if isinstance(v, tuple) else v for v in value]
@@ -411,6 +431,8 @@ def action_from_dict(d: typing.Mapping[str, typing.Any]) -> Action:
     kwargs = {k: v for k, v in d.items() if k != "kind"}
     if kwargs.get("frame") is not None:
         kwargs["frame"] = ScanFrame.from_dict(kwargs["frame"])
+    if kwargs.get("until") is not None:
+        kwargs["until"] = DropAlarm.from_dict(kwargs["until"])
     for key in ("channels", "shape", "position_nm"):
         if kwargs.get(key) is not None:
             kwargs[key] = tuple(kwargs[key])

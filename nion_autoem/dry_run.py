@@ -29,11 +29,13 @@ import numpy.typing
 
 from nion_autoem import xdata as xdata_builders
 from nion_autoem.geometry import ScanFrame
+from nion_autoem.instrument import DropAlarm
 from nion_autoem.instrument import Measurement
 from nion_autoem.instrument import Microscope
 from nion_autoem.instrument import OutOfFieldError
 from nion_autoem.instrument import Position
 from nion_autoem.instrument import StageLimits
+from nion_autoem.instrument import cut_at_alarm
 from nion_autoem.plan import Plan
 from nion_autoem.runner import Budget
 from nion_autoem.runner import ExperimentRunner
@@ -130,6 +132,17 @@ class PlanningMicroscope:
         trace[samples // 2:] = 500.0  # an event half-way, so a plan that waits for one moves on
         data = {channel: xdata_builders.trace_xdata(trace, sample_time_us, channel=channel)}
         return self.__noted(Measurement.of(data, "adf_trace", dwell_s=samples * sample_time_us * 1e-6, beam_current_A=self.__current,
+                                           blanked=self.__blanked, position_nm=self.__probe))
+
+    def adf_trace_until(self, samples: int, sample_time_us: float, until: DropAlarm, *, channel: str = "HAADF") -> Measurement:
+        """The placeholder trace cut where ``until`` fires on it: the ledger counts only the samples dwelt."""
+        if not isinstance(until, DropAlarm):
+            raise TypeError(f"until must be a DropAlarm, got {type(until).__name__}")
+        trace = numpy.full(samples, 1000.0)
+        trace[samples // 2:] = 500.0
+        kept = cut_at_alarm(trace, until)
+        data = {channel: xdata_builders.trace_xdata(kept, sample_time_us, channel=channel)}
+        return self.__noted(Measurement.of(data, "adf_trace", dwell_s=len(kept) * sample_time_us * 1e-6, beam_current_A=self.__current,
                                            blanked=self.__blanked, position_nm=self.__probe))
 
     def __noted(self, measurement: Measurement) -> Measurement:

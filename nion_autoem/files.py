@@ -9,8 +9,18 @@ in eV.  Swift's own ``.ndata`` (zip of ``data.npy`` and ``metadata.json``) and
 directly.
 
 Navigation axes become collection dimensions and signal axes datum
-dimensions.  What the file said (path, reader, original units, its metadata)
+dimensions; a stack over time (a first navigation axis in s) becomes a
+sequence.  A DigitalMicrograph spectrum image, which the file stores energy
+first, comes back as (rows, cols, energy).  What the file said (path,
+reader, original units, its metadata with the acquisition details RosettaSciIO
+maps out of the file's own tags, e.g. ``Acquisition_instrument.TEM.dwell_time``)
 is kept under ``metadata["nion_autoem"]["file"]``.
+
+A Velox EMD file may hold several signals (e.g. a HAADF image and an EDS
+spectrum image): pick one with ``signal=`` (its title or index); the errors
+list the titles it holds.  Velox spectrum images need the optional package
+``sparse``; without it the file's images are still read, and asking for its
+spectrum image says what to install.
 
 Every failure is a ``FileNotFoundError`` or ``ValueError`` that names the
 file and what is wrong with it.
@@ -18,10 +28,13 @@ file and what is wrong with it.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import pathlib
+import re
 import typing
+import warnings
 import zipfile
 
 import numpy
@@ -40,6 +53,8 @@ UNIT_CONVERSIONS: typing.Mapping[str, tuple[str, float]] = {
     "1/pm": ("1/nm", 1e3), "1/um": ("1/nm", 1e-3), "1/\u00b5m": ("1/nm", 1e-3), "1/\u03bcm": ("1/nm", 1e-3), "1/m": ("1/nm", 1e-9),
     "eV": ("eV", 1.0), "meV": ("eV", 1e-3), "keV": ("eV", 1e3),
 }
+#: Units of a stack's time axis (a first navigation axis in these makes the data a sequence).
+TIME_UNITS = frozenset({"s", "ms", "us", "\u00b5s", "\u03bcs", "ns"})
 #: Units that count as a spatial or energy calibration.
 CALIBRATED_UNITS = frozenset({"nm", "1/nm", "eV", "mrad", "rad", "s", "ms", "us", "µs"})
 #: Formats read directly rather than through RosettaSciIO.
@@ -76,45 +91,89 @@ def read_file(path: PathLike, *, signal: int | str | None = None, require_calibr
         If the extension is unknown, the file is truncated, corrupt or of
         another kind, ``signal`` names no signal in it, or it is uncalibrated.
     """
-    signals = read_signals(path)
+    if signal is not None and not isinstance(signal, str) and (not isinstance(signal, int) or isinstance(signal, bool)):
+        raise TypeError(f"signal must be an index, a title or None, got {signal!r}")
     file = pathlib.Path(path)
+    signals, not_read = _read_all(file)
     titles = [_title(x) for x in signals]
+    unread = f"; not read: {'; '.join(not_read)}" if not_read else ""
     if signal is None:
         chosen = signals[0]
+        if not_read:
+            warnings.warn(f"{file}: took its first signal {titles[0]!r}; not read: {'; '.join(not_read)}", stacklevel=2)
     elif isinstance(signal, str):
         if signal not in titles:
-            raise ValueError(f"{file}: no signal titled {signal!r}; it holds {titles}")
+            raise ValueError(f"{file}: no signal titled {signal!r}; it holds {titles}{unread}")
         chosen = signals[titles.index(signal)]
-    elif isinstance(signal, int) and not isinstance(signal, bool):
-        if not -len(signals) <= signal < len(signals):
-            raise ValueError(f"{file}: signal index {signal} is out of range; it holds {len(signals)} signal(s): {titles}")
-        chosen = signals[signal]
     else:
-        raise TypeError(f"signal must be an index, a title or None, got {signal!r}")
+        if not -len(signals) <= signal < len(signals):
+            raise ValueError(f"{file}: signal index {signal} is out of range; it holds {len(signals)} signal(s): {titles}{unread}")
+        chosen = signals[signal]
     if require_calibration:
         check_calibrated(chosen, file)
     return chosen
 
 
 def read_signals(path: PathLike) -> list[DataAndMetadata.DataAndMetadata]:
-    """Every signal in ``path`` as calibrated niondata, in the file's order (no calibration check)."""
+    """Every signal in ``path`` as calibrated niondata, in the file's order (no calibration check).
+
+    Where part of the file cannot be read (a Velox spectrum image without the
+    ``sparse`` package) the rest comes back with a warning, and each signal's
+    ``metadata["nion_autoem"]["file"]["not_read"]`` says what was left out.
+    """
     file = pathlib.Path(path)
+    signals, not_read = _read_all(file)
+    if not_read:
+        warnings.warn(f"{file}: not read: {'; '.join(not_read)}", stacklevel=2)
+    return signals
+
+
+def calibration_units(units: str) -> tuple[str, float]:
+    """The project's units for ``units`` as a file spells them, and the factor scale and offset are multiplied by.
+
+    Spaces and the ``^-1`` spelling of reciprocal units are forgiven; units
+    the project does not convert come back as they are, with factor 1.
+
+    >>> calibration_units("\u00b5m")
+    ('nm', 1000.0)
+    >>> calibration_units("1 / \u00c5")
+    ('1/nm', 10.0)
+    >>> calibration_units("nm^-1")
+    ('1/nm', 1.0)
+    >>> calibration_units("keV")
+    ('eV', 1000.0)
+    >>> calibration_units("mrad")
+    ('mrad', 1.0)
+    """
+    units = _units(units)
+    if units in UNIT_CONVERSIONS:
+        return UNIT_CONVERSIONS[units]
+    compact = "".join(units.split())
+    for reciprocal in ("^-1", "\u207b\u00b9", "-1"):
+        if compact.endswith(reciprocal) and not compact.startswith("1/"):
+            compact = "1/" + compact[: -len(reciprocal)]
+            break
+    return UNIT_CONVERSIONS.get(compact, (units, 1.0))
+
+
+def _read_all(file: pathlib.Path) -> tuple[list[DataAndMetadata.DataAndMetadata], list[str]]:
+    """The signals of ``file`` and what of it could not be read."""
     if not file.exists():
         raise FileNotFoundError(f"{file}: no such file")
     if not file.is_file():
         raise ValueError(f"{file}: is not a file")
     extension = file.suffix.lower().lstrip(".")
     if extension == "ndata":
-        return [_read_swift_ndata(file)]
+        return [_read_swift_ndata(file)], []
     if extension == "h5":
-        return [_read_swift_h5(file)]
+        return [_read_swift_h5(file)], []
     plugin = _plugins_by_extension().get(extension)
     if plugin is None:
         raise ValueError(f"{file}: unknown file extension {file.suffix!r}; supported: {', '.join(supported_extensions())}")
-    dictionaries = _call_reader(plugin, file)
+    dictionaries, not_read = _call_reader(plugin, file)
     if not dictionaries:
         raise ValueError(f"{file}: the {plugin['name']} reader found no data in it")
-    return [_from_rsciio(d, file, str(plugin["name"]), index) for index, d in enumerate(dictionaries)]
+    return [_from_rsciio(d, file, str(plugin["name"]), index, not_read) for index, d in enumerate(dictionaries)], not_read
 
 
 def check_calibrated(xdata: DataAndMetadata.DataAndMetadata, file: PathLike) -> None:
@@ -151,23 +210,63 @@ def _plugins_by_extension() -> dict[str, dict[str, typing.Any]]:
     return result
 
 
-def _call_reader(plugin: typing.Mapping[str, typing.Any], file: pathlib.Path) -> list[dict[str, typing.Any]]:
-    import importlib
+def _call_reader(plugin: typing.Mapping[str, typing.Any], file: pathlib.Path) -> tuple[list[dict[str, typing.Any]], list[str]]:
+    """RosettaSciIO's dictionaries for ``file``, read now, and what of the file could not be read."""
     module = importlib.import_module(str(plugin["api"]))
     try:
-        result = module.file_reader(str(file), lazy=False)
-        dictionaries = typing.cast(list[dict[str, typing.Any]], list(result))
-        for d in dictionaries:  # force the read now so a truncated file fails here, not later
-            d["data"] = numpy.array(d["data"])
+        dictionaries = _materialised(module.file_reader(str(file), lazy=False))
     except MemoryError:
         raise
+    except ImportError as error:  # an optional package the reader needs for this file (Velox spectrum images: sparse)
+        package = _missing_package(error)
+        needs = (f"the {plugin['name']} reader needs the Python package {package!r} for it, which is not installed (pip install {package})" if package
+                 else f"the {plugin['name']} reader needs a Python package that is not installed")
+        images = _velox_images(file) if plugin["name"] == "EMD" else []
+        if not images:
+            raise ValueError(f"{file}: {needs}: {error}") from error
+        return images, [f"its spectrum image(s): {needs}"]
     except Exception as error:
         raise ValueError(f"{file}: cannot be read as a {plugin['name']} file (truncated, corrupt or another kind of file?): "
                          f"{type(error).__name__}: {error}") from error
+    return dictionaries, []
+
+
+def _materialised(result: typing.Any) -> list[dict[str, typing.Any]]:
+    dictionaries = typing.cast(list[dict[str, typing.Any]], list(result))
+    for d in dictionaries:  # force the read now so a truncated file fails here, not later
+        d["data"] = numpy.array(d["data"])
     return dictionaries
 
 
-def _from_rsciio(d: typing.Mapping[str, typing.Any], file: pathlib.Path, reader: str, index: int) -> DataAndMetadata.DataAndMetadata:
+def _missing_package(error: ImportError) -> str:
+    if error.name:
+        return error.name.split(".")[0]
+    quoted = re.search(r"'([A-Za-z0-9_.\-]+)'", str(error))
+    return quoted.group(1) if quoted else ""
+
+
+def _velox_images(file: pathlib.Path) -> list[dict[str, typing.Any]]:
+    """The images of a Velox file whose spectrum image needs a package that is missing ([] if that fails).
+
+    RosettaSciIO reads a Velox file's images before it turns to the
+    spectrum stream (and gives up for want of ``sparse``); its reader object
+    keeps what it read.
+    """
+    try:
+        import h5py
+        from rsciio.emd._emd_velox import FeiEMDReader
+        reader = FeiEMDReader(select_type="images", lazy=False)
+        with h5py.File(file, "r") as h5:
+            try:
+                reader.read_file(h5)
+            except ImportError:
+                pass
+            return _materialised(reader.dictionaries)
+    except Exception:  # RosettaSciIO internals changed, or not a Velox file: the caller reports the missing package
+        return []
+
+
+def _from_rsciio(d: typing.Mapping[str, typing.Any], file: pathlib.Path, reader: str, index: int, not_read: typing.Sequence[str] = ()) -> DataAndMetadata.DataAndMetadata:
     data = numpy.asarray(d["data"])
     listed = [dict(a) for a in d.get("axes", [])]
     axes = [a for _, a in sorted(enumerate(listed), key=lambda pair: int(pair[1].get("index_in_array", pair[0])))]
@@ -175,7 +274,11 @@ def _from_rsciio(d: typing.Mapping[str, typing.Any], file: pathlib.Path, reader:
         raise ValueError(f"{file}: signal {index} has {data.ndim} dimensions but the {reader} reader describes {len(axes)} axes")
     if data.dtype.kind not in "biufc":
         raise ValueError(f"{file}: signal {index} holds {data.dtype} data (e.g. RGB); only numeric data can be used")
-    metadata = dict(d.get("metadata") or {})
+    shaped = _PostProcess(data, axes)
+    skipped = shaped.run(d.get("post_process") or [])
+    data, axes = shaped.data, shaped.axes
+    original_metadata = d.get("original_metadata") or {}
+    metadata = _mapped_metadata(dict(d.get("metadata") or {}), original_metadata, d.get("mapping") or {})
     navigate = [bool(a.get("navigate", False)) for a in axes]
     if not any(navigate):
         navigate = _guess_navigation(axes)
@@ -189,28 +292,130 @@ def _from_rsciio(d: typing.Mapping[str, typing.Any], file: pathlib.Path, reader:
         n_nav, n_datum = n_nav - 1, 1
     if n_datum > 2 or n_nav > 3:
         raise ValueError(f"{file}: signal {index} has {n_nav} navigation and {n_datum} signal axes; at most 3 navigation and 2 signal axes can be used")
-    is_sequence = n_nav == 3
     calibrations = []
     original_units = []
     for axis in axes:
         units = _units(axis.get("units"))
         original_units.append(units)
         scale, offset = float(axis.get("scale", 1.0) or 1.0), float(axis.get("offset", 0.0) or 0.0)
-        new_units, factor = UNIT_CONVERSIONS.get(units, (units, 1.0))
+        new_units, factor = calibration_units(units)
         calibrations.append(Calibration.Calibration(offset * factor, scale * factor, new_units))
+    # three navigation axes, or a first one in time (a Velox / DM stack of frames), make a sequence
+    is_sequence = n_nav == 3 or (n_nav >= 1 and calibrations[0].units in TIME_UNITS)
     descriptor = DataAndMetadata.DataDescriptor(is_sequence, n_nav - (1 if is_sequence else 0), n_datum)
     record = {"path": str(file.resolve()), "reader": reader, "signal_index": index, "title": _nested(metadata, "General", "title") or "",
               "signal_type": _nested(metadata, "Signal", "signal_type") or "", "axis_names": [str(a.get("name", "")) for a in axes],
-              "original_units": original_units, "metadata": _jsonable(metadata), "original_metadata": _jsonable(d.get("original_metadata") or {})}
+              "original_units": original_units, "metadata": _jsonable(metadata), "original_metadata": _jsonable(original_metadata)}
+    if skipped:
+        record["post_process_skipped"] = skipped
+    if not_read:
+        record["not_read"] = list(not_read)
     return DataAndMetadata.new_data_and_metadata(data, intensity_calibration=Calibration.Calibration(units=_intensity_units(metadata)),
                                                  dimensional_calibrations=calibrations, data_descriptor=descriptor,
                                                  metadata={"nion_autoem": {"file": record}})
 
 
+class _PostProcess:
+    """Stands in for the HyperSpy signal that a reader's ``post_process`` steps are handed.
+
+    The DigitalMicrograph reader hands back a spectrum image as stored, energy
+    axis first and flagged as navigation, and asks for ``to_signal1D()``
+    (the first array axis becomes the only signal axis) and ``squeeze()``.
+    Steps asking for anything else are skipped and listed.
+    """
+
+    def __init__(self, data: _NDArray, axes: list[dict[str, typing.Any]]) -> None:
+        self.data = data
+        self.axes = axes
+
+    def run(self, steps: typing.Iterable[typing.Any]) -> list[str]:
+        skipped = []
+        for step in steps:
+            try:
+                step(self)
+            except Exception as error:  # a step needing more of a HyperSpy signal than this stand-in has: skipped and listed
+                skipped.append(f"{getattr(step, '__qualname__', step)}: {type(error).__name__}: {error}")
+        return skipped
+
+    def to_signal1D(self, optimize: bool = True) -> _PostProcess:  # HyperSpy's name and signature
+        for i, axis in enumerate(self.axes):
+            axis["navigate"] = i != 0
+        return self
+
+    def squeeze(self) -> _PostProcess:
+        keep = [i for i, n in enumerate(self.data.shape) if n != 1]
+        if keep and len(keep) < self.data.ndim:
+            self.data = self.data.reshape([self.data.shape[i] for i in keep])
+            self.axes = [self.axes[i] for i in keep]
+        return self
+
+
+_MISSING = object()
+
+
+def _mapped_metadata(metadata: dict[str, typing.Any], original: typing.Mapping[str, typing.Any], mapping: typing.Mapping[str, typing.Any]) -> dict[str, typing.Any]:
+    """``metadata`` with the reader's ``mapping`` applied, as HyperSpy does: ``{path in original: (path in metadata, convert or None)}``.
+
+    This is where RosettaSciIO puts beam energy, dwell time, magnification and
+    the like; a tag missing from the file, or one its converter cannot take,
+    is left out.
+    """
+    for source, target in mapping.items():
+        try:
+            target_path, convert = target
+        except (TypeError, ValueError):
+            continue
+        value = _lookup(original, str(source))
+        if value is _MISSING:
+            continue
+        if convert is not None:
+            try:
+                value = convert(_box(value))
+            except Exception:  # the reader's converter refused this file's tag: leave it out, as HyperSpy would fail to map it
+                continue
+        if value is not None:
+            _set_nested(metadata, str(target_path).split("."), value)
+    return metadata
+
+
+def _lookup(mapping: typing.Mapping[str, typing.Any], path: str) -> typing.Any:
+    value: typing.Any = mapping
+    for key in path.split("."):
+        if not isinstance(value, typing.Mapping):
+            return _MISSING
+        if key not in value:
+            alike = [k for k in value if str(k).replace(" ", "_") == key.replace(" ", "_")]
+            if not alike:
+                return _MISSING
+            key = alike[0]
+        value = value[key]
+    return value
+
+
+def _box(value: typing.Any) -> typing.Any:
+    """A tag group as the dotted-access ``Box`` RosettaSciIO's converters expect; other values as they are."""
+    if not isinstance(value, typing.Mapping):
+        return value
+    try:
+        from box import Box
+        return Box(value, box_dots=True)
+    except Exception:  # a tag group Box cannot hold (e.g. keys with dots): the converter gets the plain dict
+        return value
+
+
+def _set_nested(mapping: dict[str, typing.Any], keys: typing.Sequence[str], value: typing.Any) -> None:
+    for key in keys[:-1]:
+        child = mapping.get(key)
+        if not isinstance(child, dict):
+            child = mapping[key] = {}
+        mapping = child
+    mapping[keys[-1]] = value
+
+
 def _guess_navigation(axes: typing.Sequence[typing.Mapping[str, typing.Any]]) -> list[bool]:
     """Navigation flags for readers that leave them all False (e.g. NCEM EMD): a spectrum image ends in an energy axis, a 4D dataset in two detector axes."""
     n = len(axes)
-    last_units = UNIT_CONVERSIONS.get(_units(axes[-1].get("units")), ("", 1.0))[0] if n else ""
+    last_units = calibration_units(_units(axes[-1].get("units")))[0] if n else ""
     if n >= 2 and last_units == "eV":
         return [True] * (n - 1) + [False]
     if n >= 3:
@@ -310,7 +515,7 @@ def _swift_calibration(value: object, file: pathlib.Path, what: str) -> tuple[Ca
     if not isinstance(value, typing.Mapping):
         raise ValueError(f"{file}: Swift {what} must be {{offset, scale, units}}, got {value!r}")
     units = _units(value.get("units"))
-    new_units, factor = UNIT_CONVERSIONS.get(units, (units, 1.0))
+    new_units, factor = calibration_units(units)
     try:
         offset, scale = float(value.get("offset", 0.0)), float(value.get("scale", 1.0))
     except (TypeError, ValueError) as error:

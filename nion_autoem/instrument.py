@@ -17,6 +17,8 @@ import dataclasses
 import math
 import typing
 
+import numpy
+import numpy.typing
 from nion.data import DataAndMetadata
 
 from nion_autoem.geometry import ScanFrame
@@ -117,6 +119,118 @@ def electrons(beam_current_A: float, dwell_s: float) -> float:
     return beam_current_A * dwell_s / ELEMENTARY_CHARGE_C
 
 
+#: Metadata key under which an instrument that keeps its own time (a simulator's clock) stamps each acquisition: ``[start_s, end_s]``.
+ACQUISITION_CLOCK_KEY = "acquisition_clock_s"
+
+
+def acquisition_time_s(measurement: Measurement) -> float:
+    """When ``measurement`` ended, on the instrument's own clock if it stamped one, else on the wall clock.
+
+    Drift is a function of the sample's time.  A simulator whose sample only
+    moves while the beam is on stamps its acquisitions with that time
+    (:data:`ACQUISITION_CLOCK_KEY` in the data's metadata, which the journal
+    keeps), so a drift model fitted to it repeats run after run; a real
+    instrument has no such stamp and the wall clock is the sample's clock.
+
+    Examples
+    --------
+    >>> from nion_autoem import xdata
+    >>> import numpy
+    >>> trace = xdata.trace_xdata(numpy.ones(3), 100.0, metadata={ACQUISITION_CLOCK_KEY: [1.5, 1.5003]})
+    >>> acquisition_time_s(Measurement({"HAADF": trace}, "adf_trace", started_at=1e9, duration_s=0.02))
+    1.5003
+    >>> acquisition_time_s(Measurement({}, "none", started_at=100.0, duration_s=0.5))
+    100.5
+    """
+    for xdata in measurement.data.values():
+        stamp = xdata.metadata.get(ACQUISITION_CLOCK_KEY)
+        if isinstance(stamp, (list, tuple)) and len(stamp) == 2:
+            return float(stamp[1])
+    return measurement.started_at + measurement.duration_s
+
+
+@dataclasses.dataclass(frozen=True)
+class DropAlarm:
+    """When a parked-probe trace should stop: a Poisson CUSUM for a drop in counts, evaluated sample by sample.
+
+    A :class:`~nion_autoem.actions.Dwell` that carries one asks the instrument
+    for :meth:`Microscope.adf_trace_until`: the beam stays on until the
+    statistic ``W[n] = max(0, W[n-1] + z[n])`` first reaches ``threshold``
+    (``z = x log(rate_after / rate_before) + rate_before - rate_after`` for a
+    sample of ``x`` counts), and the instrument may dwell at most
+    ``within_samples`` samples past that sample.
+
+    Parameters
+    ----------
+    rate_before, rate_after : float
+        Expected counts per sample before and after the change (``0 < rate_after < rate_before``).
+    threshold : float
+        Alarm threshold in nats.
+    statistic : float
+        The statistic carried over from the previous trace on the same column (>= 0).
+    within_samples : int
+        Samples the instrument may still dwell after the alarm sample (0 to 3).
+
+    Examples
+    --------
+    >>> alarm = DropAlarm(400.0, 250.0, 12.0)
+    >>> alarm.first_alarm([400, 410, 395, 402, 250, 240, 260])
+    4
+    >>> alarm.first_alarm([400, 410, 395]) is None
+    True
+    >>> DropAlarm.from_dict(alarm.to_dict()) == alarm
+    True
+    """
+
+    rate_before: float
+    rate_after: float
+    threshold: float
+    statistic: float = 0.0
+    within_samples: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("rate_before", "rate_after", "threshold", "statistic"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"drop alarm: {name} must be a finite number, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if not 0.0 < self.rate_after < self.rate_before:
+            raise ValueError(f"drop alarm: need 0 < rate_after < rate_before (counts per sample, a drop), got {self.rate_before!r} and {self.rate_after!r}")
+        if self.threshold <= 0 or self.statistic < 0:
+            raise ValueError(f"drop alarm: threshold must be > 0 and statistic >= 0 nats, got {self.threshold!r} and {self.statistic!r}")
+        if isinstance(self.within_samples, bool) or not isinstance(self.within_samples, int) or not 0 <= self.within_samples <= 3:
+            raise ValueError(f"drop alarm: within_samples must be a whole number of samples from 0 to 3, got {self.within_samples!r}")
+
+    def statistics(self, counts: typing.Any, start: float | None = None) -> numpy.typing.NDArray[numpy.float64]:
+        """The CUSUM statistic after each sample of ``counts``, starting from ``start`` (default :attr:`statistic`)."""
+        x = numpy.asarray(counts, dtype=float).reshape(-1)
+        slope, offset = math.log(self.rate_after / self.rate_before), self.rate_before - self.rate_after
+        # Lindley's identity, as nion_autoem_targeting.PoissonCusum computes it, so both agree sample for sample.
+        c = numpy.cumsum(x * slope + offset)
+        c += self.statistic if start is None else start
+        w: numpy.typing.NDArray[numpy.float64] = c - numpy.minimum(numpy.minimum.accumulate(c), 0.0)
+        return w
+
+    def first_alarm(self, counts: typing.Any, start: float | None = None) -> int | None:
+        """Index of the first sample of ``counts`` at which the statistic reaches the threshold, or None."""
+        crossed = numpy.flatnonzero(self.statistics(counts, start) >= self.threshold)
+        return int(crossed[0]) if crossed.size else None
+
+    def to_dict(self) -> dict[str, typing.Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: typing.Mapping[str, typing.Any]) -> DropAlarm:
+        return cls(**{k: d[k] for k in ("rate_before", "rate_after", "threshold", "statistic", "within_samples") if k in d})
+
+
+def cut_at_alarm(trace: typing.Any, until: DropAlarm) -> numpy.typing.NDArray[numpy.float64]:
+    """The samples an instrument that stops the moment ``until`` fires has dwelt: ``trace`` up to and including the alarm sample."""
+    x = numpy.asarray(trace, dtype=float).reshape(-1)
+    alarm = until.first_alarm(x)
+    return x if alarm is None else x[: alarm + 1]
+
+
 class Microscope(typing.Protocol):
     """What an experiment may ask of a STEM.
 
@@ -178,6 +292,14 @@ class Microscope(typing.Protocol):
 
     def adf_trace(self, samples: int, sample_time_us: float, *, channel: str = "HAADF") -> Measurement:
         """A time trace of the ADF signal with the probe parked where it is."""
+        ...
+
+    def adf_trace_until(self, samples: int, sample_time_us: float, until: DropAlarm, *, channel: str = "HAADF") -> Measurement:
+        """Like :meth:`adf_trace`, but the beam leaves the sample within ``until.within_samples`` samples of the alarm.
+
+        The trace holds only the samples dwelt, and the measurement's dwell
+        and dose count only those.
+        """
         ...
 
     def blank(self) -> None:

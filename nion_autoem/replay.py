@@ -27,11 +27,13 @@ from nion.data import DataAndMetadata
 
 from nion_autoem import xdata as xdata_builders
 from nion_autoem.geometry import ScanFrame
+from nion_autoem.instrument import DropAlarm
 from nion_autoem.instrument import InstrumentError
 from nion_autoem.instrument import Measurement
 from nion_autoem.instrument import OutOfFieldError
 from nion_autoem.instrument import Position
 from nion_autoem.instrument import StageLimits
+from nion_autoem.instrument import cut_at_alarm
 
 _NDArray = numpy.typing.NDArray[typing.Any]
 
@@ -391,6 +393,17 @@ class ReplayMicroscope:
         return Measurement.of({channel: xdata_builders.trace_xdata(trace, sample_time_us, channel=channel)}, "adf_trace",
                               dwell_s=samples * sample_time_us * 1e-6, beam_current_A=self.__beam_current_A, blanked=self.__blanked,
                               position_nm=self.__probe, started_at=time.time())
+
+    def adf_trace_until(self, samples: int, sample_time_us: float, until: DropAlarm, *, channel: str = "HAADF") -> Measurement:
+        """A recorded-level trace that stops at the sample where ``until`` fires; dwell and dose count only the samples kept."""
+        if not isinstance(until, DropAlarm):
+            raise TypeError(f"until must be a DropAlarm, got {type(until).__name__}")
+        full = self.adf_trace(samples, sample_time_us, channel=channel)
+        trace = cut_at_alarm(full.xdata.data, until)
+        return Measurement.of({channel: xdata_builders.trace_xdata(trace, sample_time_us, channel=channel,
+                                                                   metadata={"samples_asked": int(samples), "stopped_at_alarm": len(trace) < samples})},
+                              "adf_trace", dwell_s=len(trace) * sample_time_us * 1e-6, beam_current_A=self.__beam_current_A, blanked=self.__blanked,
+                              position_nm=full.position_nm, started_at=full.started_at)
 
     def blank(self) -> None:
         self.__blanked = True

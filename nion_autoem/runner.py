@@ -197,6 +197,10 @@ class ExperimentRunner:
         Run once when the run ends, after the beam was made safe (e.g. give
         the user's scan settings back); a sentence one returns is added to
         the final message.
+    on_measurement : sequence of callables
+        Called with every measurement the instrument returned, after it was
+        journaled (e.g. the session's dose history); one that raises is
+        logged and does not end the run.
     abandon_after_s : float
         After a stop (or a time budget that runs out mid-action) the beam is
         safe at once; if the instrument has not returned from the action in
@@ -211,7 +215,8 @@ class ExperimentRunner:
 
     def __init__(self, microscope: Microscope | None, plan: Plan, *, run_dir: str | pathlib.Path, budget: Budget = Budget(),
                  sink: ResultSink | None = None, resume: bool = False, run_id: str | None = None, suspenders: typing.Sequence[Suspender] = (),
-                 journal: bool = True, abandon_after_s: float = 2.0, on_end: typing.Sequence[typing.Callable[[], str | None]] = ()) -> None:
+                 journal: bool = True, abandon_after_s: float = 2.0, on_end: typing.Sequence[typing.Callable[[], str | None]] = (),
+                 on_measurement: typing.Sequence[typing.Callable[[Measurement], None]] = ()) -> None:
         if not callable(getattr(plan, "messages", None)):
             raise PlanError(f"{plan!r} is not a plan: a plan has a name, parameters and a messages() method; "
                             "make one with @nion_autoem.plan.plan on a generator function")
@@ -223,6 +228,7 @@ class ExperimentRunner:
         self.budget = budget
         self.abandon_after_s = abandon_after_s
         self.__on_end = tuple(on_end)
+        self.__on_measurement = tuple(on_measurement)
         self.suspenders = tuple(suspenders)
         self.sink: ResultSink = sink if sink is not None else MemorySink()
         self.run_dir = pathlib.Path(run_dir)
@@ -610,6 +616,11 @@ class ExperimentRunner:
             self.__plan_blanked = isinstance(action, Blank)
             self.__beam_on = isinstance(action, Unblank)
         self.journal.write_step(step, action, measurement, source=source, model_version=self.__model_version)
+        for observer in self.__on_measurement:
+            try:
+                observer(measurement)
+            except Exception:  # an observer (a display) must never end a run
+                _logger.exception("run %s: a measurement observer failed", self.run_id)
         self.__recent_doses.append((time.time(), measurement.dose_e))
         self.__finish_step(step, measurement, recorded_result=False)
         return measurement

@@ -45,8 +45,12 @@ def class_colours(class_names: typing.Sequence[str]) -> list[tuple[int, int, int
     return [CLASS_COLOURS.get(name) or next(spare) for name in class_names]
 
 
-def class_overlay(image: _NDArray, positions_px: _NDArray, classes: _NDArray, class_names: typing.Sequence[str], *, radius_px: float | None = None) -> _NDArray:
+def class_overlay(image: _NDArray, positions_px: _NDArray, classes: _NDArray, class_names: typing.Sequence[str], *, radius_px: float | None = None,
+                  ringed: typing.Sequence[int] = ()) -> _NDArray:
     """The frame in grey with a coloured disc on every column, one colour per class, as an RGB image.
+
+    Columns listed in ``ringed`` (the uncertain ones) also get a white ring, so
+    they stand out without one Swift graphic per column.
 
     Parameters
     ----------
@@ -60,6 +64,8 @@ def class_overlay(image: _NDArray, positions_px: _NDArray, classes: _NDArray, cl
         Names of the classes.
     radius_px : float, optional
         Disc radius; default a quarter of the median nearest-neighbour distance (at least 1 px), so the frame shows between the discs.
+    ringed : sequence of int
+        Indices of columns to ring in white (twice the disc radius).
 
     Returns
     -------
@@ -70,6 +76,9 @@ def class_overlay(image: _NDArray, positions_px: _NDArray, classes: _NDArray, cl
     >>> rgb = class_overlay(numpy.zeros((16, 16)), numpy.array([[4.0, 4.0], [10.0, 12.0]]), numpy.array([0, 1]), ["Mo", "S2"], radius_px=1)
     >>> rgb.shape, rgb[4, 4].tolist(), rgb[10, 12].tolist(), rgb[0, 0].tolist()
     ((16, 16, 3), [64, 140, 255], [255, 210, 40], [0, 0, 0])
+    >>> ringed = class_overlay(numpy.zeros((16, 16)), numpy.array([[8.0, 8.0]]), numpy.array([0]), ["Mo"], radius_px=1, ringed=[0])
+    >>> ringed[8, 8].tolist(), ringed[8, 10].tolist(), ringed[8, 12].tolist()
+    ([64, 140, 255], [255, 255, 255], [0, 0, 0])
     """
     image = numpy.asarray(image, dtype=float)
     if image.ndim != 2:
@@ -87,16 +96,31 @@ def class_overlay(image: _NDArray, positions_px: _NDArray, classes: _NDArray, cl
         return rgb
     if radius_px is None:
         radius_px = max(1.0, _nearest_neighbour_px(positions_px) / 4)
-    r = int(math.ceil(radius_px))
-    dy, dx = numpy.mgrid[-r:r + 1, -r:r + 1]
-    inside = dy**2 + dx**2 <= radius_px**2 + 1e-9
-    offsets = numpy.stack([dy[inside], dx[inside]], axis=1)
     centres = numpy.round(positions_px).astype(int)
-    pixels = (centres[:, numpy.newaxis, :] + offsets[numpy.newaxis, :, :]).reshape(-1, 2)
-    colours = numpy.asarray(class_colours(class_names), dtype=numpy.uint8)[numpy.repeat(classes, len(offsets))]
-    keep = (pixels[:, 0] >= 0) & (pixels[:, 0] < image.shape[0]) & (pixels[:, 1] >= 0) & (pixels[:, 1] < image.shape[1])
-    rgb[pixels[keep, 0], pixels[keep, 1]] = colours[keep]
+    to_ring = numpy.asarray(ringed, dtype=int).reshape(-1)
+    if len(to_ring) and (to_ring.min() < 0 or to_ring.max() >= len(centres)):
+        raise ValueError(f"ringed must index the columns (0..{len(centres) - 1}), got values {to_ring.min()}..{to_ring.max()}")
+    ring = _offsets(2 * radius_px, 2 * radius_px - 1.0)
+    _paint(rgb, centres[to_ring], ring, numpy.full((len(to_ring), 3), 255, dtype=numpy.uint8))
+    _paint(rgb, centres, _offsets(radius_px), numpy.asarray(class_colours(class_names), dtype=numpy.uint8)[classes])
     return rgb
+
+
+def _offsets(outer: float, inner: float = -1.0) -> _NDArray:
+    """Pixel offsets with inner < distance <= outer from a centre (a disc, or a ring)."""
+    r = int(math.ceil(outer))
+    dy, dx = numpy.mgrid[-r:r + 1, -r:r + 1]
+    distance_squared = dy**2 + dx**2
+    inside = (distance_squared <= outer**2 + 1e-9) & (distance_squared > inner**2 if inner >= 0 else True)
+    return numpy.stack([dy[inside], dx[inside]], axis=1)
+
+
+def _paint(rgb: _NDArray, centres: _NDArray, offsets: _NDArray, colours: _NDArray) -> None:
+    """Paint ``offsets`` around each centre in that centre's colour, clipped to the image."""
+    pixels = (centres[:, numpy.newaxis, :] + offsets[numpy.newaxis, :, :]).reshape(-1, 2)
+    colour = numpy.repeat(colours, len(offsets), axis=0)
+    keep = (pixels[:, 0] >= 0) & (pixels[:, 0] < rgb.shape[0]) & (pixels[:, 1] >= 0) & (pixels[:, 1] < rgb.shape[1])
+    rgb[pixels[keep, 0], pixels[keep, 1]] = colour[keep]
 
 
 def _nearest_neighbour_px(positions: _NDArray) -> float:

@@ -40,6 +40,11 @@ from .surrogate import CandidateGP
 
 _NDArray = numpy.typing.NDArray[typing.Any]
 
+# Largest exact-GP refit (n^2 N multiply-adds for the posterior rebuild) done
+# inside a step: 400 measurements on 4,225 candidates (7e8, a few hundred ms
+# every refit_every steps) stay there, as before; larger ones run in the background.
+_BLOCKING_REFIT_WORK = 1e9
+
 AcquisitionName = typing.Literal["log_ei", "ucb", "thompson", "max_uncertainty"]
 ACQUISITIONS: tuple[str, ...] = typing.get_args(AcquisitionName)
 
@@ -84,6 +89,22 @@ class AgentConfig:
         ... for this many steps.
     coverage_window : int
         Recent measurements used for the prospective coverage.
+    exact_limit : int
+        Up to this many measurements the GP is exact and refitted as above;
+        past it a sparse GP on ``inducing_points`` inducing points takes
+        over, so a step costs the same at 5,000 measurements as at 500.
+    inducing_points : int
+        Inducing points of the sparse GP.
+    refit_growth : float
+        Past ``exact_limit``, hyperparameters are refitted (warm-started,
+        ``warm_iterations``, on a subset of ``exact_limit`` measurements)
+        each time the number of measurements has grown by this fraction.
+    background_refit : bool
+        Run long refits (every one past ``exact_limit``, and exact ones whose
+        rebuild is large, e.g. a few hundred measurements on 16,384
+        candidates) in a background thread while the previous posterior
+        keeps serving suggestions; results then depend slightly on timing.
+        ``False`` refits in the step that triggers it.
     seed : int
         Seed of all randomness (initial design, Thompson samples, head).
     """
@@ -102,6 +123,10 @@ class AgentConfig:
     stop_threshold: float | None = None
     stop_patience: int = 5
     coverage_window: int = 50
+    exact_limit: int = 512
+    inducing_points: int = 256
+    refit_growth: float = 0.1
+    background_refit: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -128,6 +153,10 @@ class AgentConfig:
             _checks.number(self.stop_threshold, "stop_threshold", "None or a finite score")
         _checks.whole(self.stop_patience, "stop_patience", 1)
         _checks.whole(self.coverage_window, "coverage_window", 1)
+        _checks.whole(self.exact_limit, "exact_limit", 2)
+        _checks.whole(self.inducing_points, "inducing_points", 1)
+        _checks.number(self.refit_growth, "refit_growth", "a finite fraction > 0", lambda v: v > 0)
+        _checks.flag(self.background_refit, "background_refit")
         _checks.whole(self.seed, "seed", 0)
 
 
@@ -260,9 +289,11 @@ class DKLAgent:
         self.embedding_seconds = time.perf_counter() - started
         self.dose_spent = 0.0
         self._rng = numpy.random.default_rng(self.config.seed)
-        self._gp = CandidateGP(self.latent, head_dim=self.config.head_dim, seed=self.config.seed)
+        self._gp = CandidateGP(self.latent, head_dim=self.config.head_dim, seed=self.config.seed,
+                               exact_limit=self.config.exact_limit, inducing_points=self.config.inducing_points)
         self._allowed = numpy.ones(n_candidates, dtype=bool)
         self._n_at_full_fit = 0
+        self._n_at_refit = 0
         self._since_refit = 0
         self._stopping = StoppingRule(self.config.stop_threshold, self.config.stop_patience)
         self._prospective = ProspectiveCoverage(self.config.coverage_window)
@@ -283,6 +314,11 @@ class DKLAgent:
     @property
     def measured_values(self) -> _NDArray:
         return self._gp.measured_values
+
+    @property
+    def measured_errors(self) -> _NDArray:
+        """Standard error given with each measurement (0 where none was given)."""
+        return self._gp.measured_errors
 
     @property
     def has_model(self) -> bool:
@@ -427,7 +463,12 @@ class DKLAgent:
 
     # -- observations ----------------------------------------------------------
 
-    def observe(self, indices: typing.Sequence[int] | _NDArray, values: typing.Sequence[float] | _NDArray) -> None:
+    def observe(
+        self,
+        indices: typing.Sequence[int] | _NDArray,
+        values: typing.Sequence[float] | _NDArray,
+        errors: typing.Sequence[float] | _NDArray | None = None,
+    ) -> None:
         """Add measured scalar values at candidate indices and update the model.
 
         Parameters
@@ -436,26 +477,76 @@ class DKLAgent:
             Candidates that were measured.
         values : sequence of float
             Scalarized measurements, same length as ``indices``.
+        errors : sequence of float, optional
+            Standard error of each value where the scalarizer knows it (e.g.
+            Poisson statistics of the band counts); the noise model then
+            adds a learned extra noise to these instead of fitting one noise
+            level to all measurements.
         """
         started = time.perf_counter()
         index_array, value_array = _checks.measurements(indices, values, self.n_candidates)
+        error_array: _NDArray = numpy.zeros(value_array.shape)
+        if errors is not None:
+            error_array = _checks.real_array(errors, "errors", "finite standard errors >= 0, one per value").reshape(-1)
+            _checks.same_shape(error_array, "errors", value_array, "values")
+            if (error_array < 0).any():
+                raise ValueError(f"errors must be finite standard errors >= 0, got {_checks.describe(error_array[error_array < 0][:5])}")
         if self.has_model and index_array.size:
             posterior = self._gp.posterior()
-            for index, value in zip(index_array.tolist(), value_array.tolist()):
-                self._prospective.record(value, posterior.mean[index], posterior.variance[index] + posterior.noise_variance)
-        self._gp.add(index_array, value_array)
+            for index, value, error in zip(index_array.tolist(), value_array.tolist(), error_array.tolist()):
+                noise = posterior.noise_variance + error**2
+                self._prospective.record(value, posterior.mean[index], posterior.variance[index] + noise)
+        self._gp.add(index_array, value_array, None if errors is None else error_array)
         self._allowed[index_array] = False
         if self.config.exclusion_radius > 0 and index_array.size:
             self._allowed &= exclusion_mask(self.positions, self.positions[index_array], self.config.exclusion_radius)
         self.dose_spent += float(self.dose_cost[index_array].sum())
         self._since_refit += int(index_array.size)
-        n = self._gp.n_measured
-        if n >= max(self.config.n_initial, 2):
-            if not self.has_model or n >= 2 * self._n_at_full_fit:
-                self._gp.refit(full=True, iterations=self.config.full_iterations)
-                self._n_at_full_fit = n
-                self._since_refit = 0
-            elif self._since_refit >= self.config.refit_every:
-                self._gp.refit(full=False, iterations=self.config.warm_iterations)
-                self._since_refit = 0
+        self._update_model()
         self._observe_seconds += time.perf_counter() - started
+
+    def _update_model(self) -> None:
+        """The refit schedule: exact fits while the data are few, amortised sparse fits after.
+
+        A refit whose posterior rebuild is large (about n^2 N operations for
+        the exact GP, always past ``exact_limit``) runs in a background
+        thread when ``background_refit`` is set; smaller ones stay in the
+        step, so runs on a few thousand candidates are reproducible.
+        """
+        n = self._gp.n_measured
+        if n < max(self.config.n_initial, 2):
+            return
+        if not self.has_model:
+            self._gp.refit(full=True, iterations=self.config.full_iterations)
+            self._n_at_full_fit = self._n_at_refit = n
+            self._since_refit = 0
+            return
+        exact = n <= self.config.exact_limit
+        wait = not self.config.background_refit or (exact and n * n * self.n_candidates <= _BLOCKING_REFIT_WORK)
+        if exact and n >= 2 * self._n_at_full_fit:
+            if self._gp.refit(full=True, iterations=self.config.full_iterations, wait=wait):
+                self._n_at_full_fit = self._n_at_refit = n
+                self._since_refit = 0
+        elif exact:
+            if self._since_refit >= self.config.refit_every and self._gp.refit(full=False, iterations=self.config.warm_iterations, wait=wait):
+                self._n_at_refit = n
+                self._since_refit = 0
+        elif self._n_at_refit <= self.config.exact_limit or n >= (1.0 + self.config.refit_growth) * self._n_at_refit:
+            # Past the exact limit a refit costs a fit on a subset plus an
+            # O(m^2 N) rebuild, so it is amortised over a growing number of steps.
+            if self._gp.refit(full=False, iterations=self.config.warm_iterations, wait=wait):
+                self._n_at_refit = n
+                self._since_refit = 0
+
+    def wait_for_refit(self) -> None:
+        """Block until a background refit (if any) is installed; for reproducible checkpoints."""
+        self._gp.wait_for_refit()
+
+    def close(self) -> None:
+        """Finish any background refit and stop its thread."""
+        self._gp.close()
+
+    @property
+    def uses_sparse_model(self) -> bool:
+        """True once the sparse (inducing-point) GP serves the posterior."""
+        return self._gp.sparse

@@ -140,6 +140,15 @@ class PatchEmbedding:
         _checks.whole(self.seed, "seed", 0)
 
     def _features(self, patches: _NDArray) -> _NDArray:
+        # In blocks of patches: every feature is per patch, and the transformed
+        # and sorted copies of a 16,384-patch survey would otherwise cost
+        # several hundred MB at once.
+        block = 2048
+        if patches.shape[0] <= block:
+            return self._block_features(patches)
+        return numpy.concatenate([self._block_features(patches[start : start + block]) for start in range(0, patches.shape[0], block)])
+
+    def _block_features(self, patches: _NDArray) -> _NDArray:
         assert self._components is not None and self._pixel_mean is not None and self._rings is not None
         n = patches.shape[0]
         scores = numpy.stack(

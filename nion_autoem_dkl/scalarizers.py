@@ -97,6 +97,21 @@ def _band(energies: _NDArray, band: tuple[float, float], what: str) -> _NDArray:
     return inside
 
 
+def _trapezoid_weights(x: _NDArray) -> _NDArray:
+    """Weights ``w`` with ``sum(w * y) == _trapezoid(y, x)``."""
+    if x.size < 2:
+        return numpy.ones(x.size)
+    steps = numpy.diff(x)
+    weights = numpy.zeros(x.size)
+    weights[:-1] += 0.5 * steps
+    weights[1:] += 0.5 * steps
+    return weights
+
+
+def _check_gain(gain: float) -> float:
+    return _checks.number(gain, "gain", "a positive finite number of signal units per detected electron", lambda v: v > 0)
+
+
 def _trapezoid(y: _NDArray, x: _NDArray) -> float:
     if y.size < 2:
         return float(y.sum()) * (float(x[1] - x[0]) if x.size > 1 else 1.0)
@@ -151,6 +166,35 @@ class BandIntegral:
         inside = _band(energies, self.band, "signal")
         return _trapezoid(spectrum[inside], energies[inside])
 
+    def standard_error(self, signal: _NDArray, gain: float = 1.0) -> float:
+        """Poisson standard error of the band integral.
+
+        Parameters
+        ----------
+        signal : (channels,) ndarray
+            The spectrum, ``gain`` signal units per detected electron.
+        gain : float
+            Signal units per detected electron (1 for a counting detector).
+
+        Returns
+        -------
+        error : float
+            Standard deviation of the integral from counting statistics; hand
+            it to ``DKLAgent.observe(..., errors=...)``.
+
+        Examples
+        --------
+        >>> import numpy
+        >>> BandIntegral((0.0, 1.0), (0.0, 1.0)).standard_error(numpy.array([4.0, 4.0]))
+        1.4142135623730951
+        """
+        gain = _check_gain(gain)
+        spectrum = _spectrum(signal)
+        energies = energy_axis(spectrum.size, self.axis)
+        inside = _band(energies, self.band, "signal")
+        weights = _trapezoid_weights(energies[inside])
+        return float(numpy.sqrt(numpy.sum(weights**2 * gain * numpy.clip(spectrum[inside], 0.0, None))))
+
 
 @dataclasses.dataclass(frozen=True)
 class PeakRatio:
@@ -177,6 +221,26 @@ class PeakRatio:
         if denominator == 0:
             return math.nan
         return BandIntegral(self.axis, self.numerator_band)(signal) / denominator
+
+    def standard_error(self, signal: _NDArray, gain: float = 1.0) -> float:
+        """Poisson standard error of the ratio (first-order propagation of both band integrals).
+
+        A noisy elemental ratio is where this matters: the agent then knows
+        which measurements to trust (see ``DKLAgent.observe``'s ``errors``).
+
+        Examples
+        --------
+        >>> import numpy
+        >>> ratio = PeakRatio((0.0, 1.0), (0.0, 1.0), (2.0, 3.0))
+        >>> round(ratio.standard_error(numpy.array([100.0, 100.0, 100.0, 100.0])), 4)
+        0.1
+        """
+        numerator = BandIntegral(self.axis, self.numerator_band)
+        denominator = BandIntegral(self.axis, self.denominator_band)
+        top, bottom = numerator(signal), denominator(signal)
+        if bottom == 0:
+            return math.inf
+        return math.hypot(numerator.standard_error(signal, gain) / bottom, top * denominator.standard_error(signal, gain) / bottom**2)
 
 
 @dataclasses.dataclass(frozen=True)

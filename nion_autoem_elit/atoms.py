@@ -19,6 +19,7 @@ import scipy.ndimage
 import scipy.special
 import skimage.feature
 import skimage.segmentation
+import torch
 
 import nion_autoem_checks as _checks
 
@@ -200,56 +201,136 @@ def extract_atoms(
     if not finite.all():
         bad = int(probabilities.size - numpy.count_nonzero(finite))
         raise ValueError(f"member_probabilities must be finite probabilities, got {bad} NaN or infinite value{'s' if bad != 1 else ''}")
-    members, classes, rows, cols = probabilities.shape
+    classes = probabilities.shape[1]
     if isinstance(class_names, str) or len(class_names) != classes:
         raise ValueError(f"class_names must give {classes} class names, one per class of member_probabilities, got {len(class_names)}")
     if calibration is not None and not isinstance(calibration, UncertaintyCalibration):
         raise TypeError(f"calibration must be an UncertaintyCalibration or None, got {type(calibration).__name__}")
-    mean = probabilities.mean(axis=0)
-    variance = probabilities.var(axis=0)
-    foreground = 1.0 - mean[0]
-    regions = _column_regions(foreground, threshold)
-    count = int(regions.max())
-    # Work only on pixels inside columns (a small part of the frame), gathered once.
-    rr, cc = numpy.nonzero(regions)
-    label = regions[rr, cc] - 1
-    inside = probabilities[:, :, rr, cc]  # (members, classes, pixels)
+    return atoms_from_maps(maps_from_members(probabilities, threshold), class_names, calibration=calibration)
 
-    def region_sum(values: _NDArray) -> _NDArray:
-        return numpy.bincount(label, weights=values, minlength=count).astype(float)
+
+@dataclasses.dataclass(frozen=True)
+class ProbabilityMaps:
+    """What atom extraction needs of the members' per-pixel class probabilities.
+
+    The members' own maps are only needed where a column may be, so they are
+    kept only there: a full ``(M, C, H, W)`` stack is ``M`` times the memory
+    traffic of the maps that are reported.
+
+    Attributes
+    ----------
+    mean : (C, H, W) ndarray of float32
+        Ensemble-mean class probability per pixel.
+    variance : (C, H, W) ndarray of float32
+        Member-to-member variance of the class probabilities per pixel.
+    threshold : float
+        Foreground probability the mask was taken at.
+    mask : (H, W) ndarray of bool
+        Pixels whose mean foreground probability ``1 - mean[0]`` exceeds ``threshold``.
+    inside : (M, C, P) ndarray of float32
+        Every member's class probabilities at the ``P`` mask pixels, in row-major order.
+    """
+
+    mean: _NDArray
+    variance: _NDArray
+    threshold: float
+    mask: _NDArray
+    inside: _NDArray
+
+
+def mean_and_variance(
+    probabilities: torch.Tensor, out: tuple[torch.Tensor, torch.Tensor] | None = None, scratch: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and (population) variance over the first axis of a float32 tensor, two-pass.
+
+    ``out`` receives them if given; ``scratch`` (the shape of ``probabilities``) is
+    used for the deviations if given. A handful of whole-array torch operations:
+    numpy's ``var`` and torch's ``var_mean`` over a short leading axis are several
+    times slower, and few operations keep the cost of each parallel region (which
+    is large on a machine whose cores are busy with other work) low.
+    """
+    mean = torch.mean(probabilities, 0) if out is None else torch.mean(probabilities, 0, out=out[0])
+    deviation = (torch.sub(probabilities, mean) if scratch is None else torch.sub(probabilities, mean, out=scratch)).square_()
+    variance = torch.mean(deviation, 0) if out is None else torch.mean(deviation, 0, out=out[1])
+    return mean, variance
+
+
+def maps_from_members(member_probabilities: _NDArray, threshold: float) -> ProbabilityMaps:
+    """:class:`ProbabilityMaps` of a full ``(M, C, H, W)`` float32 stack of member probabilities."""
+    members, classes, rows, cols = member_probabilities.shape
+    stack = torch.from_numpy(numpy.ascontiguousarray(member_probabilities, dtype=numpy.float32))
+    with torch.inference_mode():
+        mean, variance = mean_and_variance(stack)
+        mask = torch.rsub(mean[0], 1.0) > threshold
+        where = torch.flatten(mask).nonzero().squeeze(1)
+        inside = stack.reshape(members, classes, rows * cols).index_select(2, where)
+    return ProbabilityMaps(mean.numpy(), variance.numpy(), threshold, mask.numpy(), inside.numpy())
+
+
+def atoms_from_maps(
+    maps: ProbabilityMaps,
+    class_names: typing.Sequence[str],
+    *,
+    calibration: UncertaintyCalibration | None = None,
+) -> AtomFindingResult:
+    """Atom columns from :class:`ProbabilityMaps` (see :func:`extract_atoms`, which checks its inputs)."""
+    threshold = maps.threshold
+    inside_all = maps.inside
+    members, classes = inside_all.shape[:2]
+    regions = _column_regions(maps.mean, maps.mask, threshold)
+    count = int(regions.max()) if regions.size else 0
+    # Work only on pixels inside columns (a small part of the frame): the mask pixels,
+    # row-major like ``inside``, less any the watershed left unassigned.
+    rr, cc = numpy.nonzero(maps.mask)
+    label = regions[rr, cc] - 1
+    if label.size and label.min() < 0:
+        keep = label >= 0
+        rr, cc, label, inside_all = rr[keep], cc[keep], label[keep], inside_all[:, :, keep]
+    inside = inside_all
+
+    def region_sums(values: _NDArray) -> _NDArray:
+        """Per-region sums of each row of ``values`` (rows, pixels) -> (rows, count), in float64."""
+        return numpy.stack([numpy.bincount(label, weights=row, minlength=count) for row in values]) if count else numpy.zeros((len(values), 0))
 
     # Weights that fall continuously to zero at the threshold: the pixelated
     # region edge then cannot pull the centroid off the true centre.
-    inside_foreground = 1.0 - inside[:, 0].mean(axis=0)
+    member_foreground = 1.0 - inside[:, 0]  # (members, pixels)
+    inside_foreground = member_foreground.mean(axis=0)
     excess = numpy.clip(inside_foreground - threshold, 0.0, None)
-    weight = region_sum(excess) + 1e-12
-    positions = numpy.stack([region_sum(excess * rr) / weight, region_sum(excess * cc) / weight], axis=1)
-    mean_inside = inside.mean(axis=0)
-    distribution = numpy.stack([region_sum(mean_inside[k] * inside_foreground) for k in range(1, classes)], axis=1)
+    centroid = region_sums(numpy.stack([excess, excess * rr, excess * cc]))
+    weight = centroid[0] + 1e-12
+    positions = numpy.stack([centroid[1] / weight, centroid[2] / weight], axis=1)
+    distribution = region_sums(inside[:, 1:].mean(axis=0) * inside_foreground).T.copy()
     distribution /= distribution.sum(axis=1, keepdims=True) + 1e-12
     assigned = distribution.argmax(axis=1) if count else numpy.zeros(0, dtype=int)
+    member_excess = numpy.clip(member_foreground - threshold, 0.0, None)
+    member_weights = region_sums(member_excess)
+    member_rows = region_sums(member_excess * rr)
+    member_cols = region_sums(member_excess * cc)
+    votes = region_sums((inside[:, 1:] * member_foreground[:, None]).reshape(members * (classes - 1), -1)).reshape(members, classes - 1, count)
 
     disagreement = numpy.zeros(count)
     spread = numpy.zeros(count)
     for m in range(members):
-        member_foreground = 1.0 - inside[m, 0]
-        member_excess = numpy.clip(member_foreground - threshold, 0.0, None)
-        member_weight = region_sum(member_excess)
+        member_weight = member_weights[m]
         found = member_weight > 1e-9
         # A member that sees nothing here keeps the ensemble position (its doubt shows in the class vote).
-        member_rows = numpy.where(found, region_sum(member_excess * rr) / (member_weight + 1e-12), positions[:, 0])
-        member_cols = numpy.where(found, region_sum(member_excess * cc) / (member_weight + 1e-12), positions[:, 1])
-        spread += (member_rows - positions[:, 0]) ** 2 + (member_cols - positions[:, 1]) ** 2
-        votes = numpy.stack([region_sum(inside[m, k] * member_foreground) for k in range(1, classes)], axis=1)
-        disagreement += votes.argmax(axis=1) != assigned if count else 0.0
+        row = numpy.where(found, member_rows[m] / (member_weight + 1e-12), positions[:, 0])
+        col = numpy.where(found, member_cols[m] / (member_weight + 1e-12), positions[:, 1])
+        spread += (row - positions[:, 0]) ** 2 + (col - positions[:, 1]) ** 2
+        disagreement += votes[m].argmax(axis=0) != assigned if count else 0.0
     disagreement /= members
     spread = numpy.sqrt(spread / members)
 
     class_probability = distribution[numpy.arange(count), assigned] if count else numpy.zeros(0)
     # The blob's own foreground certainty caps the class confidence: a faint blob
     # is as likely to be noise as a column of the winning class.
-    peak_foreground = numpy.zeros(count)
-    numpy.maximum.at(peak_foreground, label, inside_foreground)
+    peak_foreground = (
+        torch.zeros(count, dtype=torch.float32)
+        .scatter_reduce_(0, torch.from_numpy(label.astype(numpy.int64)), torch.from_numpy(numpy.ascontiguousarray(inside_foreground, dtype=numpy.float32)), "amax")
+        .numpy()
+        .astype(float)
+    )
     class_probability = class_probability * numpy.clip(peak_foreground, 0.0, 1.0)
     features = uncertainty_features(class_probability, disagreement, spread)
     uncertainties = (calibration or UncertaintyCalibration())(features) if count else numpy.zeros(0)
@@ -262,14 +343,13 @@ def extract_atoms(
         class_disagreement=disagreement,
         position_spread_px=spread,
         uncertainties=uncertainties,
-        mean_probabilities=mean,
-        variance=variance,
+        mean_probabilities=maps.mean,
+        variance=maps.variance,
     )
 
 
-def _column_regions(foreground: _NDArray, threshold: float) -> _NDArray:
+def _column_regions(mean: _NDArray, mask: _NDArray, threshold: float) -> _NDArray:
     """Label image with one region per column; touching columns are split by watershed."""
-    mask = foreground > threshold
     components, count = scipy.ndimage.label(mask)
     if count == 0:
         return typing.cast(_NDArray, components)
@@ -278,7 +358,7 @@ def _column_regions(foreground: _NDArray, threshold: float) -> _NDArray:
     if areas.max() < 2.0 * numpy.median(areas):
         return typing.cast(_NDArray, components)
     # Only merged blobs are split; two columns are never closer than about two blob radii.
-    smoothed = scipy.ndimage.gaussian_filter(foreground, 1.0)
+    smoothed = scipy.ndimage.gaussian_filter(1.0 - mean[0], 1.0)
     peaks = skimage.feature.peak_local_max(  # type: ignore[no-untyped-call]
         smoothed, min_distance=max(2, int(1.5 * typical_radius)), threshold_abs=threshold, labels=components
     )

@@ -4,6 +4,7 @@
 - :mod:`.ordering`: a short visiting order through the targets.
 - :mod:`.drift`: measure stage drift between frames and predict it.
 - :mod:`.selection`: pick targets from an atom table by class, region, line or clicks.
+- :mod:`.tracking`: find a column from a small excursion of the probe around it (atom tracking).
 
 Nothing here imports Swift; every piece works on numpy arrays from a notebook.
 """
@@ -25,8 +26,11 @@ from nion_autoem_targeting.selection import in_region
 from nion_autoem_targeting.selection import near_line
 from nion_autoem_targeting.selection import nearest_to
 from nion_autoem_targeting.selection import select_targets
+from nion_autoem_targeting.tracking import ColumnFix
+from nion_autoem_targeting.tracking import locate_column
 
 __all__ = [
+    "ColumnFix",
     "Detection",
     "DriftEstimator",
     "PoissonCusum",
@@ -34,6 +38,7 @@ __all__ = [
     "estimate_rate",
     "false_alarm_probability",
     "in_region",
+    "locate_column",
     "measure_shift",
     "near_line",
     "nearest_neighbour_path",

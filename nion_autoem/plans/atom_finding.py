@@ -44,8 +44,10 @@ TABLE_COLUMNS = ("y_nm", "x_nm", "class", "probability", "uncertainty")
 Lattice = typing.Literal["mos2", "graphene"]
 """Lattices an ELIT iteration can self-train on."""
 
-#: Uncertain columns marked with a labelled point graphic, at most (the rest are in the table).
-MAX_MARKED_UNCERTAIN = 20
+#: Columns of a class this close to the frame's edge are not offered as targets (partly outside the frame, their class is a guess).
+EDGE_MARGIN_NM = 0.1
+#: Uncertain columns ringed on the class map, at most (all are in the table).
+MAX_MARKED_UNCERTAIN = 50
 
 
 def atom_products(image: DataAndMetadata.DataAndMetadata, frame: ScanFrame, result: AtomFindingResult, *, unsure_above: float = 0.2,
@@ -53,10 +55,10 @@ def atom_products(image: DataAndMetadata.DataAndMetadata, frame: ScanFrame, resu
     """The class map, the classified-atoms table and the uncertainty map of one frame.
 
     - *class map*: the frame in grey with a coloured disc on every column, one
-      colour per class, the legend and counts in its caption; only the most
-      uncertain columns (at most :data:`MAX_MARKED_UNCERTAIN`) get a labelled
-      point graphic ("S2?"), so thousands of columns never mean thousands of
-      graphics;
+      colour per class, the legend and counts in its caption; the most
+      uncertain columns (at most :data:`MAX_MARKED_UNCERTAIN`) are ringed in
+      white, drawn into the map: no Swift graphic at all, so thousands of
+      columns never stall Swift's Inspector;
     - *table*: every column (y, x in nm, class name, probability,
       uncertainty) as CSV beside the journal; the item shows the counts per class;
     - *uncertainty map*: the ensemble's per-pixel variance, in a colour map.
@@ -75,12 +77,11 @@ def atom_products(image: DataAndMetadata.DataAndMetadata, frame: ScanFrame, resu
     names = list(result.class_names)
     counts = result.counts()
     positions_nm = frame.pixel_to_nm(result.positions) if len(result) else numpy.zeros((0, 2))
-    overlay = views.class_overlay(numpy.asarray(image.data, dtype=float), result.positions, result.classes, names)
     unsure = [int(i) for i in numpy.argsort(-numpy.asarray(result.uncertainties)) if result.uncertainties[i] > unsure_above][:MAX_MARKED_UNCERTAIN]
-    fractions = frame.pixel_to_fraction(result.positions[unsure]).reshape(-1, 2) if unsure else numpy.zeros((0, 2))
+    overlay = views.class_overlay(numpy.asarray(image.data, dtype=float), result.positions, result.classes, names, ringed=unsure)
     n_unsure = int(numpy.sum(numpy.asarray(result.uncertainties) > unsure_above)) if len(result) else 0
     legend = views.legend(names, counts)
-    caption = f"{len(result)} columns: {legend}; {n_unsure} uncertain" + (f" (the {len(unsure)} most uncertain marked)" if unsure else "")
+    caption = f"{len(result)} columns: {legend}; {n_unsure} uncertain" + (f" (the {len(unsure)} most uncertain ringed in white)" if unsure else "")
     class_map = DataAndMetadata.new_data_and_metadata(overlay, intensity_calibration=Calibration.Calibration(),
                                                       dimensional_calibrations=image.dimensional_calibrations,
                                                       metadata={"nion_autoem": {"legend": legend, "counts": counts}},
@@ -95,8 +96,7 @@ def atom_products(image: DataAndMetadata.DataAndMetadata, frame: ScanFrame, resu
     variance = numpy.asarray(result.variance).sum(axis=0)
     uncertainty_xdata = DataAndMetadata.new_data_and_metadata(variance, intensity_calibration=Calibration.Calibration(units="variance"),
                                                               dimensional_calibrations=image.dimensional_calibrations)
-    return [Product(f"{key_prefix}frame", "Atom classes (ELIT)", class_map, points=tuple((float(f[0]), float(f[1])) for f in fractions),
-                    labels=tuple(names[int(result.classes[i])] + "?" for i in unsure), caption=caption),
+    return [Product(f"{key_prefix}frame", "Atom classes (ELIT)", class_map, caption=caption),
             Product(f"{key_prefix}atoms", "Classified atoms (ELIT)", counts_xdata, caption=f"counts per class ({', '.join(names)}): {legend}",
                     table=views.Table(TABLE_COLUMNS, rows)),
             Product(f"{key_prefix}uncertainty", "ELIT uncertainty map", uncertainty_xdata, caption="per-pixel variance of the ensemble, summed over classes",
@@ -191,13 +191,26 @@ class FoundAtoms:
     result: AtomFindingResult
     frame: ScanFrame
 
-    def positions_nm(self, kind: str | None = None) -> list[tuple[float, float]]:
-        """Scan-field positions of every column, or of the columns of one class (e.g. ``"S1"``)."""
+    def positions_nm(self, kind: str | None = None, *, edge_margin_nm: float = EDGE_MARGIN_NM) -> list[tuple[float, float]]:
+        """Scan-field positions of every column (in the finder's order), or of the columns of one class (e.g. ``"S1"``), surest first.
+
+        For one class, columns closer than ``edge_margin_nm`` to the frame's
+        edge are left out (part of such a column is outside the frame, so it
+        looks like fewer atoms: an S2 cut by the edge passes for an S1), and
+        the rest come surest first: ``positions_nm("S1")[:6]`` are the six
+        columns ELIT is most certain are S1, not six in raster order.
+        """
         if not len(self.result):
             return []
-        keep = numpy.ones(len(self.result), dtype=bool) if kind is None else numpy.asarray(
-            [self.result.class_names[int(k)] == kind for k in self.result.classes], dtype=bool)
-        return [(float(y), float(x)) for y, x in self.frame.pixel_to_nm(self.result.positions[keep]).reshape(-1, 2)]
+        positions_nm = self.frame.pixel_to_nm(self.result.positions).reshape(-1, 2)
+        if kind is None:
+            chosen = numpy.arange(len(self.result))
+        else:
+            short_side_nm = self.frame.fov_nm * min(self.frame.shape) / max(self.frame.shape)
+            inside = self.frame.contains_nm(positions_nm, margin=min(max(edge_margin_nm, 0.0) / short_side_nm, 0.49))
+            chosen = numpy.flatnonzero([self.result.class_names[int(k)] == kind and bool(ok) for k, ok in zip(self.result.classes, inside, strict=True)])
+            chosen = chosen[numpy.argsort(numpy.asarray(self.result.uncertainties)[chosen], kind="stable")]
+        return [(float(y), float(x)) for y, x in positions_nm[chosen]]
 
     def counts(self) -> dict[str, int]:
         return self.result.counts()

@@ -21,6 +21,8 @@ from nion_autoem.runner import Budget
 from nion_autoem.runner import ExperimentRunner
 from nion_autoem.suspenders import Suspender
 from nion_autoem.swift.data_items import DataItemSink
+from nion_autoem.swift.dose_history import publisher_for
+from nion_autoem.swift.dose_history import session_dose
 from nion_autoem.swift.microscope import SwiftMicroscope
 
 if typing.TYPE_CHECKING:
@@ -70,8 +72,16 @@ def start_experiment(plan: Plan, *, window: DocumentController.DocumentControlle
             return "your live scan was stopped for the experiment; its settings are back (the beam is blanked: unblank to view)"
         return None
 
+    dose = publisher_for(target)
+
+    def show_dose() -> str | None:
+        dose.update(force=True)
+        return None
+
+    # every measurement also goes into the session's dose history, shown as "Dose map (this session)"
     runner = ExperimentRunner(scope, plan, run_dir=run_dir or runs_root() / "pending", budget=budget or Budget(max_steps=500),
-                              sink=DataItemSink(target), suspenders=suspenders, on_end=[give_back_scan])
+                              sink=DataItemSink(target), suspenders=suspenders, on_end=[give_back_scan, show_dose],
+                              on_measurement=[session_dose().add, lambda _: dose.update()])
     if run_dir is None:
         runner.run_dir = runs_root() / runner.run_id
     runner.start()

@@ -1,10 +1,13 @@
 """Publishing products as Swift data items, on the UI thread, readable at a glance.
 
 Plans publish from the engine's worker thread.  The sink coalesces updates per
-product (only the newest version of an item waits) and applies one product per
-UI task, so a burst of products is spread over several refreshes instead of
-holding the UI thread in one; each item's changes are made in one document
-transaction, so Swift writes the project once per update.  What the UI thread
+product (only the newest version of an item waits) and does one small step per
+UI task: updating an item, or, for a new item, adding it, filing it in the
+run's group and styling it, each in its own refresh.  A burst of products is so
+spread over several refreshes instead of holding the UI thread in one (every
+change to the document relays out Swift's data panel and rewrites part of the
+project file on the UI thread); each step's changes are made in one document
+transaction, so Swift writes the project once per step.  What the UI thread
 does stays small on purpose:
 
 - every run's items go into one data group, "<plan> <run id>", so a week of
@@ -20,6 +23,7 @@ does stays small on purpose:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import pathlib
@@ -39,8 +43,8 @@ if typing.TYPE_CHECKING:
 
 # Graphics we draw carry this role so we can replace them without touching the user's own.
 _ROLE = "nion_autoem.position"
-#: Point graphics drawn per item at most (the most recent ones).
-MAX_POINT_GRAPHICS = 40
+#: Point graphics drawn per item at most (the most recent ones); Swift's Inspector builds a section for each when the item is shown.
+MAX_POINT_GRAPHICS = 20
 
 
 class DataItemSink:
@@ -69,6 +73,7 @@ class DataItemSink:
         self.__pending: dict[str, tuple[Product, dict[str, typing.Any]]] = {}
         self.__items: dict[str, DataItem.DataItem] = {}
         self.__drawn_points: dict[str, tuple[tuple[tuple[float, float], ...], tuple[str, ...]]] = {}
+        self.__steps: collections.deque[typing.Callable[[], None]] = collections.deque()  # follow-up steps of new items (UI thread)
         self.__draining = False
         self.tables_written: list[pathlib.Path] = []
 
@@ -87,21 +92,27 @@ class DataItemSink:
 
     @property
     def pending(self) -> int:
-        """Products waiting for the UI thread."""
+        """Products and steps waiting for the UI thread."""
         with self.__lock:
-            return len(self.__pending)
+            return len(self.__pending) + len(self.__steps)
 
     def __apply_next(self) -> None:
-        """On the UI thread: apply the oldest waiting product, and come back for the next on the next refresh."""
-        with self.__lock:
-            item_key = next(iter(self.__pending), None)
-            pending = self.__pending.pop(item_key) if item_key is not None else None
-            more = bool(self.__pending)
-            self.__draining = more
-        if more:
-            self.__document_controller.queue_task(self.__apply_next)
-        if item_key is not None and pending is not None:
-            self.__apply(item_key, *pending)
+        """On the UI thread: one step (a new item's next step first, else the oldest waiting product); the next comes on the next refresh."""
+        try:
+            if self.__steps:
+                self.__steps.popleft()()
+            else:
+                with self.__lock:
+                    item_key = next(iter(self.__pending), None)
+                    pending = self.__pending.pop(item_key) if item_key is not None else None
+                if item_key is not None and pending is not None:
+                    self.__apply(item_key, *pending)
+        finally:
+            with self.__lock:
+                more = bool(self.__pending) or bool(self.__steps)
+                self.__draining = more
+            if more:
+                self.__document_controller.queue_task(self.__apply_next)
 
     def data_item(self, run_id: str, key: str) -> Facade.DataItem | None:
         """The data item of a published product, once the UI thread has made it."""
@@ -129,36 +140,54 @@ class DataItemSink:
         metadata["nion_autoem"] = {**dict(metadata.get("nion_autoem", {})), **run_metadata}
         xdata = DataAndMetadata.new_data_and_metadata(product.xdata.data, product.xdata.intensity_calibration, product.xdata.dimensional_calibrations,
                                                       metadata, data_descriptor=product.xdata.data_descriptor)
-        run_id = str(run_metadata.get("run_id", ""))
-        title = f"{product.title} ({run_id})"
+        run_id = run_metadata.get("run_id", "")
+        title = f"{product.title} ({run_id})" if run_id else product.title  # a session-wide item (the dose map) belongs to no run
+        caption = self.__caption(product, run_metadata)
         item = self.__items.get(item_key)
-        fresh = item is None or item not in self.__document_model.data_items  # never made, or deleted by the user
-        if fresh:
-            item = DataItem.new_data_item(xdata)
-            item.title = title
-            self.__document_model.append_data_item(item)
-            self.__items[item_key] = item
-            self.__drawn_points.pop(item_key, None)
-            self.__file_in_group(item, run_metadata)
-        assert item is not None
+        if item is None or item not in self.__document_model.data_items:  # never made, or deleted by the user
+            self.__add(item_key, xdata, title, caption, product, run_metadata)
+            return
         display_item = self.__document_model.get_display_item_for_data_item(item)
         # one transaction: Swift writes the item and the project once, not once per change
-        with contextlib.ExitStack() as transaction:
-            if display_item is not None:
-                transaction.enter_context(self.__document_model.item_transaction(display_item))
-            transaction.enter_context(self.__document_model.item_transaction(item))
-            if not fresh:
-                item.set_xdata(xdata)
+        with self.__transaction(item, display_item):
+            item.set_xdata(xdata)
             # unchanged properties are not set again: every change relays out Swift's data panel
             if item.title != title:
                 item.title = title
-            caption = self.__caption(product, run_metadata)
             if item.caption != caption:
                 item.caption = caption
             if display_item is not None:
-                if fresh:
-                    self.__style(display_item, product)
                 self.__draw_points(item_key, display_item, product)
+
+    def __add(self, item_key: str, xdata: DataAndMetadata.DataAndMetadata, title: str, caption: str, product: Product,
+              run_metadata: typing.Mapping[str, typing.Any]) -> None:
+        """A new item, in three steps on three refreshes: add it (titled and captioned before Swift sees it), file it, style it."""
+        item = DataItem.new_data_item(xdata)
+        item.title = title
+        item.caption = caption
+        self.__document_model.append_data_item(item)
+        self.__items[item_key] = item
+        self.__drawn_points.pop(item_key, None)
+
+        def file_in_group() -> None:
+            if item in self.__document_model.data_items:
+                self.__file_in_group(item, run_metadata)
+
+        def style() -> None:
+            display_item = self.__document_model.get_display_item_for_data_item(item) if item in self.__document_model.data_items else None
+            if display_item is not None:
+                with self.__transaction(item, display_item):
+                    self.__style(display_item, product)
+                    self.__draw_points(item_key, display_item, product)
+
+        self.__steps.extend((file_in_group, style))
+
+    def __transaction(self, item: DataItem.DataItem, display_item: DisplayItem.DisplayItem | None) -> contextlib.ExitStack:
+        transaction = contextlib.ExitStack()
+        if display_item is not None:
+            transaction.enter_context(self.__document_model.item_transaction(display_item))
+        transaction.enter_context(self.__document_model.item_transaction(item))
+        return transaction
 
     def __caption(self, product: Product, run_metadata: typing.Mapping[str, typing.Any]) -> str:
         parts = [product.caption] if product.caption else []
@@ -170,7 +199,7 @@ class DataItemSink:
 
     def __file_in_group(self, item: DataItem.DataItem, run_metadata: typing.Mapping[str, typing.Any]) -> None:
         display_item = self.__document_model.get_display_item_for_data_item(item)
-        if display_item is None:
+        if display_item is None or not run_metadata.get("run_id"):
             return
         plan = str(dict(run_metadata.get("provenance", {})).get("plan", "run"))
         group = self.__document_model.get_or_create_data_group(f"{plan} {run_metadata.get('run_id', '')}")

@@ -8,6 +8,7 @@ method that acquires blocks until the data are in.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import threading
@@ -15,6 +16,8 @@ import time
 import typing
 
 import numpy
+import numpy.typing
+from nion.data import Calibration
 from nion.data import DataAndMetadata
 from nion.instrumentation import HardwareSource
 from nion.utils import Geometry
@@ -22,6 +25,8 @@ from nion.utils import Registry
 
 from nion_autoem import xdata as xdata_builders
 from nion_autoem.geometry import ScanFrame
+from nion_autoem.instrument import ACQUISITION_CLOCK_KEY
+from nion_autoem.instrument import DropAlarm
 from nion_autoem.instrument import InstrumentError
 from nion_autoem.instrument import Measurement
 from nion_autoem.instrument import OutOfFieldError
@@ -45,6 +50,8 @@ _SPOT_FOV_NM = 1e-4
 DEFAULT_STAGE_LIMITS_NM: StageLimits = ((-1e6, 1e6), (-1e6, 1e6))
 #: Largest objective defocus a focus routine may ask for, in nm (+-10 um).
 DEFAULT_MAX_DEFOCUS_NM = 10_000.0
+#: Registry type of a simulator's own clock (an object with ``now_s``), stamped on acquisitions.
+ACQUISITION_CLOCK_COMPONENT = "acquisition_clock"
 # usim's and Nion's 2D controls are addressed in their native (x, y) axis.
 _XY_AXIS = ("x", "y")
 
@@ -72,6 +79,11 @@ class SwiftMicroscope:
         The instrument's 2D stage control, in metres (``"stage_position_m"`` on usim).
     defocus_control : str
         The instrument's objective defocus control, in metres (``"C10"``).
+    clock : callable or None
+        The sample's own clock in seconds, stamped on every survey and trace
+        (see :func:`nion_autoem.instrument.acquisition_time_s`); None takes the
+        ``acquisition_clock`` component a simulator registers (the twin's
+        beam-time clock), if any, else stamps nothing (the wall clock rules).
 
     Raises
     ------
@@ -91,7 +103,7 @@ class SwiftMicroscope:
     def __init__(self, *, stem_controller_id: str | None = None, scan_id: str | None = None, eels_id: str | None = None,
                  ronchigram_id: str | None = None, max_dwell_s: float = 10.0, default_beam_current_A: float = 50e-12,
                  stage_limits_nm: StageLimits = DEFAULT_STAGE_LIMITS_NM, max_defocus_nm: float = DEFAULT_MAX_DEFOCUS_NM,
-                 stage_control: str = "stage_position_m", defocus_control: str = "C10") -> None:
+                 stage_control: str = "stage_position_m", defocus_control: str = "C10", clock: typing.Callable[[], float] | None = None) -> None:
         self.__stage_limits_nm = _checked_limits(stage_limits_nm)
         if not (math.isfinite(max_defocus_nm) and max_defocus_nm > 0):
             raise ValueError(f"max_defocus_nm must be a positive finite defocus in nm (e.g. 10000 for +-10 um), got {max_defocus_nm!r}")
@@ -114,6 +126,16 @@ class SwiftMicroscope:
         # Serialises acquisitions; make_safe deliberately does not take it.
         self.__lock = threading.RLock()
         self.__user_scan: tuple[scan_base.ScanFrameParameters, tuple[bool, ...]] | None = None
+        self.__clock = clock
+        self.__user_cameras: dict[str, tuple[camera_base.CameraHardwareSource, camera_base.CameraFrameParameters]] = {}
+
+    def __clock_now(self) -> float | None:
+        """The sample's own time, if this instrument keeps one (a simulator registers ``acquisition_clock``)."""
+        if self.__clock is not None:
+            return float(self.__clock())
+        component = Registry.get_component(ACQUISITION_CLOCK_COMPONENT)
+        now = getattr(component, "now_s", None) if component is not None else None
+        return float(now) if isinstance(now, (int, float)) else None
 
     @property
     def name(self) -> str:
@@ -132,6 +154,15 @@ class SwiftMicroscope:
     def beam_current_A(self) -> float:
         ok, value = self.__stem.TryGetVal("BeamCurrent")
         return float(value) if ok and value else self.__default_beam_current_A
+
+    @property
+    def energy_range_eV(self) -> tuple[float, float] | None:
+        """Energy loss (eV) of the spectrometer's first and last channel, from its dispersion and the camera's width; None without EELS."""
+        if self.__eels is None:
+            return None
+        offset, scale = float(self.__stem.GetVal("eels_x_offset", 0.0)), float(self.__stem.GetVal("eels_x_scale", 1.0))
+        width = int(self.__eels.get_expected_dimensions(1)[1])  # unbinned channels; the dispersion is per unbinned channel
+        return offset, offset + scale * (width - 1)
 
     @property
     def is_blanked(self) -> bool:
@@ -181,11 +212,14 @@ class SwiftMicroscope:
             raise InstrumentError("the live scan did not stop within 5 s; stop it (Scan ▸ Stop) and start the experiment again")
 
     def give_back_scan(self) -> bool:
-        """Put back the scan settings (frame, channels) of a live scan the experiment stopped; True if there was one.
+        """Put back the cameras' settings the experiment changed, and the scan settings (frame, channels) of a live scan it stopped; True if there was one.
 
-        The scan is not restarted: the beam is blanked after a run, and a
+        Nothing is restarted: the beam is blanked after a run, and a
         microscopist restarts the view when ready.
         """
+        for camera, camera_parameters in self.__user_cameras.values():
+            camera.set_current_frame_parameters(camera_parameters)
+        self.__user_cameras.clear()
         if self.__user_scan is None:
             return False
         frame_parameters, enabled = self.__user_scan
@@ -208,8 +242,10 @@ class SwiftMicroscope:
                 self.__scan.set_channel_enabled(index, name in channels)
             dwell_s = used.shape[0] * used.shape[1] * fp.pixel_time_us * 1e-6
             started = time.time()
+            clock_started = self.__clock_now()
             xdatas = self.__scan.record_immediate(fp)
             duration = time.time() - started
+            clock_ended = self.__clock_now()
         data: dict[str, DataAndMetadata.DataAndMetadata] = {}
         for xd in xdatas:
             if xd is None:
@@ -217,6 +253,8 @@ class SwiftMicroscope:
             channel = str(xd.metadata.get("hardware_source", {}).get("channel_name", f"channel{len(data)}"))
             metadata = dict(xd.metadata)
             metadata["nion_autoem"] = {"channel": channel, "scan_frame": used.to_dict()}
+            if clock_started is not None and clock_ended is not None:
+                metadata[ACQUISITION_CLOCK_KEY] = [clock_started, clock_ended]
             data[channel] = DataAndMetadata.new_data_and_metadata(xd.data, xd.intensity_calibration, xd.dimensional_calibrations, metadata, data_descriptor=xd.data_descriptor)
         if len(data) != len(channels):
             raise InstrumentError(f"the scan returned channels {sorted(data)} but {list(channels)} were asked for (was the scan aborted?)")
@@ -343,22 +381,36 @@ class SwiftMicroscope:
         return position
 
     def __record_camera(self, camera: camera_base.CameraHardwareSource, exposure_ms: float, processing: str | None) -> tuple[DataAndMetadata.DataAndMetadata, int]:
-        """Record one frame; returns it with the binning it was taken at."""
+        """Record one frame; returns it with the binning it was taken at.
+
+        Through the camera's sequence acquisition, not its recording: Swift
+        binds a recording to a "<camera>" data item in the user's document and
+        reads and rewrites it on the UI thread for every frame (items left
+        behind, and stalls of the window). The camera's settings are changed
+        only when they differ, and :meth:`give_back_scan` puts them back.
+        """
+        if camera.is_playing:  # the user's live view: one acquisition at a time
+            camera.stop_playing(sync_timeout=5.0)
+        deadline = time.time() + 5.0
+        while (camera.is_recording or camera.is_playing) and time.time() < deadline:
+            time.sleep(0.002)
         cfp = camera.get_current_frame_parameters()
-        cfp.exposure_ms = exposure_ms
-        if processing is not None:
-            cfp.processing = processing
-        deadline = time.time() + 5.0
-        while camera.is_recording and time.time() < deadline:
-            time.sleep(0.002)
-        task = camera.start_recording(frame_parameters=cfp)
-        xdatas = task.grab_xdatas(timeout=max(10.0, 4 * exposure_ms * 1e-3))
-        deadline = time.time() + 5.0
-        while camera.is_recording and time.time() < deadline:
-            time.sleep(0.002)
-        if not xdatas or xdatas[0] is None:
+        if cfp.exposure_ms != exposure_ms or (processing is not None and cfp.processing != processing):
+            self.__user_cameras.setdefault(camera.hardware_source_id, (camera, copy.deepcopy(cfp)))
+            cfp.exposure_ms = exposure_ms
+            if processing is not None:
+                cfp.processing = processing
+            camera.set_current_frame_parameters(cfp)
+        elements = camera.acquire_sequence(1)
+        if not elements or elements[0].get("data") is None:
             raise InstrumentError(f"{camera.hardware_source_id} returned no data (the acquisition was aborted)")
-        return xdatas[0], int(getattr(cfp, "binning", 1) or 1)
+        element = elements[0]
+        calibrations = [Calibration.Calibration(c.get("offset", 0.0), c.get("scale", 1.0), c.get("units", "")) for c in element.get("spatial_calibrations", [])[1:]]
+        intensity = dict(element.get("intensity_calibration", {}))
+        data = numpy.asarray(element["data"])[0]
+        frame = DataAndMetadata.new_data_and_metadata(data, Calibration.Calibration(intensity.get("offset", 0.0), intensity.get("scale", 1.0), intensity.get("units", "")),
+                                                      calibrations if len(calibrations) == data.ndim else None, dict(element.get("metadata", {})))
+        return frame, int(getattr(cfp, "binning", 1) or 1)
 
     def __energy_axis(self, raw: DataAndMetadata.DataAndMetadata, binning: int) -> tuple[float, float]:
         calibration = raw.dimensional_calibrations[-1] if raw.dimensional_calibrations else None
@@ -419,16 +471,63 @@ class SwiftMicroscope:
             for name, index in SCAN_CHANNELS.items():
                 self.__scan.set_channel_enabled(index, name == channel)
             started = time.time()
+            clock_started = self.__clock_now()
             # The spot scan is not made the current frame: the scan context,
             # and with it every probe fraction, stays that of the survey.
             xdatas = [xd for xd in self.__scan.record_immediate(fp) if xd is not None]
             duration = time.time() - started
+            clock_ended = self.__clock_now()
         if not xdatas:
             raise InstrumentError("the ADF trace returned no data (the scan was aborted)")
-        trace = xdata_builders.trace_xdata(numpy.asarray(xdatas[0].data, dtype=float).reshape(-1), sample_time_us, channel=channel,
-                                           metadata={"position_nm": list(position), "scan_frame": context.to_dict()})
+        metadata: dict[str, typing.Any] = {"position_nm": list(position), "scan_frame": context.to_dict()}
+        if clock_started is not None and clock_ended is not None:
+            metadata[ACQUISITION_CLOCK_KEY] = [clock_started, clock_ended]
+        trace = xdata_builders.trace_xdata(numpy.asarray(xdatas[0].data, dtype=float).reshape(-1), sample_time_us, channel=channel, metadata=metadata)
         return Measurement.of({channel: trace}, "adf_trace", dwell_s=dwell, beam_current_A=self.beam_current_A, blanked=self.is_blanked,
                               position_nm=position, started_at=started, duration_s=duration)
+
+    def adf_trace_until(self, samples: int, sample_time_us: float, until: DropAlarm, *, channel: str = "HAADF") -> Measurement:
+        """A parked-probe trace that ends within ``until.within_samples`` samples of the alarm.
+
+        Swift's scan cannot stop a spot scan at a given sample, so the trace is
+        streamed as short spot scans of ``within_samples + 1`` samples and the
+        test runs after each: the beam leaves the column at most
+        ``within_samples`` samples after the alarm sample.  Between the short
+        scans the probe stays parked (a real instrument keeps dosing it then;
+        the twin, whose clock is beam time, does not).  The trace, dwell and
+        dose hold only the samples dwelt.
+        """
+        if not isinstance(until, DropAlarm):
+            raise TypeError(f"until must be a DropAlarm, got {type(until).__name__}")
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise ValueError(f"samples must be a positive integer, got {samples!r}")
+        self.__check_dwell(samples * sample_time_us * 1e-6, "ADF trace")
+        piece = until.within_samples + 1
+        parts: list[numpy.typing.NDArray[numpy.float64]] = []
+        statistic = until.statistic
+        alarmed = False
+        with self.__lock:
+            position = self.__parked_position()
+            context = self.scan_frame
+            started = time.time()
+            clock_started = self.__clock_now()
+            dwelt = 0
+            while dwelt < samples and not alarmed:
+                n = min(piece, samples - dwelt)
+                counts = numpy.asarray(self.adf_trace(n, sample_time_us, channel=channel).xdata.data, dtype=float).reshape(-1)
+                parts.append(counts)
+                dwelt += n
+                w = until.statistics(counts, statistic)
+                alarmed = bool(numpy.any(w >= until.threshold))
+                statistic = float(w[-1])
+            duration = time.time() - started
+            clock_ended = self.__clock_now()
+        metadata: dict[str, typing.Any] = {"position_nm": list(position), "scan_frame": context.to_dict(), "samples_asked": samples, "stopped_at_alarm": alarmed}
+        if clock_started is not None and clock_ended is not None:
+            metadata[ACQUISITION_CLOCK_KEY] = [clock_started, clock_ended]
+        trace = xdata_builders.trace_xdata(numpy.concatenate(parts), sample_time_us, channel=channel, metadata=metadata)
+        return Measurement.of({channel: trace}, "adf_trace", dwell_s=dwelt * sample_time_us * 1e-6, beam_current_A=self.beam_current_A,
+                              blanked=self.is_blanked, position_nm=position, started_at=started, duration_s=duration)
 
     def blank(self) -> None:
         self.__stem.SetVal("C_Blank", 1.0)
@@ -446,6 +545,9 @@ class SwiftMicroscope:
                 _logger.exception("make_safe: %s failed", getattr(step, "__name__", step))
 
     def __abort_all(self) -> None:
+        for camera in (self.__eels, self.__ronchigram):
+            if camera is not None:
+                camera.acquire_sequence_cancel()  # the cameras' sequence acquisition (on usim a no-op: the exposure ends by itself)
         for source in (self.__eels, self.__ronchigram, self.__scan):
             if source is not None and source.is_recording:
                 source.abort_recording()

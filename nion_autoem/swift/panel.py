@@ -20,8 +20,11 @@ from nion.ui import Declarative
 from nion.utils import Model
 from nion.utils import Registry
 
+from nion_autoem import dose_map
+from nion_autoem.dry_run import DryRunReport
 from nion_autoem.dry_run import dry_run
 from nion_autoem.geometry import ScanFrame
+from nion_autoem.instrument import InstrumentError
 from nion_autoem.plan import Plan
 from nion_autoem.plans import PointSpectroscopy
 from nion_autoem.runner import Budget
@@ -30,6 +33,9 @@ from nion_autoem.runner import Progress
 from nion_autoem.swift.console import find_atoms_in_data_item
 from nion_autoem.swift.console import replay_dkl_on_spectrum_image
 from nion_autoem.swift.console import start_experiment
+from nion_autoem.swift.dose_history import LiveScanDose
+from nion_autoem.swift.dose_history import publisher_for
+from nion_autoem.swift.dose_history import session_dose
 from nion_autoem.swift.live_atoms import LiveAtomFinder
 from nion_autoem.swift.microscope import SwiftMicroscope
 from nion_autoem.xdata import frame_from_xdata
@@ -41,6 +47,14 @@ if typing.TYPE_CHECKING:
 _ = gettext.gettext
 
 PANEL_ID = "nion-autoem-experiment-panel"
+#: The dry run warns when a plan would take an area of the sample past this mean dose (about where S starts to sputter from MoS2 at 60 kV).
+DEFAULT_DOSE_LIMIT_E_PER_NM2 = 1e8
+
+
+def planned_exposures(report: DryRunReport) -> list[dose_map.Exposure]:
+    """What a dry run says the plan would deliver, as exposures for the dose map."""
+    return ([dose_map.Exposure(d, frame=f, label="planned survey") for f, d in zip(report.surveyed_frames, report.survey_dose_e, strict=True) if d > 0]
+            + [dose_map.Exposure(d, position_nm=p, label="planned dwell") for p, d in zip(report.probe_path_nm, report.point_dose_e, strict=True) if d > 0])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +70,8 @@ class PanelParameters:
     drawn_points_nm: tuple[tuple[float, float], ...] = ()
     drawn_frame: ScanFrame | None = None
     survey: DataAndMetadata.DataAndMetadata | None = None
+    #: The spectrometer's energy axis (first, last channel in eV), where an instrument says it.
+    energy_range_eV: tuple[float, float] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +140,11 @@ def check_parameters(choice: ExperimentChoice, p: PanelParameters) -> None:
         raise ValueError(f"the exposure must be in (0, 10000] ms, got {p.exposure_ms:g} ms")
     if "band" in choice.fields and not p.band_eV[0] < p.band_eV[1]:
         raise ValueError(f"the band must be (low, high) with low < high, got {p.band_eV[0]:g}–{p.band_eV[1]:g} eV: swap the two values")
+    if "band" in choice.fields and p.energy_range_eV is not None:
+        first, last = p.energy_range_eV
+        if p.band_eV[0] < first or p.band_eV[1] > last:
+            raise ValueError(f"the band {p.band_eV[0]:g}–{p.band_eV[1]:g} eV is outside the spectrometer's axis ({first:g} to {last:g} eV): "
+                             "choose a band inside it, or change the energy offset / dispersion first")
     if "patch" in choice.fields and not 3 <= p.patch_size <= 128:
         raise ValueError(f"the patch must be 3 to 128 survey pixels, got {p.patch_size}")
     if "field" in choice.fields and not 0.5 <= p.field_nm <= 20:
@@ -147,6 +168,8 @@ class ExperimentPanelController(Declarative.Handler):
         self.acquisition_index = Model.PropertyModel(ACQUISITIONS.index("thompson"))  # the agent's default
         self.patch_size = Model.PropertyModel(16)
         self.field_nm = Model.PropertyModel(3.0)
+        #: Mean dose per area (e/nm², over the session map's cells) that the dry run warns about; 0: no limit.
+        self.dose_limit = Model.PropertyModel(DEFAULT_DOSE_LIMIT_E_PER_NM2)
         self.use_selected_survey = Model.PropertyModel(False)
         self.live_elit = Model.PropertyModel(False)
         self.live_elit.on_value_changed = self.__live_elit_changed
@@ -158,6 +181,11 @@ class ExperimentPanelController(Declarative.Handler):
         self.experiment_index.on_value_changed = self.__experiment_changed
         self.__experiment_changed(0)
         self.status = Model.PropertyModel(_("Idle. Choose an experiment and press Start."))
+        # the sample's dose history: every experiment and the user's own live scan, in one line here and in "Dose map (this session)"
+        self.dose_summary = Model.PropertyModel(_("Dose so far: none recorded in this session."))
+        self.__dose = publisher_for(document_controller)
+        self.__dose.on_summary = lambda text: setattr(self.dose_summary, "value", text[:1].upper() + text[1:])
+        self.__live_dose = self.__follow_live_scan_dose()
         self.plan_summary = Model.PropertyModel(_("Dry run: press Dry run to see the steps, beam-on time and dose before Start."))
         self.percent = Model.PropertyModel(0)
         self.pause_text = Model.PropertyModel(_("Pause"))
@@ -167,16 +195,22 @@ class ExperimentPanelController(Declarative.Handler):
             # only the fields the chosen experiment uses, each with its unit
             u.create_row(u.create_label(text="@binding(count_label.value)"), u.create_line_edit(text="@binding(points.value, converter=int_converter)", width=60),
                          u.create_label(text=_("Max steps")), u.create_line_edit(text="@binding(max_steps.value, converter=int_converter)", width=60), u.create_stretch(), spacing=8),
+            u.create_row(u.create_label(text=_("Warn above (e/nm²)")), u.create_line_edit(text="@binding(dose_limit.value, converter=float_converter)", width=80),
+                         u.create_stretch(), spacing=8),
             u.create_row(u.create_label(text=_("Exposure (ms)")), u.create_line_edit(text="@binding(exposure_ms.value, converter=float_converter)", width=60),
                          u.create_stretch(), spacing=8, visible="@binding(show_exposure.value)"),
+            # rows stay short: the panel must fit beside the usim panels on a 1600 px screen
             u.create_row(u.create_label(text=_("Band (eV)")), u.create_line_edit(text="@binding(band_low_eV.value, converter=float_converter)", width=60),
                          u.create_label(text="–"), u.create_line_edit(text="@binding(band_high_eV.value, converter=float_converter)", width=60),
-                         u.create_push_button(text=_("From interval on selected spectrum"), on_clicked="band_from_selected_spectrum"),
+                         u.create_stretch(), spacing=8, visible="@binding(show_band.value)"),
+            u.create_row(u.create_push_button(text=_("Band from interval on selected spectrum"), on_clicked="band_from_selected_spectrum"),
                          u.create_stretch(), spacing=8, visible="@binding(show_band.value)"),
             u.create_row(u.create_label(text=_("Acquisition")), u.create_combo_box(items=ACQUISITIONS, current_index="@binding(acquisition_index.value)"),
                          u.create_label(text=_("Patch (px)")), u.create_line_edit(text="@binding(patch_size.value, converter=int_converter)", width=50),
-                         u.create_check_box(text=_("selected image is the survey"), checked="@binding(use_selected_survey.value)"),
-                         u.create_push_button(text=_("Replay on selected spectrum image"), on_clicked="replay_on_selected_spectrum_image", enabled="@binding(idle.value)"),
+                         u.create_stretch(), spacing=8, visible="@binding(show_dkl.value)"),
+            u.create_row(u.create_check_box(text=_("selected image is the survey"), checked="@binding(use_selected_survey.value)"),
+                         u.create_stretch(), spacing=8, visible="@binding(show_dkl.value)"),
+            u.create_row(u.create_push_button(text=_("Replay on selected spectrum image"), on_clicked="replay_on_selected_spectrum_image", enabled="@binding(idle.value)"),
                          u.create_stretch(), spacing=8, visible="@binding(show_dkl.value)"),
             u.create_row(u.create_label(text=_("Field (nm)")), u.create_line_edit(text="@binding(field_nm.value, converter=float_converter)", width=50),
                          u.create_stretch(), spacing=8, visible="@binding(show_field.value)"),
@@ -185,11 +219,11 @@ class ExperimentPanelController(Declarative.Handler):
                          u.create_push_button(text="@binding(pause_text.value)", on_clicked="toggle_pause", enabled="@binding(running.value)"),
                          u.create_push_button(text=_("Stop"), on_clicked="stop", enabled="@binding(running.value)"), u.create_stretch(), spacing=8),
             u.create_row(u.create_push_button(text=_("Find atoms in selected image"), on_clicked="find_atoms_in_selection", enabled="@binding(idle.value)"),
-                         u.create_stretch(), spacing=8),
-            u.create_row(u.create_check_box(text=_("ELIT on every new scan frame"), checked="@binding(live_elit.value)"), u.create_stretch()),
+                         u.create_check_box(text=_("ELIT on every new scan frame"), checked="@binding(live_elit.value)"), u.create_stretch(), spacing=8),
             u.create_label(text="@binding(plan_summary.value)", word_wrap=True),
             u.create_progress_bar(value="@binding(percent.value)", minimum=0, maximum=100),
-            u.create_label(text="@binding(status.value)", word_wrap=True),
+            u.create_label(text="@binding(status.value)", word_wrap=True, name="status_label"),
+            u.create_label(text="@binding(dose_summary.value)", word_wrap=True),
             u.create_stretch(), spacing=8, margin=8)
 
     def __experiment_changed(self, index: int | None) -> None:
@@ -214,7 +248,23 @@ class ExperimentPanelController(Declarative.Handler):
         from nion.utils import Converter
         return Converter.FloatToStringConverter(format="{:.1f}")
 
+    def __follow_live_scan_dose(self) -> LiveScanDose | None:
+        """Count the user's own live scan frames in the session's dose map (None without a scan device)."""
+        try:
+            scope = SwiftMicroscope()
+        except InstrumentError:
+            return None
+        stem = Registry.get_component("stem_controller")
+        scan = stem.scan_controller if stem is not None else None
+        if scan is None:
+            return None
+        return LiveScanDose(scan, lambda: scope.beam_current_A, lambda: scope.is_blanked, after_frame=self.__dose.update)
+
     def close(self) -> None:
+        if self.__live_dose is not None:
+            self.__live_dose.close()
+            self.__live_dose = None
+        self.__dose.on_summary = None
         if self.runner is not None:
             self.runner.stop("panel closed")
         if self.live_finder is not None:
@@ -237,8 +287,17 @@ class ExperimentPanelController(Declarative.Handler):
                                      ACQUISITIONS[self.acquisition_index.value or 0], int(self.patch_size.value or 0),
                                      float(self.field_nm.value or 0), drawn_points, drawn_frame, survey)
         choice = EXPERIMENTS[self.experiment_index.value or 0]
+        if "band" in choice.fields:
+            parameters = dataclasses.replace(parameters, energy_range_eV=self.__energy_range_eV())
         check_parameters(choice, parameters)
         return choice.make_plan(parameters), Budget(max_steps=int(self.max_steps.value or 0))
+
+    @staticmethod
+    def __energy_range_eV() -> tuple[float, float] | None:
+        try:
+            return SwiftMicroscope().energy_range_eV
+        except InstrumentError:  # no instrument: the plan says so when it is started
+            return None
 
     def dry_run(self, widget: typing.Any = None) -> None:
         """Show what the chosen experiment would do (steps, beam-on time, dose, probe path) before anything is done."""
@@ -248,11 +307,14 @@ class ExperimentPanelController(Declarative.Handler):
             self.plan_summary.value = f"{_('Cannot plan')}: {e}"
             return
         self.plan_summary.value = _("Planning…")
+        limit = float(self.dose_limit.value or 0)
 
         def plan_off_the_ui_thread() -> None:
             try:
                 report = dry_run(plan, SwiftMicroscope(), budget=budget)
                 summary = f"{_('Dry run')}: {report.summary()}"
+                if limit > 0 and (warning := dose_map.limit_warning(session_dose().exposures, planned_exposures(report), limit)):
+                    summary += f" — {_('WARNING')}: {warning}"
             except Exception as e:  # no instrument, or a plan that cannot run: say why
                 summary = f"{_('Cannot plan')}: {e}"
             self.__document_controller.queue_task(lambda: setattr(self.plan_summary, "value", summary))

@@ -31,6 +31,10 @@ How acquisitions map onto the twin:
   instrument had at start-up (or ``focus_c10_nm``), and blur away from it.
 * The stage is usim's: ``stage_position_m`` minus the beam shift (plus usim's
   drift) moves the sample in the scan field, as for usim's own samples.
+* The twins' clock advances only while the beam is on (see
+  :mod:`nion_autoem.twin.clock`); :meth:`TwinConfiguration.run` registers it
+  as the ``acquisition_clock`` component, and ``SwiftMicroscope`` stamps every
+  survey and trace with it, so a drift model fitted to the stamps repeats.
 * usim calls the generator once per enabled channel for the same frame; the
   twin renders all enabled channels on the first call and serves the rest
   from that rendering, so a frame is dosed once.
@@ -72,6 +76,8 @@ _NDArray = numpy.typing.NDArray[typing.Any]
 _ = gettext.gettext
 
 INSTRUMENT_ID = "usim_stem_controller"
+#: Registry type under which the twin's simulated clock is registered (the name SwiftMicroscope looks up).
+ACQUISITION_CLOCK_COMPONENT = "acquisition_clock"
 #: Scans with at most this many pixels (or a single line) are simulated dwell by dwell.
 DWELL_SCAN_MAX_PIXELS = 4096
 #: ... and only within this field of view (beyond it the probe-by-column bookkeeping grows too large).
@@ -466,6 +472,9 @@ class TwinConfiguration:
             typing.cast(typing.Any, self.eels_camera_device).camera_panel_type = "eels"
             self.__register(CameraDevice.CameraModule(self.instrument_id, self.eels_camera_device, self.eels_camera_settings), {"camera_module"})
             self.__register(self.scan_module, {"scan_module"})
+            # The twins' sample only moves while the beam is on: acquisitions are stamped with this
+            # clock (SwiftMicroscope looks it up), so drift models fit the sample's own time.
+            self.__register(self.clock, {ACQUISITION_CLOCK_COMPONENT})
         finally:
             logging.disable(logging.NOTSET)
 

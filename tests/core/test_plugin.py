@@ -61,6 +61,13 @@ def test_panel_explains_bad_parameters(usim_session: typing.Any, tmp_path: pathl
     controller.band_low_eV.value, controller.band_high_eV.value = 2.1, 1.2
     controller.start()
     assert controller.runner is None and "swap the two values" in (controller.status.value or "")
+    # a band beyond the spectrometer's axis is refused before any dose is spent, in the dry run too, naming the axis
+    controller.band_low_eV.value, controller.band_high_eV.value = 600.0, 700.0
+    controller.start()
+    assert controller.runner is None and "outside the spectrometer's axis (-20 to " in (controller.status.value or "")
+    controller.dry_run()
+    assert "Cannot plan" in (controller.plan_summary.value or "") and "outside the spectrometer's axis" in (controller.plan_summary.value or "")
+    controller.band_low_eV.value, controller.band_high_eV.value = 1.0, 3.0
     # only the fields an experiment uses are shown, and what it counts is named
     controller.experiment_index.value = 2
     assert controller.count_label.value == "Frames" and not controller.show_band.value and not controller.show_exposure.value and controller.show_field.value

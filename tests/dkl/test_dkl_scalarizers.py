@@ -75,3 +75,18 @@ def test_bad_inputs_are_explained() -> None:
         sc.BandMaximum((0.0, 1.0), (0.0, 1.0))(numpy.zeros((2, 2)))
     with pytest.raises(ValueError, match="2D"):
         sc.center_of_mass(numpy.zeros(4))
+
+
+def test_counting_errors_match_the_poisson_spread() -> None:
+    rng = numpy.random.default_rng(0)
+    axis = (0.0, 1.0)
+    expected = numpy.concatenate([numpy.full(10, 30.0), numpy.full(10, 80.0)])
+    ratio = sc.PeakRatio(axis, (0.0, 9.0), (10.0, 19.0))
+    band = sc.BandIntegral(axis, (0.0, 9.0))
+    gain = 2.0
+    draws = [gain * rng.poisson(expected).astype(float) for _ in range(4000)]
+    ratios = numpy.array([ratio(d) for d in draws])
+    integrals = numpy.array([band(d) for d in draws])
+    assert numpy.isclose(ratio.standard_error(gain * expected, gain), ratios.std(), rtol=0.08)
+    assert numpy.isclose(band.standard_error(gain * expected, gain), integrals.std(), rtol=0.08)
+    assert math.isinf(ratio.standard_error(numpy.zeros(20)))

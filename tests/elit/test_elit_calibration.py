@@ -20,6 +20,7 @@ from nion_autoem.twin.sample import ProbeConditions
 from nion_autoem_elit import evaluation
 from nion_autoem_elit import find_atoms
 from nion_autoem_elit import lattices
+from nion_autoem_elit import sampling
 
 _NDArray = numpy.typing.NDArray[typing.Any]
 NAMES = ("background", "Mo", "S2", "S1", "W")
@@ -55,7 +56,11 @@ def test_calibration_alone_gives_columns_and_vacancies_at_any_sampling(pixel_siz
     assert not result.out_of_distribution and result.pixel_size_nm == pytest.approx(pixel_size_A / 10.0)
     trained = 0.008 <= pixel_size_A / 10.0 <= 0.016
     assert result.in_trained_range is trained
-    assert (result.resampled_by == 1.0) is trained
+    # The network always sees a trained sampling: coarser frames upsampled to the middle of
+    # the range, finer ones (and the finer part of the range) downsampled to near its coarse end.
+    assert result.model_pixel_size_nm is not None and 0.008 <= result.model_pixel_size_nm <= 0.016
+    assert result.resampled_by == pytest.approx(pixel_size_A / 10.0 / result.model_pixel_size_nm)
+    assert any("outside the model's trained" in w for w in result.warnings) is not trained
     assert result.trained_ranges["pixel_size_nm"] == pytest.approx((0.008, 0.016))
     # positions and maps are in the input frame's pixels
     assert result.mean_probabilities.shape[1:] == result.variance.shape[1:] == image.shape
@@ -67,6 +72,35 @@ def test_positions_are_mapped_back_with_sub_pixel_accuracy() -> None:
     assert result.resampled_by == pytest.approx(2.5) and result.model_pixel_size_nm == pytest.approx(0.012)
     s = scores(result, image, positions, classes, 0.3)
     assert s["tp"] > 50 and s["rmse_px"] < 0.5, s
+
+
+@pytest.mark.parametrize(("pixel_size_nm", "model_pixel_size_nm"), [(0.012, 0.015), (0.008, 0.015), (0.005, 0.015), (0.014, 0.014), (0.016, 0.016), (0.03, 0.012)])
+def test_frames_are_processed_near_the_coarse_end_of_the_trained_range(pixel_size_nm: float, model_pixel_size_nm: float) -> None:
+    metadata = {"imaging_ranges": {"pixel_size_A": [0.08, 0.16]}, "lattice": "MoS2"}
+    plan = sampling.plan_sampling((512, 512), pixel_size_nm, metadata)
+    assert plan.model_pixel_size_nm == pytest.approx(model_pixel_size_nm)
+    assert plan.zoom == pytest.approx(pixel_size_nm / model_pixel_size_nm)
+    assert plan.in_trained_range is (0.008 <= pixel_size_nm <= 0.016)
+    assert bool(plan.warnings) is not plan.in_trained_range
+    # Small frames are not downsampled for speed: a trained sampling is used as it is, a finer one goes to the middle.
+    small = sampling.plan_sampling((200, 200), 0.008, metadata)
+    assert small.zoom == 1.0 and small.in_trained_range and not small.warnings
+    finer = sampling.plan_sampling((200, 200), 0.005, metadata)
+    assert finer.model_pixel_size_nm == pytest.approx(0.012) and not finer.in_trained_range and finer.warnings
+
+
+def test_resampling_maps_pixel_centres_like_the_positions() -> None:
+    # A linear ramp resampled linearly stays the same ramp in input coordinates (away from the clamped edges).
+    rows, cols = numpy.mgrid[0:90, 0:70].astype(numpy.float32)
+    ramp = 3.0 * rows - 2.0 * cols
+    for zoom in (0.8, 0.37, 1.7):
+        small = sampling.resample(ramp, zoom)
+        back_rows, back_cols = numpy.mgrid[0 : small.shape[0], 0 : small.shape[1]].astype(float)
+        centres = sampling.to_input_pixels(numpy.stack([back_rows.ravel(), back_cols.ravel()], axis=1), ramp.shape, small.shape)
+        expected = (3.0 * centres[:, 0] - 2.0 * centres[:, 1]).reshape(small.shape)
+        inner = (slice(2, -2), slice(2, -2))
+        numpy.testing.assert_allclose(small[inner], expected[inner], atol=1e-3)
+        assert sampling.maps_to_input(small[None], ramp.shape).shape == (1,) + ramp.shape
 
 
 def test_without_calibration_the_result_says_the_sampling_was_not_checked() -> None:

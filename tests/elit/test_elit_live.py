@@ -56,12 +56,18 @@ def test_live_frames_from_the_twin_become_classified_atoms(tmp_path: pathlib.Pat
         # the class map: the frame in colour, one colour per class, not one graphic per column
         assert frame_item.xdata is not None and frame_item.xdata.data_shape == (256, 256, 3)
         assert frame_item.xdata.dimensional_calibrations[0].units == "nm"
-        points = [g for g in frame_item.display.graphics if g.graphic_type == "point-graphic"]
-        unsure = int(numpy.sum(numpy.asarray(result.uncertainties) > 0.2))
-        assert len(points) == min(unsure, MAX_MARKED_UNCERTAIN) <= 20
-        assert all(g.label is not None and g.label.endswith("?") and g.label.rstrip("?") in result.class_names for g in points)
+        # no graphics at all (Swift's Inspector builds a section per graphic): the uncertain columns are ringed in white in the map itself
+        assert [g for g in frame_item.display.graphics if g.graphic_type == "point-graphic"] == []
+        unsure = numpy.argsort(-numpy.asarray(result.uncertainties))[:min(int(numpy.sum(numpy.asarray(result.uncertainties) > 0.2)), MAX_MARKED_UNCERTAIN)]
+        rgb = numpy.asarray(frame_item.xdata.data)
+        white = numpy.all(rgb == 255, axis=-1)
+        for i in unsure:
+            y, x = numpy.round(result.positions[i]).astype(int)
+            assert white[max(y - 8, 0):y + 9, max(x - 8, 0):x + 9].any(), f"uncertain column {i} at {(y, x)} is not ringed"
+        assert white.sum() <= len(unsure) * 200  # rings around the uncertain ones, nothing else white
         caption = frame_item._data_item.caption  # the caption is the item's legend
         assert caption is not None and f"Mo blue {result.counts()['Mo']}" in caption and f"S2 yellow {result.counts()['S2']}" in caption
+        assert (f"the {len(unsure)} most uncertain ringed in white" in caption) == (len(unsure) > 0)
         # the table: every column, in words, as CSV beside the journal
         table_csv = tmp_path / "run" / "tables" / "atoms.csv"
         rows = table_csv.read_text().splitlines()
@@ -175,8 +181,7 @@ def test_elit_follows_the_users_scan_frame_by_frame(tmp_path: pathlib.Path) -> N
         assert finder.last_counts.get("Mo", 0) > 50 and finder.last_counts.get("S2", 0) > 50
         frame_item = finder.data_item("frame")
         assert frame_item is not None and frame_item.xdata is not None and frame_item.xdata.data_shape == (192, 192, 3)
-        points = [g for g in frame_item.display.graphics if g.graphic_type == "point-graphic"]
-        assert len(points) <= MAX_MARKED_UNCERTAIN  # the uncertain ones only, never one per column
+        assert [g for g in frame_item.display.graphics if g.graphic_type == "point-graphic"] == []  # uncertain ones are ringed in the map
         # one set of live items, updated in place, not one per frame
         assert sum(d.title.startswith("Atom classes (ELIT)") for d in session.document_model.data_items) == 1
         controller.close()

@@ -57,6 +57,11 @@ class Heartbeat:
         self.last_tick = time.perf_counter()
         self.stall_stacks: dict[str, int] = {}
         self.ui_thread_id = threading.get_ident()
+        #: What is being measured now (the experiment's name), and every stall over ``report_ms`` with what the UI thread did in it.
+        self.label = ""
+        self.report_ms = 250.0
+        self.stalls: list[dict[str, typing.Any]] = []
+        self.current: list[str] = []
 
     def reset(self) -> float:
         gap, self.max_gap_ms = self.max_gap_ms, 0.0
@@ -69,7 +74,14 @@ class Heartbeat:
         while self.running:
             await asyncio.sleep(self.period_s)
             now = time.perf_counter()
-            self.max_gap_ms = max(self.max_gap_ms, (now - last - self.period_s) * 1e3)
+            gap_ms = (now - last - self.period_s) * 1e3
+            self.max_gap_ms = max(self.max_gap_ms, gap_ms)
+            if gap_ms > self.report_ms:
+                counts: dict[str, int] = {}
+                for key in self.current:
+                    counts[key] = counts.get(key, 0) + 1
+                self.stalls.append({"label": self.label, "ms": round(gap_ms, 1), "stacks": sorted(counts.items(), key=lambda kv: -kv[1])[:4]})
+            self.current = []
             last = self.last_tick = now
 
     def watch(self) -> None:
@@ -78,9 +90,10 @@ class Heartbeat:
             if time.perf_counter() - self.last_tick > self.late_s:
                 frame = sys._current_frames().get(self.ui_thread_id)
                 if frame is not None:
-                    stack = traceback.extract_stack(frame)[-12:]
+                    stack = traceback.extract_stack(frame)[-16:]
                     key = " <- ".join(f"{pathlib.Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(stack))
                     self.stall_stacks[key] = self.stall_stacks.get(key, 0) + 1
+                    self.current.append(key)
 
 
 class TracebackCollector(logging.Handler):
@@ -94,9 +107,11 @@ class TracebackCollector(logging.Handler):
             self.tracebacks.append(text[-2000:])
 
 
-def screenshot(out: pathlib.Path, name: str) -> str:
+async def screenshot(out: pathlib.Path, name: str) -> str:
+    """The whole screen as ``<name>.png``, taken off the UI thread (so the heartbeat does not count it)."""
     path = out / f"{name}.png"
-    subprocess.run(["import", "-display", os.environ["DISPLAY"], "-window", "root", str(path)], check=False, timeout=30)
+    command = ["import", "-display", os.environ["DISPLAY"], "-window", "root", str(path)]
+    await asyncio.get_running_loop().run_in_executor(None, lambda: subprocess.run(command, check=False, timeout=30))
     return path.name
 
 
@@ -108,6 +123,20 @@ def beam_state() -> dict[str, typing.Any]:
         return {"blanked": None, "probe_parked": None}
     ok, blank = stem.TryGetVal("C_Blank")
     return {"blanked": bool(ok and blank), "probe_parked": stem.probe_position is not None and stem.probe_state == "parked"}
+
+
+def status_fits_on_screen(document_controller: DocumentController.DocumentController, panel: typing.Any, controller: typing.Any) -> dict[str, typing.Any]:
+    """Where the panel's status line is drawn: inside the panel and on the (1600 x 1000) screen, with room for its text."""
+    from nion.utils import Geometry
+
+    label, widget = controller.status_label, panel.widget
+    top_left, size = label.map_to_global(Geometry.IntPoint()), label.size
+    panel_top_left, panel_size = widget.map_to_global(Geometry.IntPoint()), widget.size
+    screen = document_controller.screen_size
+    bottom, right = top_left.y + size.height, top_left.x + size.width
+    return {"label": [top_left.y, top_left.x, size.height, size.width], "panel": [panel_top_left.y, panel_top_left.x, panel_size.height, panel_size.width],
+            "screen": [screen.height, screen.width],
+            "fits": size.height >= 12 and bottom <= min(screen.height, panel_top_left.y + panel_size.height) and right <= min(screen.width, panel_top_left.x + panel_size.width)}
 
 
 async def wait_for(condition: typing.Callable[[], bool], timeout_s: float, step_s: float = 0.1) -> bool:
@@ -134,6 +163,7 @@ async def scenario(document_controller: DocumentController.DocumentController, o
     async def run(name: str, index: int, fields: dict[str, typing.Any], *, pause: bool = False, stop_after_s: float | None = None,
                   timeout_s: float = 240.0) -> None:
         record: dict[str, typing.Any] = {}
+        heartbeat.label = name
         controller.experiment_index.value = index
         for field, value in fields.items():
             getattr(controller, field).value = value
@@ -170,7 +200,8 @@ async def scenario(document_controller: DocumentController.DocumentController, o
         record["beam"] = beam_state()
         record["new_items"] = len(document_controller.document_model.data_items) - items_before
         record["titles"] = [d.title for d in document_controller.document_model.data_items[items_before:]]
-        record["screenshot"] = screenshot(out, name)
+        record["status_fits"] = status_fits_on_screen(document_controller, panel, controller)
+        record["screenshot"] = await screenshot(out, name)
         results["experiments"][name] = record
 
     async def find_atoms_in_a_large_image() -> None:
@@ -199,6 +230,7 @@ async def scenario(document_controller: DocumentController.DocumentController, o
         document_controller.select_display_items_in_data_panel([display_item])
         await asyncio.sleep(0.5)
         heartbeat.reset()
+        heartbeat.label = "atoms_2000"
         items_before = len(document_controller.document_model.data_items)
         previous = controller.runner
         controller.find_atoms_in_selection()
@@ -218,10 +250,45 @@ async def scenario(document_controller: DocumentController.DocumentController, o
                 heartbeat.reset()
                 await asyncio.sleep(2.0)
                 record["max_ui_stall_ms"] = max(record["max_ui_stall_ms"], round(heartbeat.reset(), 1))
-            record["screenshot"] = screenshot(out, "atoms_2000")
+            record["status_fits"] = status_fits_on_screen(document_controller, panel, controller)
+            record["screenshot"] = await screenshot(out, "atoms_2000")
         results["experiments"]["atoms_2000"] = record
 
+    async def live_elit_on_the_users_scan() -> None:
+        """The user's own live scan of the twin with "ELIT on every new scan frame" ticked: it used to stall Swift for 48-74 s at a time."""
+        from nion.instrumentation import scan_base
+        from nion.utils import Geometry
+
+        record: dict[str, typing.Any] = {"started": scan is not None}
+        if scan is None:
+            results["experiments"]["live_elit"] = record
+            return
+        live_scan = typing.cast(scan_base.ScanHardwareSource, scan)
+        fp = live_scan.get_current_frame_parameters()
+        fp.pixel_size, fp.fov_nm, fp.pixel_time_us = Geometry.IntSize(256, 256), 3.0, 1.0
+        live_scan.set_current_frame_parameters(fp)
+        live_scan.start_playing()
+        await asyncio.sleep(1.0)
+        heartbeat.reset()
+        heartbeat.label = "live_elit"
+        controller.live_elit.value = True  # the check box
+        await asyncio.sleep(8.0)
+        finder = controller.live_finder
+        record["frames"] = finder.frames_analysed if finder is not None else 0
+        record["error"] = str(finder.last_error) if finder is not None and finder.last_error is not None else None
+        controller.live_elit.value = False  # unticking took over a minute before
+        live_scan.stop_playing()
+        await wait_for(lambda: not live_scan.is_playing, 10)
+        await asyncio.sleep(1.5)
+        record.update({"max_ui_stall_ms": round(heartbeat.reset(), 1), "status": controller.status.value,
+                       "titles": [d.title for d in document_controller.document_model.data_items if (d.title or "").startswith("Atom classes (ELIT)")]})
+        heartbeat.label = ""
+        record["status_fits"] = status_fits_on_screen(document_controller, panel, controller)
+        record["screenshot"] = await screenshot(out, "live_elit")
+        results["experiments"]["live_elit"] = record
+
     try:
+        await live_elit_on_the_users_scan()
         if scan is not None and scan.is_playing:
             scan.stop_playing()
         await run("point_spectroscopy", 0, {"points": 6, "exposure_ms": 20.0, "band_low_eV": 1.0, "band_high_eV": 3.0}, pause=True)
@@ -272,6 +339,7 @@ def main(argv: typing.Sequence[str]) -> int:
                 heartbeat.running = False
                 await beat
                 results["stall_stacks"] = sorted(heartbeat.stall_stacks.items(), key=lambda kv: -kv[1])[:25]
+                results["stalls"] = heartbeat.stalls
                 (out / "result.json").write_text(json.dumps(results, indent=1, default=str), "utf-8")
                 document_controller.queue_request_close()
 

@@ -104,12 +104,25 @@ def test_each_experiment_shows_results_ends_safe_and_never_stalls_the_ui(swift_r
     assert record["new_items"] >= 1 or name == "stopped"
     assert (OUT / record["screenshot"]).stat().st_size > 10_000
     assert record["max_ui_stall_ms"] <= MAX_UI_STALL_MS
+    # the final status line is drawn inside the panel, on the 1600 x 1000 screen, with the usim panels open
+    assert record["status_fits"]["fits"], record["status_fits"]
 
 
 def test_two_thousand_atoms_are_shown_without_stalling_the_window(swift_run: dict[str, typing.Any]) -> None:
     record = swift_run["experiments"]["atoms_2000"]
     assert record["atoms"] >= 1500, record.get("message")
     assert any(t.startswith("Atom classes (ELIT)") for t in record["titles"])
+    assert record["max_ui_stall_ms"] <= MAX_UI_STALL_MS
+
+
+def test_elit_on_every_frame_of_the_users_live_scan_keeps_the_window_responsive(swift_run: dict[str, typing.Any]) -> None:
+    record = swift_run["experiments"]["live_elit"]
+    print(f"live_elit: max_ui_stall_ms: {record.get('max_ui_stall_ms')}, frames analysed: {record.get('frames')}")
+    assert record["started"] and record["error"] is None
+    assert record["frames"] >= 2, record  # about 8 s of a 256² live scan
+    assert str(record["status"]).startswith("Live ELIT off after"), record["status"]
+    assert len(record["titles"]) == 1  # one live class map, updated in place
+    assert record["status_fits"]["fits"], record["status_fits"]
     assert record["max_ui_stall_ms"] <= MAX_UI_STALL_MS
 
 

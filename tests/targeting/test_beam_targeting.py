@@ -50,13 +50,17 @@ def test_writes_a_line_of_vacancies_verified_by_elit(tmp_path: pathlib.Path) -> 
         assert truth_after.column_class[column] in (lattice.S1, lattice.EMPTY)
         assert target.alarm_sample is not None and target.dose_to_event_e is not None and target.dose_to_event_e > 0
     products = sink.products
-    assert {"before", "after", "events", "trace-1", "trace-4"} <= set(products)
+    assert {"before", "after", "events", "traces"} <= set(products)
     assert len(products["before"].points) == 4 and products["after"].labels[0].endswith("transformed")
     events = products["events"]
     assert events.xdata.data_shape == (4,) and events.xdata.dimensional_calibrations[0].units == "target"
     assert events.table is not None and events.table.columns[3] == "outcome" and [row[3] for row in events.table.rows] == ["transformed"] * 4
     assert events.caption.startswith("4 of 4 targets transformed")
-    assert products["trace-1"].xdata.dimensional_calibrations[0].units == "ms"
+    # every target's ADF trace in one item: a sequence (slider) of traces in ms, not one item per target
+    traces = products["traces"].xdata
+    assert traces.is_sequence and traces.data_shape[0] == 4 and traces.dimensional_calibrations[-1].units == "ms"
+    lengths = [m["samples"] for m in traces.metadata["nion_autoem"]["targets"]]
+    assert all(numpy.isfinite(row[:n]).all() and numpy.isnan(row[n:]).all() for row, n in zip(traces.data, lengths, strict=True))
     kinds = [s.action.kind for s in read_journal(tmp_path / "run").steps]
     assert kinds[0] == "survey" and kinds[-1] == "survey" and "dwell" in kinds and "verify" in kinds
 
