@@ -220,7 +220,8 @@ class DKLSpectroscopy:
         assert self.agent is not None
         signal = numpy.asarray(measurement.xdata.data, dtype=float)
         value = self.__scalarize(measurement.xdata)
-        self.agent.observe([index], [value])
+        error = self.__standard_error(measurement.xdata)
+        self.agent.observe([index], [value], None if error is None else [error])
         self.__signals.append(signal)
         self.__signal_calibrations = list(measurement.xdata.dimensional_calibrations)
         self.measured.append(index)
@@ -238,6 +239,19 @@ class DKLSpectroscopy:
         if not numpy.isfinite(value):
             raise ValueError(f"the scalarizer returned {value} for measurement {len(self.values) + 1}; it must return a finite number")
         return value
+
+    def __standard_error(self, xdata: DataAndMetadata.DataAndMetadata) -> float | None:
+        """The value's counting error where the scalarizer knows it (band integrals, ratios) and the detector says its counts per electron.
+
+        Data in other units (a recorded spectrum image, background-subtracted
+        or normalised) get None: the noise model then learns one noise level.
+        """
+        standard_error = getattr(self.__scalarizer, "standard_error", None)
+        gain = dict(xdata.metadata.get("hardware_source", {})).get("counts_per_electron")
+        if not callable(standard_error) or not isinstance(gain, (int, float)) or not gain > 0:
+            return None
+        error = float(standard_error(numpy.asarray(xdata.data, dtype=float), float(gain)))
+        return error if numpy.isfinite(error) and error >= 0 else None
 
     def __start(self, survey: DataAndMetadata.DataAndMetadata, frame: ScanFrame | None) -> dict[str, typing.Any]:
         assert frame is not None

@@ -195,7 +195,7 @@ class ExperimentPanelController(Declarative.Handler):
             # only the fields the chosen experiment uses, each with its unit
             u.create_row(u.create_label(text="@binding(count_label.value)"), u.create_line_edit(text="@binding(points.value, converter=int_converter)", width=60),
                          u.create_label(text=_("Max steps")), u.create_line_edit(text="@binding(max_steps.value, converter=int_converter)", width=60), u.create_stretch(), spacing=8),
-            u.create_row(u.create_label(text=_("Warn above (e/nm²)")), u.create_line_edit(text="@binding(dose_limit.value, converter=float_converter)", width=80),
+            u.create_row(u.create_label(text=_("Warn above (e/nm²)")), u.create_line_edit(text="@binding(dose_limit.value, converter=float_converter)", width=120),
                          u.create_stretch(), spacing=8),
             u.create_row(u.create_label(text=_("Exposure (ms)")), u.create_line_edit(text="@binding(exposure_ms.value, converter=float_converter)", width=60),
                          u.create_stretch(), spacing=8, visible="@binding(show_exposure.value)"),

@@ -123,6 +123,10 @@ def test_the_panel_runs_dkl_on_the_plasmonic_twin_and_finds_corner_modes(tmp_pat
         # random sampling would expect area_fraction * 60 (about one); DKL must do far better
         assert on_modes >= max(4, 4 * area_fraction * 60), (on_modes, area_fraction)
         assert any(d.title.startswith("DKL prediction") for d in session.document_model.data_items)
+        # every spectrum's band integral went to the agent with its counting error (usim says its counts per electron)
+        errors = policy.agent.measured_errors  # type: ignore[attr-defined]
+        values = numpy.asarray(policy.values)  # type: ignore[attr-defined]
+        assert len(errors) == len(values) == 60 and numpy.all(errors > 0) and numpy.all(errors < numpy.abs(values).max())
 
 
 def test_the_panel_takes_the_band_from_a_spectrum_and_the_survey_from_an_image(tmp_path: pathlib.Path, monkeypatch: typing.Any) -> None:
