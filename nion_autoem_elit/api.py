@@ -51,6 +51,8 @@ def find_atoms(
     threshold: float = 0.5,
     test_time_augmentation: bool = False,
     check_lattice: bool = True,
+    dose_e_per_nm2: float | None = None,
+    probe_fwhm_nm: float | None = None,
 ) -> atoms.AtomFindingResult:
     """Find, classify and rate every atom column in an ADF-STEM frame.
 
@@ -81,6 +83,12 @@ def find_atoms(
         Report no columns (``out_of_distribution``, with a ``reason``) when the
         columns found do not form a lattice: noise, vacuum, amorphous
         material, or a map at a scale without atoms.
+    dose_e_per_nm2, probe_fwhm_nm : float, optional
+        The frame's dose and probe width where the acquisition says them
+        (they cannot be read off the image). Outside the model's trained
+        ranges (MoS2: 5e6-1e8 e/nm², 0.06-0.105 nm) the result is marked
+        ``in_trained_range=False`` with a warning naming the range; the
+        columns are still reported.
 
     Returns
     -------
@@ -123,6 +131,16 @@ def find_atoms(
     # Sampling of the grid the columns were found on.
     grid_pixel_nm = plan.pixel_size_nm if on_input else plan.model_pixel_size_nm
     warnings = list(plan.warnings)
+    in_range = plan.in_trained_range
+    for name, value, unit in (("dose_e_per_nm2", dose_e_per_nm2, "e/nm²"), ("probe_fwhm_nm", probe_fwhm_nm, "nm")):
+        if value is None:
+            continue
+        value = _checks.number(value, name, f"a positive {unit} value", lambda v: v > 0)
+        trained = sampling.trained_ranges(ens.metadata).get(name)
+        if trained is not None and not trained[0] <= value <= trained[1]:
+            in_range = False
+            warnings.append(f"{name.split('_')[0]} {value:.3g} {unit} is outside the model's trained {trained[0]:.3g}-{trained[1]:.3g} {unit}: "
+                            "classes and uncertainties are less reliable")
     reason = ""
     if check_lattice:
         expected = plan.nearest_neighbour_nm / grid_pixel_nm if plan.nearest_neighbour_nm and grid_pixel_nm else None
@@ -139,7 +157,7 @@ def find_atoms(
         pixel_size_nm=plan.pixel_size_nm,
         model_pixel_size_nm=plan.model_pixel_size_nm,
         resampled_by=plan.zoom,
-        in_trained_range=plan.in_trained_range,
+        in_trained_range=in_range,
         trained_ranges=sampling.trained_ranges(ens.metadata),
         warnings=tuple(warnings),
     )

@@ -233,7 +233,10 @@ def find_atoms(measurement: Measurement, *, ensemble: typing.Any = None, key_pre
         raise ValueError(f"find_atoms needs a surveyed frame (a Survey's measurement), got a {measurement.kind!r} measurement")
     loaded = ensemble if ensemble is not None and not isinstance(ensemble, str) else api.resolve_ensemble(ensemble)
     # The frame's own calibration: the ensemble resamples it into its trained sampling and maps the columns back.
-    result = api.find_atoms(numpy.asarray(measurement.xdata.data, dtype=float), loaded, pixel_size_nm=measurement.frame.pixel_size_nm)
+    frame = measurement.frame
+    area_nm2 = frame.fov_nm**2 * min(frame.shape) / max(frame.shape)
+    dose = measurement.dose_e / area_nm2 if measurement.dose_e > 0 else None  # the frame's own dose: checked against the model's trained range
+    result = api.find_atoms(numpy.asarray(measurement.xdata.data, dtype=float), loaded, pixel_size_nm=frame.pixel_size_nm, dose_e_per_nm2=dose)
     yield Report({"atoms": len(result), "counts": result.counts(), "mean_uncertainty": float(numpy.mean(result.uncertainties)) if len(result) else None,
                   "pixel_size_nm": result.pixel_size_nm, "model_pixel_size_nm": result.model_pixel_size_nm, "in_trained_range": result.in_trained_range,
                   "out_of_distribution": result.out_of_distribution, "reason": result.reason, "warnings": list(result.warnings)})

@@ -110,6 +110,19 @@ def test_without_calibration_the_result_says_the_sampling_was_not_checked() -> N
     assert any("pixel_size_nm" in w and "0.008-0.016 nm/pixel" in w for w in result.warnings)
 
 
+def test_dose_and_probe_outside_the_trained_ranges_are_flagged_not_hidden() -> None:
+    image, _, _ = twin_frame(0.12)
+    inside = find_atoms(image, pixel_size_nm=0.012, dose_e_per_nm2=2e7, probe_fwhm_nm=0.08)
+    assert inside.in_trained_range is True and not any("outside the model's trained" in w for w in inside.warnings)
+    low_dose = find_atoms(image, pixel_size_nm=0.012, dose_e_per_nm2=1e5)
+    assert low_dose.in_trained_range is False and len(low_dose) == len(inside)  # the columns are still there
+    assert any(w.startswith("dose 1e+05 e/nm² is outside the model's trained 5e+06-1e+08 e/nm²") for w in low_dose.warnings), low_dose.warnings
+    wide_probe = find_atoms(image, pixel_size_nm=0.012, probe_fwhm_nm=0.2)
+    assert wide_probe.in_trained_range is False and any(w.startswith("probe 0.2 nm is outside") for w in wide_probe.warnings)
+    with pytest.raises(ValueError, match="dose_e_per_nm2"):
+        find_atoms(image, pixel_size_nm=0.012, dose_e_per_nm2=-1.0)
+
+
 def _noise(rng: numpy.random.Generator) -> _NDArray:
     return rng.poisson(50.0, (192, 192)).astype(float)
 
