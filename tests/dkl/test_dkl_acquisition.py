@@ -1,12 +1,10 @@
 from __future__ import annotations
 
-import collections.abc
 import math
 
 import numpy
 import pytest
 import scipy.stats
-import torch
 
 from nion_autoem_dkl import acquisition as acq
 from nion_autoem_dkl.batch import condition_on
@@ -16,14 +14,6 @@ from nion_autoem_dkl.posterior import Posterior
 from nion_autoem_dkl.stopping import StoppingRule
 from nion_autoem_dkl.surrogate import CandidateGP
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> collections.abc.Iterator[None]:
-    # These problems are tiny; on shared cores, spinning worker threads only slow them down.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 def naive_ei(mean: numpy.ndarray, std: numpy.ndarray, best: float) -> numpy.ndarray:
     z = (mean - best) / std

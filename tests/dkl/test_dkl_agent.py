@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import collections.abc
 import math
 import typing
 
@@ -19,14 +18,6 @@ from nion_autoem_dkl.reference import pca_gp_agent
 from nion_autoem_dkl.surrogate import CandidateGP
 from nion_autoem_dkl.synthetic import make_textured_sample
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> collections.abc.Iterator[None]:
-    # These problems are tiny; on shared cores, spinning worker threads only slow them down.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 def blob_patches(n: int, seed: int = 0) -> tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
     """Noisy patches with a centred bright blob; the property is the blob's brightness."""

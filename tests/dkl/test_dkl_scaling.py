@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import collections.abc
-
 import numpy
 import pytest
 import torch
@@ -13,14 +11,6 @@ from nion_autoem_dkl import surrogate
 from nion_autoem_dkl.agent import AgentConfig
 from nion_autoem_dkl.agent import DKLAgent
 from nion_autoem_dkl.surrogate import CandidateGP
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> collections.abc.Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def smooth_problem(n_candidates: int = 400, seed: int = 0) -> tuple[numpy.ndarray, numpy.ndarray]:
