@@ -115,9 +115,9 @@ def same_shape(array: _NDArray, name: str, reference: _NDArray, reference_name: 
         raise ValueError(f"{name} must have the shape of {reference_name} {reference.shape}, got {array.shape}")
 
 
-def indices(value: object, name: str, n: int) -> _NDArray:
-    """Candidate indices as a 1-D int64 array, each a whole number in ``[0, n - 1]``."""
-    expected = f"whole-number candidate indices in [0, {n - 1}]"
+def indices(value: object, name: str, n: int, *, what: str = "candidate indices") -> _NDArray:
+    """Indices (``what`` they index, for the message) as a 1-D int64 array, each a whole number in ``[0, n - 1]``."""
+    expected = f"whole-number {what} in [0, {n - 1}]"
     try:
         array = numpy.asarray(value)
     except (TypeError, ValueError) as error:
@@ -127,7 +127,7 @@ def indices(value: object, name: str, n: int) -> _NDArray:
     if array.dtype.kind not in "iuf":
         raise TypeError(f"{name} must be {expected}, got an array of dtype {array.dtype}")
     if array.ndim > 1:
-        raise ValueError(f"{name} must be a 1-D sequence of candidate indices, got shape {array.shape}")
+        raise ValueError(f"{name} must be a 1-D sequence of {what}, got shape {array.shape}")
     array = array.reshape(-1)
     if array.dtype.kind == "f":
         whole_valued = numpy.isfinite(array) & (numpy.floor(array) == array)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 import typing
 
 import numpy
@@ -26,18 +25,11 @@ import numpy.typing
 import scipy.special
 import scipy.stats
 
+import nion_autoem_checks as _checks
+
 _NDArray = numpy.typing.NDArray[typing.Any]
 
 __all__ = ["Detection", "PoissonCusum", "detect_drop", "estimate_rate", "false_alarm_probability", "threshold_for_false_alarm"]
-
-
-def _real(value: object, name: str, expected: str) -> float:
-    """``float(value)`` for a real number; a string, bool or None is a TypeError naming ``name``."""
-    if isinstance(value, numpy.ndarray) and value.ndim == 0:
-        value = value[()]
-    if not isinstance(value, numbers.Real) or isinstance(value, (bool, numpy.bool_)):
-        raise TypeError(f"{name} must be {expected}, got {value!r}")
-    return float(value)
 
 
 def _counts(samples: numpy.typing.ArrayLike, name: str) -> _NDArray:
@@ -53,12 +45,8 @@ def _counts(samples: numpy.typing.ArrayLike, name: str) -> _NDArray:
 
 
 def _check_rates(rate_before: float, rate_after: float) -> tuple[float, float]:
-    before = _real(rate_before, "rate_before", "a positive finite count per sample")
-    after = _real(rate_after, "rate_after", "a positive finite count per sample")
-    if not (math.isfinite(before) and before > 0):
-        raise ValueError(f"rate_before must be a positive finite count per sample, got {rate_before!r}")
-    if not (math.isfinite(after) and after > 0):
-        raise ValueError(f"rate_after must be a positive finite count per sample, got {rate_after!r}")
+    before = _checks.number(rate_before, "rate_before", "a positive finite count per sample", lambda v: v > 0)
+    after = _checks.number(rate_after, "rate_after", "a positive finite count per sample", lambda v: v > 0)
     if after >= before:
         raise ValueError(f"rate_after must be smaller than rate_before (a drop in counts), got rate_before={before!r}, rate_after={after!r}")
     return before, after
@@ -142,9 +130,7 @@ class PoissonCusum:
 
     def __init__(self, rate_before: float, rate_after: float, threshold: float) -> None:
         self.rate_before, self.rate_after = _check_rates(rate_before, rate_after)
-        threshold = _real(threshold, "threshold", "a positive finite number of nats")
-        if not (math.isfinite(threshold) and threshold > 0):
-            raise ValueError(f"threshold must be a positive finite number of nats, got {threshold!r}")
+        threshold = _checks.number(threshold, "threshold", "a positive finite number of nats", lambda v: v > 0)
         self.threshold = threshold
         self._slope, self._offset = _log_ratio_terms(self.rate_before, self.rate_after)
         self.reset()
@@ -312,18 +298,13 @@ def false_alarm_probability(rate_before: float, rate_after: float, threshold: fl
     """
     before, after = _check_rates(rate_before, rate_after)
     samples = _check_samples(samples)
-    threshold = _real(threshold, "threshold", "a positive finite number of nats")
-    if not (math.isfinite(threshold) and threshold > 0):
-        raise ValueError(f"threshold must be a positive finite number of nats, got {threshold!r}")
+    threshold = _checks.number(threshold, "threshold", "a positive finite number of nats", lambda v: v > 0)
     slope, offset = _log_ratio_terms(before, after)
     if cells is None:
         spread = -slope * math.sqrt(before)  # standard deviation of one sample's log-likelihood ratio
         cells = int(min(400, max(150, math.ceil(10.0 * threshold / spread))))
     # The chain is a (cells + 2)^2 matrix raised to the power `samples`: beyond a few thousand cells it exhausts memory and time.
-    cells_value = _real(cells, "cells", f"a whole number between 2 and {_MAX_CELLS}")
-    if not cells_value.is_integer() or not 2 <= cells_value <= _MAX_CELLS:
-        raise ValueError(f"cells must be a whole number between 2 and {_MAX_CELLS}, got {cells!r}")
-    cells = int(cells)
+    cells = _checks.whole(cells, "cells", 2, _MAX_CELLS)
     edges = numpy.linspace(0.0, threshold, cells + 1)
     states = numpy.concatenate([[0.0], 0.5 * (edges[:-1] + edges[1:])])
     # From state w the next statistic exceeds edge e exactly when the count x < (w + offset - e) / -slope;
@@ -402,9 +383,7 @@ def threshold_for_false_alarm(rate_before: float, rate_after: float, samples: in
     """
     before, after = _check_rates(rate_before, rate_after)
     samples = _check_samples(samples)
-    probability = _real(probability, "probability", "a number that lies strictly between 0 and 1")
-    if not (0.0 < probability < 1.0):
-        raise ValueError(f"probability must lie strictly between 0 and 1, got {probability!r}")
+    probability = _checks.number(probability, "probability", "a number that lies strictly between 0 and 1", lambda v: 0.0 < v < 1.0)
     if method not in ("markov", "siegmund", "bound"):
         raise ValueError(f"method must be 'markov', 'siegmund' or 'bound', got {method!r}")
     bound = max(math.log(samples / probability), 1e-9)

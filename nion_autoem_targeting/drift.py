@@ -12,14 +12,14 @@ This module is pure numpy/scipy/scikit-image; it knows nothing of Swift.
 
 from __future__ import annotations
 
-import math
-import numbers
 import typing
 
 import numpy
 import numpy.typing
 import skimage.filters
 import skimage.registration
+
+import nion_autoem_checks as _checks
 
 _NDArray = numpy.typing.NDArray[typing.Any]
 
@@ -28,15 +28,6 @@ __all__ = ["DriftEstimator", "measure_shift"]
 # Sub-pixel resolution beyond 1/1000 pixel means nothing for drift, and skimage's
 # upsampled DFT grows with the factor: 10**9 asks for hundreds of GiB.
 _MAX_UPSAMPLE = 1000
-
-
-def _real(value: object, name: str, expected: str) -> float:
-    """``float(value)`` for a real number; a string, bool or None is a TypeError naming ``name``."""
-    if isinstance(value, numpy.ndarray) and value.ndim == 0:
-        value = value[()]
-    if not isinstance(value, numbers.Real) or isinstance(value, (bool, numpy.bool_)):
-        raise TypeError(f"{name} must be {expected}, got {value!r}")
-    return float(value)
 
 
 def measure_shift(reference: numpy.typing.ArrayLike, image: numpy.typing.ArrayLike, pixel_size_nm: float, upsample: int = 20) -> tuple[float, float]:
@@ -99,9 +90,7 @@ def measure_shift(reference: numpy.typing.ArrayLike, image: numpy.typing.ArrayLi
         raise ValueError("reference must be finite: it contains NaN or infinity; replace missing pixels before measuring drift")
     if not numpy.all(numpy.isfinite(img)):
         raise ValueError("image must be finite: it contains NaN or infinity; replace missing pixels before measuring drift")
-    pixel_size_nm = _real(pixel_size_nm, "pixel_size_nm", "a positive finite number of nm")
-    if not (math.isfinite(pixel_size_nm) and pixel_size_nm > 0):
-        raise ValueError(f"pixel_size_nm must be a positive finite number of nm, got {pixel_size_nm!r}")
+    pixel_size_nm = _checks.number(pixel_size_nm, "pixel_size_nm", "a positive finite number of nm", lambda v: v > 0)
     if isinstance(upsample, bool) or not isinstance(upsample, (int, numpy.integer)) or not 1 <= upsample <= _MAX_UPSAMPLE:
         raise ValueError(f"upsample must be a whole number between 1 and {_MAX_UPSAMPLE}, got {upsample!r}")
     window = skimage.filters.window(("tukey", 0.5), ref.shape)  # type: ignore[no-untyped-call]
@@ -157,9 +146,7 @@ class DriftEstimator:
         if isinstance(max_measurements, bool) or not isinstance(max_measurements, (int, numpy.integer)) or max_measurements < 1:
             raise ValueError(f"max_measurements must be a whole number >= 1, got {max_measurements!r}")
         if half_life_s is not None:
-            half_life_s = _real(half_life_s, "half_life_s", "a positive finite number of seconds or None")
-        if half_life_s is not None and not (math.isfinite(half_life_s) and half_life_s > 0):
-            raise ValueError(f"half_life_s must be a positive finite number of seconds or None, got {half_life_s!r}")
+            half_life_s = _checks.number(half_life_s, "half_life_s", "a positive finite number of seconds or None", lambda v: v > 0)
         self.max_measurements = int(max_measurements)
         self.half_life_s = None if half_life_s is None else float(half_life_s)
         self._times: list[float] = []
@@ -198,13 +185,11 @@ class DriftEstimator:
 
         Times must not go backwards.
         """
-        t = _real(time_s, "time_s", "a finite time in seconds")
+        t = _checks.number(time_s, "time_s", "a finite time in seconds")
         offset = numpy.asarray(offset_nm)
         if offset.dtype.kind not in "iuf":
             raise TypeError(f"offset_nm must be a finite (y, x) pair in nm, got {offset_nm!r}")
         offset = offset.astype(float, copy=False)
-        if not math.isfinite(t):
-            raise ValueError(f"time_s must be a finite time in seconds, got {time_s!r}")
         if offset.shape != (2,) or not numpy.all(numpy.isfinite(offset)):
             raise ValueError(f"offset_nm must be a finite (y, x) pair in nm, got {offset_nm!r}")
         if self._times and t < self._times[-1]:
@@ -238,7 +223,5 @@ class DriftEstimator:
         -------
         offset_nm : ndarray, shape (2,)
         """
-        t = _real(time_s, "time_s", "a finite time in seconds")
-        if not math.isfinite(t):
-            raise ValueError(f"time_s must be a finite time in seconds, got {time_s!r}")
+        t = _checks.number(time_s, "time_s", "a finite time in seconds")
         return typing.cast(_NDArray, self._intercept + self._velocity * (t - self._t0))

@@ -17,6 +17,8 @@ import typing
 import numpy
 import numpy.typing
 
+import nion_autoem_checks as _checks
+
 _NDArray = numpy.typing.NDArray[typing.Any]
 
 __all__ = ["nearest_neighbour_path", "path_length", "shortest_path"]
@@ -40,26 +42,6 @@ def _check_start(start_nm: numpy.typing.ArrayLike | None) -> _NDArray | None:
     if s.shape != (2,) or not numpy.all(numpy.isfinite(s)):
         raise ValueError(f"start_nm must be a finite (y, x) pair in nm or None, got {start_nm!r}")
     return s
-
-
-def _check_order(order: numpy.typing.ArrayLike, n: int) -> _NDArray:
-    """Visiting order as indices into the N targets: whole numbers in [0, N - 1]."""
-    expected = f"whole-number indices into positions_nm in [0, {n - 1}]"
-    idx = numpy.asarray(order)
-    if idx.size == 0:
-        return numpy.zeros(0, dtype=numpy.intp)
-    if idx.dtype.kind not in "iuf":
-        raise TypeError(f"order must be {expected}, got an array of dtype {idx.dtype}")
-    idx = idx.reshape(-1)
-    if idx.dtype.kind == "f":
-        whole = numpy.isfinite(idx) & (numpy.floor(idx) == idx)
-        if not whole.all():
-            raise ValueError(f"order must be {expected}, got {idx[~whole][:5].tolist()}")
-    result = idx.astype(numpy.intp)
-    outside = (result < 0) | (result >= n)
-    if outside.any():
-        raise ValueError(f"order must be {expected}, got {result[outside][:5].tolist()}")
-    return result
 
 
 def path_length(positions_nm: numpy.typing.ArrayLike, order: numpy.typing.ArrayLike, start_nm: numpy.typing.ArrayLike | None = None) -> float:
@@ -89,7 +71,7 @@ def path_length(positions_nm: numpy.typing.ArrayLike, order: numpy.typing.ArrayL
     """
     p = _check_positions(positions_nm)
     start = _check_start(start_nm)
-    idx = _check_order(order, len(p))
+    idx = _checks.indices(order, "order", len(p), what="indices into positions_nm")
     points = p[idx]
     if start is not None and len(points):
         points = numpy.concatenate([start[None, :], points])

@@ -853,7 +853,7 @@ TARGETING = [
     Case("targeting-threshold-zero-samples", lambda tmp: threshold_for_false_alarm(400.0, 250.0, 0, 0.01), ValueError,
          r"samples must be a positive whole number of samples, got 0"),
     Case("targeting-threshold-probability", lambda tmp: threshold_for_false_alarm(400.0, 250.0, 100, 1.5), ValueError,
-         r"probability must lie strictly between 0 and 1, got 1\.5"),
+         r"probability must be a number that lies strictly between 0 and 1, got 1\.5"),
     Case("targeting-threshold-probability-string", lambda tmp: threshold_for_false_alarm(400.0, 250.0, 100, bad("0.01")), TypeError,
          r"probability must be a number that lies strictly between 0 and 1, got '0\.01'"),
     Case("targeting-threshold-unknown-method", lambda tmp: threshold_for_false_alarm(400.0, 250.0, 100, 0.01, method="guess"), ValueError,

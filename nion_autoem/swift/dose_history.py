@@ -13,6 +13,7 @@ maths is :mod:`nion_autoem.dose_map`'s.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import typing
@@ -55,8 +56,19 @@ class DoseHistory:
             self.add_exposure(exposure)
 
     def add_exposure(self, exposure: dose_map.Exposure) -> None:
+        """Count one exposure; one on the same frame or spot as the last is added to it (dose adds up).
+
+        So an hour of live view, or the hundreds of pieces of a dwell, stay one
+        exposure each, and the map costs the same to draw after an hour as
+        after a minute.
+        """
         with self.__lock:
-            self.__exposures.append(exposure)
+            last = self.__exposures[-1] if self.__exposures else None
+            if (last is not None and last.frame == exposure.frame and last.position_nm == exposure.position_nm
+                    and last.offset_nm == exposure.offset_nm and last.label == exposure.label):
+                self.__exposures[-1] = dataclasses.replace(last, electrons=last.electrons + exposure.electrons)
+            else:
+                self.__exposures.append(exposure)
             self.version += 1
 
     @property
