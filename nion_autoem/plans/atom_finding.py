@@ -82,7 +82,9 @@ def atom_products(image: DataAndMetadata.DataAndMetadata, frame: ScanFrame, resu
     n_unsure = int(numpy.sum(numpy.asarray(result.uncertainties) > unsure_above)) if len(result) else 0
     legend = views.legend(names, counts)
     caption = f"{len(result)} columns: {legend}; {n_unsure} uncertain" + (f" (the {len(unsure)} most uncertain ringed in white)" if unsure else "")
-    class_map = DataAndMetadata.new_data_and_metadata(overlay, intensity_calibration=Calibration.Calibration(),
+    # niondata keeps a colour image as B, G, R (the bytes of a little-endian BGRA pixel, nion.data.Image):
+    # without the swap Swift shows Mo orange and S1 blue, not what the legend says.
+    class_map = DataAndMetadata.new_data_and_metadata(numpy.ascontiguousarray(overlay[..., ::-1]), intensity_calibration=Calibration.Calibration(),
                                                       dimensional_calibrations=image.dimensional_calibrations,
                                                       metadata={"nion_autoem": {"legend": legend, "counts": counts}},
                                                       data_descriptor=DataAndMetadata.DataDescriptor(False, 0, 2))

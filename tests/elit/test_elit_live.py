@@ -68,6 +68,11 @@ def test_live_frames_from_the_twin_become_classified_atoms(tmp_path: pathlib.Pat
         caption = frame_item._data_item.caption  # the caption is the item's legend
         assert caption is not None and f"Mo blue {result.counts()['Mo']}" in caption and f"S2 yellow {result.counts()['S2']}" in caption
         assert (f"the {len(unsure)} most uncertain ringed in white" in caption) == (len(unsure) > 0)
+        # ... and Swift shows them in those colours: niondata stores colour as B, G, R
+        mo = next(i for i in range(len(result)) if result.class_names[int(result.classes[i])] == "Mo" and i not in set(unsure.tolist()))
+        y, x = numpy.round(result.positions[mo]).astype(int)
+        blue, green, red = (int(v) for v in rgb[y, x])
+        assert blue > red and blue == 255, (blue, green, red)
         # the table: every column, in words, as CSV beside the journal
         table_csv = tmp_path / "run" / "tables" / "atoms.csv"
         rows = table_csv.read_text().splitlines()
