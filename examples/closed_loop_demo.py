@@ -33,6 +33,7 @@ import time
 import typing
 
 import numpy
+import numpy.typing
 
 from nion_autoem.geometry import ScanFrame
 from nion_autoem.journal import read_journal
@@ -48,7 +49,7 @@ from nion_autoem.swift.session import leaked_components
 LOW_MODE_BAND_EV = (1.2, 2.1)
 
 
-def low_mode_excitation(twin: typing.Any, positions_nm: numpy.ndarray) -> numpy.ndarray:  # type: ignore[type-arg]
+def low_mode_excitation(twin: typing.Any, positions_nm: numpy.typing.NDArray[typing.Any]) -> numpy.typing.NDArray[typing.Any]:
     """Ground truth: how strongly (0-1) the probe at each position excites a corner or gap mode."""
     peak = {mode.name: mode.strength for mode in twin.modes}
     return numpy.asarray([max((s / peak[name] for name, _, s in twin.modes_at(p) if "corner" in name or name.startswith("gap")), default=0.0)

@@ -80,6 +80,22 @@ class ResultSink(typing.Protocol):
         ...
 
 
+class TeeSink:
+    """Publishes every product to several sinks (e.g. Swift data items and a remote client's copy)."""
+
+    def __init__(self, sinks: typing.Sequence[ResultSink]) -> None:
+        self.sinks = tuple(sinks)
+
+    def publish(self, product: Product, run_metadata: typing.Mapping[str, typing.Any]) -> None:
+        for sink in self.sinks:
+            sink.publish(product, run_metadata)
+
+    @property
+    def pending(self) -> int:
+        """Products not yet shown, summed over the sinks that say (Swift's sink applies them on the UI thread)."""
+        return sum(int(getattr(sink, "pending", 0)) for sink in self.sinks)
+
+
 class MemorySink:
     """Keeps the latest version of every product; for notebooks and tests."""
 

@@ -142,6 +142,67 @@ class ReplayMicroscope:
         return cls(survey.data, frame, spectrum_image=data, energy_axis=(float(energy.offset), float(energy.scale)), beam_current_A=beam_current_A, seed=seed)
 
     @classmethod
+    def from_4d(cls, datacube: DataAndMetadata.DataAndMetadata, *, survey: DataAndMetadata.DataAndMetadata | None = None, beam_current_A: float = 50e-12,
+                seed: int | None = None, field_tolerance: float = 0.03) -> ReplayMicroscope:
+        """A replay of a recorded 4D-STEM dataset: each parked probe gets the diffraction frame recorded nearest to it.
+
+        Parameters
+        ----------
+        datacube : DataAndMetadata
+            (rows, cols, ky, kx): two scan axes calibrated in nm (or Å, µm),
+            then the diffraction frame, e.g. a 4D dataset open in Swift.
+        survey : DataAndMetadata, optional
+            The image to choose positions on, recorded over the same field
+            (e.g. the HAADF image taken with the 4D dataset), any pixel count.
+            By default a virtual annular dark-field image of the dataset itself:
+            each frame's intensity outside its bright-field disc.
+        beam_current_A, seed
+            As for :class:`ReplayMicroscope`.
+        field_tolerance : float
+            How far (a fraction of the field) the survey's field may differ from the dataset's.
+
+        Raises
+        ------
+        ValueError
+            If the dataset is not (rows, cols, ky, kx) with scan axes in nm, or
+            the survey is not a calibrated 2D image covering the same field.
+
+        Examples
+        --------
+        >>> import numpy
+        >>> from nion.data import Calibration, DataAndMetadata
+        >>> cube = numpy.ones((4, 4, 8, 8)); cube[1, 2, 0, 0] = 9.0
+        >>> nm = Calibration.Calibration(0.0, 1.0, "nm")
+        >>> scope = ReplayMicroscope.from_4d(DataAndMetadata.new_data_and_metadata(cube, dimensional_calibrations=[nm, nm, Calibration.Calibration(), Calibration.Calibration()]))
+        >>> scope.park_probe(tuple(scope.scan_frame.pixel_to_nm((1, 2)))); float(scope.acquire_camera_frame(5.0).xdata.data[0, 0])
+        9.0
+        """
+        from nion_autoem.xdata import frame_from_xdata
+
+        if not isinstance(datacube, DataAndMetadata.DataAndMetadata):
+            raise TypeError(f"datacube must be a (rows, cols, ky, kx) DataAndMetadata with scan axes in nm, got {type(datacube).__name__}")
+        shape = tuple(datacube.data_shape)
+        if len(shape) != 4:
+            raise ValueError(f"a 4D dataset must be (rows, cols, ky, kx), got shape {shape}; choose a 4D item with two scan axes and a diffraction frame")
+        cube = numpy.asarray(datacube.data)
+        scan_calibrations = list(datacube.dimensional_calibrations[:2])
+        own = DataAndMetadata.new_data_and_metadata(numpy.zeros(shape[:2]), dimensional_calibrations=scan_calibrations)
+        own_frame = frame_from_xdata(own)  # refuses scan axes that are not calibrated in nm (or Å, µm)
+        if survey is None:
+            image = virtual_annular_dark_field(cube)
+            return cls(image, own_frame, datacube=cube, beam_current_A=beam_current_A, seed=seed)
+        if len(tuple(survey.data_shape)) != 2:
+            raise ValueError(f"survey must be a 2D image recorded over the 4D dataset's field, got shape {tuple(survey.data_shape)}")
+        frame = frame_from_xdata(survey)
+        for axis, (size, own_size) in enumerate(zip(frame.size_nm, own_frame.size_nm)):
+            centre, own_centre = frame.center_nm[axis], own_frame.center_nm[axis]
+            if abs(size - own_size) > field_tolerance * own_size or abs(centre - own_centre) > field_tolerance * own_size + own_frame.pixel_size_nm / 2:
+                raise ValueError(f"survey must cover the 4D dataset's field: along axis {axis} it spans {size:.4g} nm centred on {centre:.4g} nm, "
+                                 f"the dataset {own_size:.4g} nm centred on {own_centre:.4g} nm (tolerance {field_tolerance:.0%}); "
+                                 f"pass the image recorded with the dataset")
+        return cls(numpy.asarray(survey.data, dtype=float), frame, datacube=cube, beam_current_A=beam_current_A, seed=seed)
+
+    @classmethod
     def from_files(cls, survey: typing.Any, spectrum_image: typing.Any | None = None, *, datacube: typing.Any | None = None,
                    survey_signal: int | str | None = None, spectrum_signal: int | str | None = None, datacube_signal: int | str | None = None,
                    beam_current_A: float = 50e-12, seed: int | None = None, stage_position_nm: Position = (0.0, 0.0), defocus_nm: float = 0.0,
@@ -414,6 +475,155 @@ class ReplayMicroscope:
     def make_safe(self) -> None:
         self.__blanked = True
         self.__probe = None
+
+
+def virtual_annular_dark_field(datacube: _NDArray, *, inner_factor: float = 1.25) -> _NDArray:
+    """A dark-field image of a 4D dataset: each frame's intensity outside the bright-field disc.
+
+    The disc is where the mean frame exceeds half its maximum; the detector
+    starts at ``inner_factor`` times the disc's radius around its centre.  A
+    disc that fills the camera leaves no dark field: the total intensity is
+    returned then.
+
+    Parameters
+    ----------
+    datacube : ndarray, shape (rows, cols, ky, kx)
+
+    Returns
+    -------
+    ndarray, shape (rows, cols)
+
+    Examples
+    --------
+    >>> import numpy
+    >>> cube = numpy.zeros((2, 2, 9, 9)); cube[..., 3:6, 3:6] = 10.0; cube[0, 1, 0, 0] = 1.0
+    >>> virtual_annular_dark_field(cube).tolist()
+    [[0.0, 1.0], [0.0, 0.0]]
+    """
+    cube = numpy.asarray(datacube, dtype=float)
+    if cube.ndim != 4:
+        raise ValueError(f"datacube must be (rows, cols, ky, kx), got shape {cube.shape}")
+    mean = cube.mean(axis=(0, 1))
+    disc = mean >= 0.5 * float(mean.max()) if mean.max() > 0 else numpy.ones(mean.shape, dtype=bool)
+    rows, cols = numpy.indices(mean.shape)
+    centre = (float(rows[disc].mean()), float(cols[disc].mean()))
+    radius = math.sqrt(float(disc.sum()) / math.pi)
+    outside = numpy.hypot(rows - centre[0], cols - centre[1]) > inner_factor * radius
+    if not outside.any():
+        return typing.cast(_NDArray, cube.sum(axis=(2, 3)))
+    return typing.cast(_NDArray, cube[:, :, outside].sum(axis=-1))
+
+
+class RecordedPointsMicroscope(ReplayMicroscope):
+    """The signals a finished run measured, served again where they were measured: a replay without the full dataset.
+
+    A live run records spectra or diffraction frames only at the positions it
+    chose, so a replay can offer only those; parking the probe anywhere else
+    and acquiring raises :class:`InstrumentError`.  Pair it with a plan that
+    chooses among the recorded positions (``DKLSpectroscopy(...,
+    restrict_to_nm=positions)``).
+
+    Parameters
+    ----------
+    survey : ndarray, shape (rows, cols)
+        The run's survey image.
+    frame : ScanFrame
+        Its scan geometry.
+    positions_nm : (n, 2) array_like
+        Where each signal was measured, (y, x) in nm.
+    signals : sequence of DataAndMetadata
+        One recorded spectrum or diffraction frame per position.
+    tolerance_nm : float or None
+        How close the parked probe must be to a recorded position; half a
+        survey pixel by default.
+    beam_current_A : float
+        For dose accounting.
+
+    Examples
+    --------
+    >>> import numpy
+    >>> from nion_autoem import xdata as xdata_builders
+    >>> frame = ScanFrame((8, 8), fov_nm=8.0)
+    >>> scope = RecordedPointsMicroscope(numpy.ones((8, 8)), frame, [(0.5, 0.5)], [xdata_builders.camera_xdata(numpy.eye(4))])
+    >>> scope.park_probe((0.6, 0.4)); float(scope.acquire_camera_frame(5.0).xdata.data.trace())
+    4.0
+    """
+
+    def __init__(self, survey: _NDArray, frame: ScanFrame, positions_nm: numpy.typing.ArrayLike, signals: typing.Sequence[DataAndMetadata.DataAndMetadata],
+                 *, tolerance_nm: float | None = None, beam_current_A: float = 50e-12) -> None:
+        super().__init__(survey, frame, beam_current_A=beam_current_A)
+        positions = numpy.asarray(positions_nm, dtype=float).reshape(-1, 2)
+        if len(positions) != len(signals) or not len(signals):
+            raise ValueError(f"positions_nm and signals must pair up, one position per recorded signal (at least one), got {len(positions)} and {len(signals)}")
+        if not numpy.all(numpy.isfinite(positions)):
+            raise ValueError("positions_nm must be finite (y, x) positions in nm")
+        self.__positions = positions
+        self.__signals = list(signals)
+        self.__tolerance_nm = frame.pixel_size_nm / 2 if tolerance_nm is None else float(tolerance_nm)
+
+    @classmethod
+    def from_journal(cls, run_dir: str | typing.Any, *, survey: DataAndMetadata.DataAndMetadata | None = None) -> RecordedPointsMicroscope:
+        """The survey and the spectra or frames of a journaled run.
+
+        Parameters
+        ----------
+        run_dir : path-like
+            The run's directory (its ``journal.jsonl`` and ``data/``).
+        survey : DataAndMetadata, optional
+            The survey, for a run that was given one instead of recording one.
+
+        Raises
+        ------
+        ValueError
+            If the journal holds no survey (and none is given) or no spectra or frames.
+        """
+        from nion_autoem.journal import read_journal
+        from nion_autoem.xdata import frame_from_xdata
+
+        record = read_journal(run_dir)
+        surveys = [step for step in record.steps if step.entry.get("measurement_kind") == "survey"]
+        measured = [step for step in record.steps if step.entry.get("measurement_kind") in ("spectrum", "camera") and step.entry.get("position_nm")]
+        if survey is None:
+            if not surveys:
+                raise ValueError(f"the journal in {run_dir} holds no survey (the run was given one): pass survey= with that image")
+            survey = surveys[0].load_measurement().xdata
+        if not measured:
+            raise ValueError(f"the journal in {run_dir} holds no spectra or diffraction frames to replay")
+        frame = frame_from_xdata(survey)
+        signals = [step.load_measurement().xdata for step in measured]
+        positions = [step.entry["position_nm"] for step in measured]
+        return cls(numpy.asarray(survey.data, dtype=float), frame, positions, signals)
+
+    @property
+    def recorded_positions_nm(self) -> _NDArray:
+        """Where the signals were recorded, (n, 2) in nm."""
+        return self.__positions.copy()
+
+    def __recorded(self, exposure_ms: float) -> DataAndMetadata.DataAndMetadata:
+        _check_positive(exposure_ms, "exposure_ms", "an exposure in ms, e.g. 5")
+        probe = self.probe_position_nm
+        if probe is None:
+            raise InstrumentError("the probe is not parked: call park_probe(position_nm) first")
+        distances = numpy.linalg.norm(self.__positions - numpy.asarray(probe), axis=1)
+        nearest = int(numpy.argmin(distances))
+        if distances[nearest] > self.__tolerance_nm:
+            raise InstrumentError(f"nothing was recorded at {tuple(round(v, 3) for v in probe)} nm: the nearest of the {len(self.__positions)} recorded "
+                                  f"positions is {distances[nearest]:.3g} nm away (tolerance {self.__tolerance_nm:.3g} nm); choose among the recorded positions")
+        return self.__signals[nearest]
+
+    def acquire_spectrum(self, exposure_ms: float) -> Measurement:
+        signal = self.__recorded(exposure_ms)
+        if signal.data.ndim != 1:
+            raise InstrumentError(f"this run recorded diffraction frames (shape {tuple(signal.data_shape)}), not spectra")
+        return Measurement.of({"eels": signal}, "spectrum", dwell_s=exposure_ms * 1e-3, beam_current_A=self.beam_current_A, blanked=self.is_blanked,
+                              position_nm=self.probe_position_nm, started_at=time.time())
+
+    def acquire_camera_frame(self, exposure_ms: float) -> Measurement:
+        signal = self.__recorded(exposure_ms)
+        if signal.data.ndim != 2:
+            raise InstrumentError(f"this run recorded spectra (shape {tuple(signal.data_shape)}), not diffraction frames")
+        return Measurement.of({"ronchigram": signal}, "camera", dwell_s=exposure_ms * 1e-3, beam_current_A=self.beam_current_A, blanked=self.is_blanked,
+                              position_nm=self.probe_position_nm, started_at=time.time())
 
 
 def _finite_pair(value: Position, what: str, *, error: type[ValueError] = ValueError) -> Position:

@@ -448,3 +448,46 @@ def scalarize_all(signals: typing.Iterable[_NDArray], scalarizer: Scalarizer) ->
     if not callable(scalarizer):
         raise TypeError(f"scalarizer must be a callable signal -> float, got {_checks.type_name(scalarizer)}")
     return numpy.asarray([scalarizer(signal) for signal in signals], dtype=numpy.float64)
+
+
+#: Scalarizers of a diffraction frame by name, with what a microscopist calls them (the panel's and the console's choices).
+DIFFRACTION_SCALARIZERS: dict[str, str] = {
+    "com_magnitude": "centre-of-mass shift, magnitude (field or polarization strength)",
+    "com_angle": "centre-of-mass shift, direction (field or polarization direction)",
+}
+
+
+def diffraction_scalarizer(name: str, centre: tuple[float, float] | None = None) -> Scalarizer:
+    """A diffraction-frame scalarizer by its name in :data:`DIFFRACTION_SCALARIZERS`.
+
+    Parameters
+    ----------
+    name : {'com_magnitude', 'com_angle'}
+        The magnitude (pixels) or the direction (radians) of the frame's
+        centre-of-mass shift.
+    centre : (row, column), optional
+        Where the undeflected disc sits on the camera; the camera's geometric
+        centre by default.
+
+    Returns
+    -------
+    Scalarizer
+        ``frame -> float``.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not one of :data:`DIFFRACTION_SCALARIZERS`.
+
+    Examples
+    --------
+    >>> import numpy
+    >>> f = numpy.zeros((5, 5)); f[0, 2] = 1.0
+    >>> diffraction_scalarizer("com_magnitude")(f), round(diffraction_scalarizer("com_angle")(f), 4)
+    (2.0, 1.5708)
+    """
+    if name == "com_magnitude":
+        return CenterOfMassMagnitude(centre)
+    if name == "com_angle":
+        return CenterOfMassAngle(centre)
+    raise ValueError(f"name must be a diffraction scalarizer, one of {sorted(DIFFRACTION_SCALARIZERS)}, got {_checks.describe(name)}")

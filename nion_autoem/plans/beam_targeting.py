@@ -144,12 +144,20 @@ class TargetingSettings:
         Pixel time of the survey after the run, which only shows the result
         (every target was verified on its own): a quarter of the survey's dose.
     registration_pixel_time_us : float
-        Pixel time of registration and verification images (lower dose than
-        the survey: registration needs the lattice, verification the column).
+        Pixel time of registration images (lower dose than the survey:
+        registration needs the lattice).
+    verify_pixel_time_us : float
+        Pixel time of the verification image.  It lands on a column that has
+        just lost an atom, so it is the lowest at which the finder still
+        tells S2 from S1: more would risk ejecting the second S atom.
     track : bool
         Re-centre the probe on the column with short excursions (atom tracking).
     track_fov_nm, track_pixel_time_us : float
         Width and pixel time of the 3 x 3 excursion around the column.
+    check_pixel_time_us : float
+        Pixel time of the excursion that checks an alarm.  The column may
+        just have lost an atom, so it gets a fifth of a tracking excursion's
+        dose: enough to tell a dimmer column from a probe that slid off.
     track_tolerance_nm : float
         Re-centre once the predicted drift since the last fix exceeds this.
     max_slides : int
@@ -176,10 +184,12 @@ class TargetingSettings:
     verify_shape: tuple[int, int] = (40, 40)
     pixel_time_us: float = 1.0
     registration_pixel_time_us: float = 1.0
+    verify_pixel_time_us: float = 0.25
     after_pixel_time_us: float = 0.25
     track: bool = True
     track_fov_nm: float = 0.12
     track_pixel_time_us: float = 25.0
+    check_pixel_time_us: float = 5.0
     track_tolerance_nm: float = 0.01
     max_slides: int = 4
 
@@ -194,7 +204,8 @@ class TargetingSettings:
             raise ValueError(f"false_alarm_probability must be in (0, 1), got {self.false_alarm_probability}")
         if not 0 <= self.stop_within_samples <= 3:
             raise ValueError(f"stop_within_samples must be 0 to 3 samples (how soon after the alarm the beam leaves the column), got {self.stop_within_samples}")
-        for name in ("registration_fov_nm", "verify_fov_nm", "pixel_time_us", "registration_pixel_time_us", "after_pixel_time_us", "track_fov_nm", "track_pixel_time_us", "track_tolerance_nm"):
+        for name in ("registration_fov_nm", "verify_fov_nm", "pixel_time_us", "registration_pixel_time_us", "verify_pixel_time_us", "after_pixel_time_us",
+                     "track_fov_nm", "track_pixel_time_us", "check_pixel_time_us", "track_tolerance_nm"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
@@ -331,7 +342,7 @@ class BeamTargeting:
             yield Report(self.__registered(target, self.__observed(registration)))
             while target.outcome is None and target.detected_by is None and target.corrected_nm is not None:
                 if s.track and (not target.centred or self.__drifted_since_fix(target) > s.track_tolerance_nm or not self.__in_context(target)):
-                    excursion = yield Verify(self.__predicted(target), s.track_fov_nm, (3, 3), s.track_pixel_time_us,
+                    excursion = yield Verify(self.__predicted(target), s.track_fov_nm, (3, 3), self.__excursion_pixel_time_us(target),
                                              label=f"centre on target {target.index + 1}")
                     yield Report(self.__centred(target, self.__observed(excursion)))
                     continue
@@ -342,7 +353,7 @@ class BeamTargeting:
                 return
             if target.detected_by is None:
                 continue  # the column was lost: register again
-            verification = yield Verify(self.__predicted(target), s.verify_fov_nm, s.verify_shape, s.registration_pixel_time_us,
+            verification = yield Verify(self.__predicted(target), s.verify_fov_nm, s.verify_shape, s.verify_pixel_time_us,
                                         label=f"verify target {target.index + 1}")
             yield Report(self.__verified(target, self.__observed(verification)))
 
@@ -458,8 +469,16 @@ class BeamTargeting:
         target.dose_e += measurement.dose_e
         target.dwell_s += measurement.dwell_s
         fix = locate_column(numpy.asarray(measurement.xdata.data, dtype=float), frame.pixel_grid_nm())
-        level = fix.peak_counts * s.sample_time_us / s.track_pixel_time_us
+        level = fix.peak_counts * s.sample_time_us / self.__excursion_pixel_time_us(target)
         report: dict[str, typing.Any] = {"target": target.index, "found": fix.found, "position_nm": list(fix.position_nm), "level": level}
+        known = target.level if target.level is not None else (float(numpy.median(self.__levels)) if self.__levels else None)
+        if target.alarm_sample is not None and not (fix.found and bool(frame.contains_nm(fix.position_nm))):
+            # After an alarm the excursion finds no column where it was: both atoms may have gone (the second within the stop
+            # latency or during this look), or the probe slid far.  Not "lost": the verification image decides (S2 again: retried).
+            empty = known is not None and level < known * s.drop_ratio / 2
+            target.detected_by = "the ADF trace (the excursion found the site empty)" if empty else "the ADF trace (checked by the verification image)"
+            report["event"] = target.detected_by
+            return report
         if not (fix.found and bool(frame.contains_nm(fix.position_nm))):
             # No peak under the excursion: the column is not where the drift model put it.  Register again, a few times.
             target.lost_fixes += 1
@@ -471,13 +490,15 @@ class BeamTargeting:
                 target.corrected_nm = None
             report["lost"] = target.lost_fixes
             return report
-        # The fit is the column's place halfway through the excursion.
-        self.__fix(target, fix.position_nm, self.__clock_s - measurement.dwell_s / 2)
+        # As bright as before (or as the targets before it): intact.  Dimmer by more than half the expected drop: it lost an atom.
+        changed = known is not None and level < known * (1 + s.drop_ratio) / 2
+        if not (changed and target.alarm_sample is not None):
+            # The fit is the column's place halfway through the excursion.  A check after an alarm that confirms the event
+            # is a short, noisy look at a changed column: it says nothing the drift model should learn from.
+            self.__fix(target, fix.position_nm, self.__clock_s - measurement.dwell_s / 2)
         target.centred = True
         report["offset_nm"] = self.__offset_report()
-        known = target.level if target.level is not None else (float(numpy.median(self.__levels)) if self.__levels else None)
-        # As bright as before (or as the targets before it): intact.  Dimmer by more than half the expected drop: it lost an atom.
-        if known is not None and level < known * (1 + s.drop_ratio) / 2:
+        if changed:
             if target.alarm_sample is not None:
                 target.detected_by = "the ADF trace (checked by an excursion)"
             else:
@@ -503,6 +524,9 @@ class BeamTargeting:
             target.cusum = PoissonCusum(target.level, target.level * s.drop_ratio, self.__threshold(target.level))
             target.cusum_start = len(target.trace)
         return report
+
+    def __excursion_pixel_time_us(self, target: Target) -> float:
+        return self.settings.check_pixel_time_us if target.alarm_sample is not None else self.settings.track_pixel_time_us
 
     def __threshold(self, level: float) -> float:
         """The CUSUM threshold that keeps false alarms below the set probability over the whole dose budget of a target."""

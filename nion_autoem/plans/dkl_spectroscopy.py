@@ -38,9 +38,13 @@ from nion_autoem.products import Product
 from nion_autoem.xdata import frame_from_xdata
 from nion_autoem_dkl.agent import AgentConfig
 from nion_autoem_dkl.agent import DKLAgent
+from nion_autoem_dkl.candidates import Candidates
 from nion_autoem_dkl.candidates import Normalization
 from nion_autoem_dkl.candidates import extract_patches
+from nion_autoem_dkl.scalarizers import DIFFRACTION_SCALARIZERS
 from nion_autoem_dkl.scalarizers import BandIntegral
+from nion_autoem_dkl.scalarizers import PeakEnergy
+from nion_autoem_dkl.scalarizers import diffraction_scalarizer
 
 _NDArray = numpy.typing.NDArray[typing.Any]
 
@@ -71,6 +75,107 @@ class band_integral:
 
     def __call__(self, axis: tuple[float, float]) -> SignalScalarizer:
         return BandIntegral(axis, self.band_eV)
+
+
+@dataclasses.dataclass(frozen=True)
+class peak_energy:
+    """Energy of the peak in an energy band (a plasmon or exciton energy), on whatever axis the spectrometer reports.
+
+    Examples
+    --------
+    >>> e = numpy.linspace(0.0, 10.0, 201)
+    >>> round(peak_energy((2.0, 8.0))((0.0, 0.05))(numpy.exp(-0.5 * ((e - 4.013) / 0.4) ** 2)), 3)
+    4.013
+    """
+
+    band_eV: tuple[float, float]
+
+    def __call__(self, axis: tuple[float, float]) -> SignalScalarizer:
+        return PeakEnergy(axis, self.band_eV)
+
+
+#: Every scalarizer a DKL experiment can be given by name, with what a microscopist calls it: EELS ones need a band.
+SCALARIZERS: dict[str, str] = {
+    "band_integral": "EELS intensity in an energy band",
+    "peak_energy": "EELS peak energy in an energy band",
+    **DIFFRACTION_SCALARIZERS,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class NamedScalarizer:
+    """A scalarizer chosen by name: what it is called, which detector it needs, and the function.
+
+    Build it with :func:`named_scalarizer`.
+    """
+
+    name: str
+    title: str
+    detector: Detector
+    function: SignalScalarizer | AxisScalarizer
+    calibrated: bool
+    band_eV: tuple[float, float] | None = None
+
+
+def named_scalarizer(name: str, *, band_eV: tuple[float, float] | None = None, centre: tuple[float, float] | None = None) -> NamedScalarizer:
+    """The scalarizer called ``name`` in :data:`SCALARIZERS`, ready for :class:`DKLSpectroscopy`.
+
+    Parameters
+    ----------
+    name : str
+        ``"band_integral"`` or ``"peak_energy"`` (EELS, with ``band_eV``), or
+        ``"com_magnitude"`` or ``"com_angle"`` (diffraction frames from the
+        Ronchigram camera: the centre-of-mass shift's magnitude or direction).
+    band_eV : (low, high), optional
+        The energy band of an EELS scalarizer; refused for a diffraction one.
+    centre : (row, column), optional
+        Where the undeflected disc sits on the (binned) camera frame, for a
+        diffraction scalarizer; the frame's geometric centre by default.
+
+    Returns
+    -------
+    NamedScalarizer
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is unknown, or an EELS scalarizer has no band.
+
+    Examples
+    --------
+    >>> named_scalarizer("com_angle").detector
+    'ronchigram'
+    >>> named_scalarizer("band_integral", band_eV=(1.0, 2.0)).calibrated
+    True
+    """
+    if not isinstance(name, str) or name not in SCALARIZERS:
+        raise ValueError(f"scalarizer must be one of {sorted(SCALARIZERS)}, got {name!r}")
+    if name in DIFFRACTION_SCALARIZERS:
+        if band_eV is not None:
+            raise ValueError(f"the {name!r} scalarizer works on diffraction frames and takes no energy band; pass band_eV=None")
+        return NamedScalarizer(name, SCALARIZERS[name], "ronchigram", diffraction_scalarizer(name, centre), calibrated=False)
+    if centre is not None:
+        raise ValueError(f"the {name!r} scalarizer works on spectra and takes no camera centre; pass centre=None")
+    if band_eV is None or len(band_eV) != 2 or not float(band_eV[0]) < float(band_eV[1]):
+        raise ValueError(f"the {name!r} scalarizer needs band_eV=(low, high) in eV with low < high, got {band_eV!r}")
+    band = (float(band_eV[0]), float(band_eV[1]))
+    function: AxisScalarizer = band_integral(band) if name == "band_integral" else peak_energy(band)
+    return NamedScalarizer(name, SCALARIZERS[name], "eels", function, calibrated=True, band_eV=band)
+
+
+#: Frames in the published stack of measured diffraction frames are binned to at most this many pixels a side
+#: (the journal keeps them whole): hundreds of full camera frames would make a data item of gigabytes.
+STACK_FRAME_MAX_SIDE = 128
+
+
+def _binned_for_display(frame: _NDArray, max_side: int = STACK_FRAME_MAX_SIDE) -> tuple[_NDArray, int]:
+    """``frame`` summed over square blocks so that no side exceeds ``max_side``; returns it with the block size."""
+    factor = max(1, -(-max(frame.shape) // max_side))
+    if factor == 1:
+        return frame, 1
+    rows, cols = frame.shape[0] // factor, frame.shape[1] // factor
+    binned = frame[: rows * factor, : cols * factor].reshape(rows, factor, cols, factor).sum(axis=(1, 3))
+    return binned, factor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +244,14 @@ class DKLSpectroscopy:
         scanning a new one; its scan geometry comes from its metadata or its
         calibrations, and the probe must be able to reach it in the current
         scan field.
+    scalarizer_name : str, optional
+        The scalarizer's name in :data:`SCALARIZERS`, journaled with the
+        parameters so a comparison can say what the run looked for (set by
+        :meth:`named`).
+    restrict_to_nm : (n, 2) array_like, optional
+        Keep only the candidates within half a candidate spacing of these
+        scan positions (nm), e.g. where a finished run recorded its signals.
+        The candidates then no longer form a grid, so no maps are published.
 
     Examples
     --------
@@ -149,8 +262,13 @@ class DKLSpectroscopy:
     name = "dkl-spectroscopy"
 
     def __init__(self, scalarizer: SignalScalarizer | AxisScalarizer, settings: DKLSettings | None = None, agent_config: AgentConfig | None = None,
-                 *, calibrated: bool = True, survey: DataAndMetadata.DataAndMetadata | None = None) -> None:
+                 *, calibrated: bool = True, survey: DataAndMetadata.DataAndMetadata | None = None, scalarizer_name: str | None = None,
+                 restrict_to_nm: numpy.typing.ArrayLike | None = None) -> None:
         self.settings = settings or DKLSettings()
+        self.scalarizer_name = scalarizer_name
+        self.__restrict_to_nm = None if restrict_to_nm is None else numpy.asarray(restrict_to_nm, dtype=float).reshape(-1, 2)
+        if self.__restrict_to_nm is not None and (not len(self.__restrict_to_nm) or not numpy.all(numpy.isfinite(self.__restrict_to_nm))):
+            raise ValueError(f"restrict_to_nm must be finite (y, x) positions in nm, at least one, got {len(self.__restrict_to_nm)} positions")
         self.__given_survey = survey
         self.__given_frame = frame_from_xdata(survey) if survey is not None else None
         self.agent_config = agent_config or AgentConfig()
@@ -167,6 +285,39 @@ class DKLSpectroscopy:
         self.values: list[float] = []
         self.__published_at = 0.0
 
+    @classmethod
+    def named(cls, scalarizer: str, settings: DKLSettings | None = None, agent_config: AgentConfig | None = None, *,
+              band_eV: tuple[float, float] | None = None, centre: tuple[float, float] | None = None,
+              survey: DataAndMetadata.DataAndMetadata | None = None, restrict_to_nm: numpy.typing.ArrayLike | None = None) -> DKLSpectroscopy:
+        """A DKL experiment with a scalarizer chosen by name (see :data:`SCALARIZERS`); the detector follows from it.
+
+        Parameters
+        ----------
+        scalarizer : str
+            ``"band_integral"``, ``"peak_energy"`` (EELS, with ``band_eV``),
+            ``"com_magnitude"`` or ``"com_angle"`` (diffraction frames).
+        settings, agent_config, survey
+            As for :class:`DKLSpectroscopy`; ``settings.detector`` is replaced
+            by the scalarizer's.
+        band_eV : (low, high), optional
+            The energy band of an EELS scalarizer.
+        centre : (row, column), optional
+            The undeflected disc's position on the camera frame, for a
+            diffraction scalarizer (see :func:`named_scalarizer`).
+        restrict_to_nm : (n, 2) array_like, optional
+            Take only the candidates within half a candidate spacing of these
+            scan positions (nm): a replay on signals recorded only there.
+
+        Examples
+        --------
+        >>> DKLSpectroscopy.named("com_magnitude", DKLSettings(max_measurements=10)).settings.detector
+        'ronchigram'
+        """
+        choice = named_scalarizer(scalarizer, band_eV=band_eV, centre=centre)
+        settings = dataclasses.replace(settings or DKLSettings(), detector=choice.detector)
+        return cls(choice.function, settings, agent_config, calibrated=choice.calibrated, survey=survey, scalarizer_name=choice.name,
+                   restrict_to_nm=restrict_to_nm)
+
     @property
     def model_version(self) -> str:
         n = len(self.values)
@@ -177,10 +328,28 @@ class DKLSpectroscopy:
         settings = dataclasses.asdict(self.settings)
         settings["survey_frame"] = self.settings.survey_frame.to_dict() if self.settings.survey_frame else None
         given = self.__given_frame.to_dict() if self.__given_frame else None
-        return {"settings": settings, "agent": dataclasses.asdict(self.agent_config), "given_survey_frame": given}
+        parameters: dict[str, typing.Any] = {"settings": settings, "agent": dataclasses.asdict(self.agent_config), "given_survey_frame": given}
+        if self.scalarizer_name is not None:
+            band = getattr(self.__make_scalarizer, "band_eV", None)
+            centre = getattr(self.__scalarizer, "centre", None) if self.__make_scalarizer is None else None
+            parameters["scalarizer"] = {"name": self.scalarizer_name, "band_eV": None if band is None else list(band),
+                                        "centre": None if centre is None else list(centre)}
+        if self.__restrict_to_nm is not None:
+            parameters["restricted_to_positions"] = len(self.__restrict_to_nm)
+        return parameters
 
     def fraction_done(self) -> float | None:
         return min(len(self.values) / self.settings.max_measurements, 1.0)
+
+    @property
+    def survey(self) -> DataAndMetadata.DataAndMetadata | None:
+        """The survey the candidates came from (None before the run started)."""
+        return self.__survey
+
+    @property
+    def measured_positions_nm(self) -> _NDArray:
+        """Scan positions (n, 2) in nm of the measurements so far, in the order taken: the exploration path."""
+        return self.__positions_nm[self.measured].reshape(-1, 2).copy()
 
     @property
     def signals(self) -> list[_NDArray]:
@@ -257,6 +426,8 @@ class DKLSpectroscopy:
         assert frame is not None
         image = numpy.asarray(survey.data, dtype=float)
         candidates = extract_patches(image, self.settings.patch_size, stride=self.settings.stride, normalization=self.settings.normalization)
+        if self.__restrict_to_nm is not None:
+            candidates = self.__restricted(candidates, frame)
         rows = numpy.unique(candidates.positions[:, 0])
         cols = numpy.unique(candidates.positions[:, 1])
         self.__grid_shape = (len(rows), len(cols)) if len(rows) * len(cols) == len(candidates) else None
@@ -265,6 +436,17 @@ class DKLSpectroscopy:
         self.__positions_nm = frame.pixel_to_nm(candidates.positions)
         self.agent = DKLAgent(candidates.patches, candidates.positions, self.agent_config)
         return {"candidates": len(candidates), "embedding_s": round(self.agent.embedding_seconds, 3)}
+
+    def __restricted(self, candidates: Candidates, frame: ScanFrame) -> Candidates:
+        """The candidates within half a candidate spacing of the allowed positions (recorded signals exist only there)."""
+        assert self.__restrict_to_nm is not None
+        allowed_px = frame.nm_to_pixel(self.__restrict_to_nm).reshape(-1, 2)
+        distance = numpy.linalg.norm(candidates.positions[:, numpy.newaxis, :] - allowed_px[numpy.newaxis, :, :], axis=2).min(axis=1)
+        keep = distance <= max(self.settings.stride / 2, 0.5) + 1e-6
+        if not keep.any():
+            raise ValueError(f"none of the {len(allowed_px)} positions in restrict_to_nm lies on a candidate of this survey "
+                             f"(patch {self.settings.patch_size} px, stride {self.settings.stride} px); use the survey and settings they were recorded with")
+        return Candidates(candidates.patches[keep], candidates.positions[keep])
 
     # -- products ----------------------------------------------------------------
 
@@ -298,8 +480,13 @@ class DKLSpectroscopy:
                     yield Publish(Product(key, title, xd, display=Display(color_map="viridis" if key == "prediction" else "magma"),
                                           caption=f"{title} on the candidate grid ({len(self.values)} measurements)"))
         if self.__signals:
-            stack = numpy.stack(self.__signals)
             calibrations = [Calibration.Calibration(units="measurement")] + self.__signal_calibrations
+            if self.settings.detector == "ronchigram" and self.__signals[0].ndim == 2:
+                stack = numpy.stack([_binned_for_display(signal)[0] for signal in self.__signals])
+                factor = _binned_for_display(self.__signals[0])[1]
+                calibrations = [calibrations[0]] + [Calibration.Calibration(c.offset, c.scale * factor, c.units) for c in self.__signal_calibrations]
+            else:
+                stack = numpy.stack(self.__signals)
             # a sequence: Swift shows one spectrum with a slider to browse them all
             descriptor = DataAndMetadata.DataDescriptor(True, 0, stack.ndim - 1)
             metadata = {"nion_autoem": {"positions_nm": self.__positions_nm[self.measured].tolist(), "values": list(self.values)}}

@@ -49,6 +49,8 @@ _ = gettext.gettext
 PANEL_ID = "nion-autoem-experiment-panel"
 #: The dry run warns when a plan would take an area of the sample past this mean dose (about where S starts to sputter from MoS2 at 60 kV).
 DEFAULT_DOSE_LIMIT_E_PER_NM2 = 1e8
+#: Port of the remote plan queue when switched on from the panel (None: the server's default, 47211).
+REMOTE_PORT: int | None = None
 
 
 def planned_exposures(report: DryRunReport) -> list[dose_map.Exposure]:
@@ -72,6 +74,11 @@ class PanelParameters:
     survey: DataAndMetadata.DataAndMetadata | None = None
     #: The spectrometer's energy axis (first, last channel in eV), where an instrument says it.
     energy_range_eV: tuple[float, float] | None = None
+    #: What a 4D-STEM DKL run learns: a name from DIFFRACTION_SCALARIZERS.
+    scalarizer: str = "com_magnitude"
+    #: What a forecast watch acts before, and how.
+    condition: str = "white-line ratio below 2.1 within 8 s"
+    response: str = "fresh_area"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +89,8 @@ class ExperimentChoice:
     make_plan: typing.Callable[[PanelParameters], Plan]
     fields: frozenset[str] = frozenset()
     count: str = "Points"
+    #: How to start it when starting is more than running the plan (e.g. binning the camera first); the plan's own start by default.
+    start: typing.Callable[[PanelParameters, DocumentController.DocumentController, Budget], ExperimentRunner] | None = None
 
 
 def _point_spectroscopy(p: PanelParameters) -> Plan:
@@ -97,6 +106,38 @@ def _dkl_spectroscopy(p: PanelParameters) -> Plan:
     return DKLSpectroscopy(band_integral(p.band_eV), DKLSettings(patch_size=p.patch_size, stride=max(p.patch_size // 4, 1), exposure_ms=p.exposure_ms,
                                                                  max_measurements=p.points), AgentConfig(acquisition=typing.cast(typing.Any, p.acquisition)),
                            survey=p.survey)
+
+
+def _dkl_4dstem_settings(p: PanelParameters) -> typing.Any:
+    from nion_autoem.plans.dkl_spectroscopy import DKLSettings
+    return DKLSettings(patch_size=p.patch_size, stride=max(p.patch_size // 4, 1), exposure_ms=p.exposure_ms, max_measurements=p.points)
+
+
+def _dkl_4dstem(p: PanelParameters) -> Plan:
+    from nion_autoem.plans.dkl_spectroscopy import DKLSpectroscopy
+    from nion_autoem_dkl.agent import AgentConfig
+    return DKLSpectroscopy.named(p.scalarizer, _dkl_4dstem_settings(p), AgentConfig(acquisition=typing.cast(typing.Any, p.acquisition)), survey=p.survey)
+
+
+def _start_dkl_4dstem(p: PanelParameters, document_controller: DocumentController.DocumentController, budget: Budget) -> ExperimentRunner:
+    # the console's call bins the Ronchigram camera for the run and puts the user's binning back afterwards
+    from nion_autoem.swift.console import start_dkl_4dstem
+    return start_dkl_4dstem(document_controller=document_controller, scalarizer=p.scalarizer, measurements=p.points, exposure_ms=p.exposure_ms,
+                            patch_size=p.patch_size, acquisition=p.acquisition, survey=p.survey)
+
+
+def _forecast_watch(p: PanelParameters) -> Plan:
+    from nion_autoem.plans.forecast_watch import ForecastWatch
+    from nion_autoem.plans.forecast_watch import WatchSettings
+    from nion_autoem_forecast.conditions import parse_condition
+    return ForecastWatch(WatchSettings(condition=parse_condition(p.condition), response=typing.cast(typing.Any, p.response), exposure_ms=p.exposure_ms,
+                                       max_spectra=p.points))
+
+
+def _start_forecast_watch(p: PanelParameters, document_controller: DocumentController.DocumentController, budget: Budget) -> ExperimentRunner:
+    # on the in-situ oxide twin: usim's own spectra do not change under the beam (the console's call takes any microscope)
+    from nion_autoem.swift.console import watch_with_forecast
+    return watch_with_forecast(p.condition, p.response, document_controller=document_controller, exposure_ms=p.exposure_ms, max_spectra=p.points)
 
 
 def _atom_finding(p: PanelParameters) -> Plan:
@@ -121,6 +162,8 @@ def _drawn_targets(p: PanelParameters) -> Plan:
 
 
 ACQUISITIONS = list(AGENT_ACQUISITIONS)
+#: What a 4D-STEM DKL run can learn, in the panel's words.
+SCALARIZER_TITLES = {"com_magnitude": _("centre-of-mass shift (magnitude)"), "com_angle": _("centre-of-mass shift (direction)")}
 
 EXPERIMENTS: list[ExperimentChoice] = [
     ExperimentChoice(_("Point spectroscopy (survey → features → EELS)"), _point_spectroscopy, frozenset({"exposure", "band"}), _("Spectra")),
@@ -129,7 +172,14 @@ EXPERIMENTS: list[ExperimentChoice] = [
     ExperimentChoice(_("ELIT atom finding (live frames)"), _atom_finding, frozenset({"field"}), _("Frames")),
     ExperimentChoice(_("Beam targeting: vacancy line across the field"), _vacancy_line, frozenset({"field"}), _("Targets")),
     ExperimentChoice(_("Beam targeting: S columns at points drawn on the selected image"), _drawn_targets, frozenset(), _("Targets at most")),
+    ExperimentChoice(_("DKL 4D-STEM (structure → diffraction centre of mass)"), _dkl_4dstem, frozenset({"exposure", "acquisition", "patch", "survey", "scalarizer"}),
+                     _("Frames"), _start_dkl_4dstem),
+    ExperimentChoice(_("Forecast watch on the in-situ oxide twin (act before the change)"), _forecast_watch, frozenset({"exposure", "forecast"}),
+                     _("Spectra"), _start_forecast_watch),
 ]
+#: How a forecast watch can act, in the panel's words.
+RESPONSES = {"fresh_area": _("move to a fresh area"), "lower_dose_rate": _("lower the dose rate"), "blank_and_wait": _("blank and wait"),
+             "capture": _("record a spectrum image")}
 
 
 def check_parameters(choice: ExperimentChoice, p: PanelParameters) -> None:
@@ -174,8 +224,16 @@ class ExperimentPanelController(Declarative.Handler):
         self.live_elit = Model.PropertyModel(False)
         self.live_elit.on_value_changed = self.__live_elit_changed
         self.live_finder: LiveAtomFinder | None = None
+        # the remote plan queue (off by default): clients with the token submit allow-listed plans, the runner owns the hardware
+        self.remote = Model.PropertyModel(False)
+        self.remote.on_value_changed = self.__remote_changed
+        self.remote_server: typing.Any = None
         self.count_label = Model.PropertyModel(EXPERIMENTS[0].count)
+        self.scalarizer_index = Model.PropertyModel(0)
         self.show_exposure, self.show_band, self.show_dkl, self.show_field = (Model.PropertyModel(False) for _ in range(4))
+        self.show_scalarizer, self.show_replay, self.show_forecast = Model.PropertyModel(False), Model.PropertyModel(False), Model.PropertyModel(False)
+        self.condition = Model.PropertyModel(PanelParameters.condition)
+        self.response_index = Model.PropertyModel(0)
         self.running = Model.PropertyModel(False)
         self.idle = Model.PropertyModel(True)
         self.experiment_index.on_value_changed = self.__experiment_changed
@@ -210,8 +268,14 @@ class ExperimentPanelController(Declarative.Handler):
                          u.create_stretch(), spacing=8, visible="@binding(show_dkl.value)"),
             u.create_row(u.create_check_box(text=_("selected image is the survey"), checked="@binding(use_selected_survey.value)"),
                          u.create_stretch(), spacing=8, visible="@binding(show_dkl.value)"),
+            u.create_row(u.create_label(text=_("Learn")), u.create_combo_box(items=list(SCALARIZER_TITLES.values()), current_index="@binding(scalarizer_index.value)"),
+                         u.create_stretch(), spacing=8, visible="@binding(show_scalarizer.value)"),
+            u.create_row(u.create_label(text=_("Act before")), u.create_line_edit(text="@binding(condition.value)", width=220),
+                         u.create_stretch(), spacing=8, visible="@binding(show_forecast.value)"),
+            u.create_row(u.create_label(text=_("by")), u.create_combo_box(items=list(RESPONSES.values()), current_index="@binding(response_index.value)"),
+                         u.create_stretch(), spacing=8, visible="@binding(show_forecast.value)"),
             u.create_row(u.create_push_button(text=_("Replay on selected spectrum image"), on_clicked="replay_on_selected_spectrum_image", enabled="@binding(idle.value)"),
-                         u.create_stretch(), spacing=8, visible="@binding(show_dkl.value)"),
+                         u.create_stretch(), spacing=8, visible="@binding(show_replay.value)"),
             u.create_row(u.create_label(text=_("Field (nm)")), u.create_line_edit(text="@binding(field_nm.value, converter=float_converter)", width=50),
                          u.create_stretch(), spacing=8, visible="@binding(show_field.value)"),
             u.create_row(u.create_push_button(text=_("Dry run"), on_clicked="dry_run", enabled="@binding(idle.value)"),
@@ -220,6 +284,7 @@ class ExperimentPanelController(Declarative.Handler):
                          u.create_push_button(text=_("Stop"), on_clicked="stop", enabled="@binding(running.value)"), u.create_stretch(), spacing=8),
             u.create_row(u.create_push_button(text=_("Find atoms in selected image"), on_clicked="find_atoms_in_selection", enabled="@binding(idle.value)"),
                          u.create_check_box(text=_("ELIT on every new scan frame"), checked="@binding(live_elit.value)"), u.create_stretch(), spacing=8),
+            u.create_row(u.create_check_box(text=_("Remote steering (token required)"), checked="@binding(remote.value)"), u.create_stretch(), spacing=8),
             u.create_label(text="@binding(plan_summary.value)", word_wrap=True),
             u.create_progress_bar(value="@binding(percent.value)", minimum=0, maximum=100),
             u.create_label(text="@binding(status.value)", word_wrap=True, name="status_label"),
@@ -232,6 +297,9 @@ class ExperimentPanelController(Declarative.Handler):
         self.show_exposure.value = "exposure" in choice.fields
         self.show_band.value = "band" in choice.fields
         self.show_dkl.value = "patch" in choice.fields
+        self.show_scalarizer.value = "scalarizer" in choice.fields
+        self.show_replay.value = "patch" in choice.fields and "band" in choice.fields
+        self.show_forecast.value = "forecast" in choice.fields
         self.show_field.value = "field" in choice.fields
 
     def __set_running(self, running: bool) -> None:
@@ -270,6 +338,9 @@ class ExperimentPanelController(Declarative.Handler):
         if self.live_finder is not None:
             self.live_finder.stop()
             self.live_finder = None
+        if self.remote_server is not None:
+            self.remote_server.close()  # stops what it started, the beam made safe
+            self.remote_server = None
         self.__listener = None
         super().close()
 
@@ -285,11 +356,14 @@ class ExperimentPanelController(Declarative.Handler):
         parameters = PanelParameters(int(self.points.value or 0), float(self.exposure_ms.value or 0),
                                      (float(self.band_low_eV.value or 0), float(self.band_high_eV.value or 0)),
                                      ACQUISITIONS[self.acquisition_index.value or 0], int(self.patch_size.value or 0),
-                                     float(self.field_nm.value or 0), drawn_points, drawn_frame, survey)
+                                     float(self.field_nm.value or 0), drawn_points, drawn_frame, survey,
+                                     scalarizer=list(SCALARIZER_TITLES)[self.scalarizer_index.value or 0], condition=str(self.condition.value or ""),
+                                     response=list(RESPONSES)[self.response_index.value or 0])
         choice = EXPERIMENTS[self.experiment_index.value or 0]
         if "band" in choice.fields:
             parameters = dataclasses.replace(parameters, energy_range_eV=self.__energy_range_eV())
         check_parameters(choice, parameters)
+        self.__parameters = parameters
         return choice.make_plan(parameters), Budget(max_steps=int(self.max_steps.value or 0))
 
     @staticmethod
@@ -324,6 +398,9 @@ class ExperimentPanelController(Declarative.Handler):
     def start(self, widget: typing.Any = None) -> None:
         def start_plan() -> ExperimentRunner:
             plan, budget = self.__make_plan()
+            choice = EXPERIMENTS[self.experiment_index.value or 0]
+            if choice.start is not None:
+                return choice.start(self.__parameters, self.__document_controller, budget)
             return start_experiment(plan, document_controller=self.__document_controller, budget=budget)
 
         self.__launch(start_plan, _("Cannot start"), lambda runner: f"{_('Started run')} {runner.run_id}; {_('journal in')} {runner.run_dir}")
@@ -332,6 +409,9 @@ class ExperimentPanelController(Declarative.Handler):
         """Start a run unless one is running; say why not, or follow its progress."""
         if self.runner is not None and not self.runner.state.is_final:
             self.status.value = _("An experiment is already running; stop it first.")
+            return
+        if self.__remote_runner() is not None:
+            self.status.value = _("A remote client's experiment is running; Stop ends it, or wait for it to finish.")
             return
         try:
             runner = start()
@@ -417,6 +497,33 @@ class ExperimentPanelController(Declarative.Handler):
         except Exception as e:
             self.status.value = f"{_('Cannot start live ELIT')}: {e}"
 
+    def __remote_runner(self) -> ExperimentRunner | None:
+        runner = self.remote_server.active_runner if self.remote_server is not None else None
+        return runner if runner is not None and not runner.state.is_final else None
+
+    def __remote_changed(self, on: bool | None) -> None:
+        from nion_autoem.remote import serve_in_swift
+
+        if not on:
+            if self.remote_server is not None:
+                self.remote_server.close()
+                self.remote_server = None
+                self.status.value = _("Remote steering off; a remote experiment still running was stopped with the beam blanked.")
+            return
+        def panel_busy() -> str | None:  # a remote run waits in the queue while the panel's own runs
+            return _("the panel's experiment") if self.runner is not None and not self.runner.state.is_final else None
+
+        try:
+            port = {"port": REMOTE_PORT} if REMOTE_PORT is not None else {}
+            self.remote_server = serve_in_swift(self.__document_controller, busy=panel_busy, **port)
+        except Exception as e:  # port taken, certificate unreadable, token file readable by others: say so
+            self.status.value = f"{_('Cannot switch remote steering on')}: {e}"
+            self.remote.value = False
+            return
+        # shown once: the token lets its holder run allow-listed plans on this microscope
+        self.status.value = (f"{_('Remote steering on at')} {self.remote_server.uri} — {_('token (copy it now, it is not shown again)')}: "
+                             f"{self.remote_server.token}")
+
     def toggle_pause(self, widget: typing.Any = None) -> None:
         if self.runner is None or self.runner.state.is_final:
             return
@@ -428,6 +535,11 @@ class ExperimentPanelController(Declarative.Handler):
             self.pause_text.value = _("Pause")
 
     def stop(self, widget: typing.Any = None) -> None:
+        remote = self.__remote_runner()
+        if remote is not None:
+            remote.stop("stopped from the panel")
+            self.status.value = _("The remote client's experiment is stopping; beam blanked.")
+            return
         if self.runner is None or self.runner.state.is_final:
             self.status.value = _("Nothing is running.")
             return

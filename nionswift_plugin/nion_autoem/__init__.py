@@ -7,6 +7,7 @@ import typing
 from nion.utils import Registry
 
 from nion_autoem.swift import panel
+from nion_autoem.swift import tile_panel
 
 
 class AutonomousExperimentExtension:
@@ -16,8 +17,10 @@ class AutonomousExperimentExtension:
 
     def __init__(self, api_broker: typing.Any) -> None:
         panel.register_panel()
+        tile_panel.register_panel()
 
     def close(self) -> None:
+        tile_panel.unregister_panel()
         panel.unregister_panel()
 
 

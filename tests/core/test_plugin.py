@@ -24,7 +24,8 @@ def test_extension_registers_and_removes_the_panel() -> None:
     assert panel.PANEL_ID not in Panel.PanelManager().panel_ids
 
 
-@pytest.mark.parametrize("experiment, product", [(0, "Measured spectra"), (1, "DKL prediction"), (2, "Classified atoms")])
+@pytest.mark.parametrize("experiment, product", [(0, "Measured spectra"), (1, "DKL prediction"), (2, "Classified atoms"), (5, "DKL prediction"),
+                                                 (6, "Forecast watch: measured series")])
 def test_panel_runs_an_experiment_and_reports_progress(usim_session: typing.Any, tmp_path: pathlib.Path, monkeypatch: typing.Any, experiment: int, product: str) -> None:
     monkeypatch.setenv("NION_AUTOEM_RUNS", str(tmp_path / "runs"))
     dc = usim_session.document_controller
@@ -32,7 +33,7 @@ def test_panel_runs_an_experiment_and_reports_progress(usim_session: typing.Any,
     widget = Declarative.DeclarativeWidget(dc.ui, dc.event_loop, controller)
     try:
         controller.experiment_index.value = experiment
-        controller.points.value = 12 if experiment < 2 else 1
+        controller.points.value = {0: 12, 1: 12, 5: 12, 6: 40}.get(experiment, 1)
         controller.exposure_ms.value = 10.0
         controller.start()
         runner = controller.runner
@@ -80,7 +81,7 @@ def test_panel_explains_bad_parameters(usim_session: typing.Any, tmp_path: pathl
     controller.close()
 
 
-@pytest.mark.parametrize("experiment", [0, 1, 2, 3])
+@pytest.mark.parametrize("experiment", [0, 1, 2, 3, 5, 6])
 def test_panel_dry_run_shows_steps_beam_time_and_dose_before_start(usim_session: typing.Any, experiment: int) -> None:
     controller = panel.ExperimentPanelController(usim_session.document_controller)
     try:
@@ -94,5 +95,36 @@ def test_panel_dry_run_shows_steps_beam_time_and_dose_before_start(usim_session:
         summary = controller.plan_summary.value or ""
         assert summary.startswith("Dry run:") and "steps" in summary and "beam on" in summary and " e (" in summary, summary
         assert controller.runner is None  # nothing was run, nothing was dosed
+    finally:
+        controller.close()
+
+
+def test_panel_switches_remote_steering_on_and_off(usim_session: typing.Any, tmp_path: pathlib.Path, monkeypatch: typing.Any) -> None:
+    import socket
+
+    from nion_autoem.remote import connect
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    monkeypatch.setattr(panel, "REMOTE_PORT", port)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # token and certificate go to ~/.nion-autoem/remote
+    monkeypatch.setenv("NION_AUTOEM_RUNS", str(tmp_path / "runs"))
+    controller = panel.ExperimentPanelController(usim_session.document_controller)
+    try:
+        controller.remote.value = True
+        status = str(controller.status.value)
+        assert status.startswith("Remote steering on at nion-autoem+tls://127.0.0.1:"), status
+        token = status.rsplit(": ", 1)[-1]
+        uri = status.split(" at ", 1)[1].split(" — ", 1)[0]
+        client = connect(uri, token)
+        try:
+            assert "point-spectroscopy" in client.list_plans()["plans"]
+        finally:
+            client.close()
+        with pytest.raises(Exception, match="token"):
+            connect(uri, "not-the-token").list_plans()
+        controller.remote.value = False
+        assert controller.remote_server is None and "Remote steering off" in str(controller.status.value)
     finally:
         controller.close()

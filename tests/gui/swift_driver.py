@@ -287,6 +287,74 @@ async def scenario(document_controller: DocumentController.DocumentController, o
         record["screenshot"] = await screenshot(out, "live_elit")
         results["experiments"]["live_elit"] = record
 
+    async def few_shot_tiles_on_an_image() -> None:
+        """The Tile Classes panel on an image nobody labelled before: points labelled with class names, Classify, Suggest."""
+        import numpy
+        from nion.data import Calibration
+        from nion.data import DataAndMetadata
+        from nion.swift.model import DataItem
+        from nion.swift.model import Graphics
+
+        from nion_autoem.swift import tile_panel
+        from nion_autoem_fewshot.synthetic import interface_scene
+        from nion_autoem_fewshot.synthetic import tile_truth
+        from nion_autoem_fewshot.tiles import cut_tiles
+
+        dock = next(p for p in workspace_controller.dock_panels if p.panel_id == tile_panel.PANEL_ID)
+        panel.hide()  # one panel at a time, as a person working on tiles would keep it
+        dock.show()
+        tiles = typing.cast(typing.Any, dock).controller
+        scene = interface_scene((512, 512), seed=1002)
+        xdata = DataAndMetadata.new_data_and_metadata(scene.image.astype(numpy.float32), dimensional_calibrations=[Calibration.Calibration(0.0, 0.05, "nm")] * 2)
+        item = DataItem.new_data_item(xdata)
+        item.title = "Interface (mine)"
+        document_controller.document_model.append_data_item(item)
+        await asyncio.sleep(0.5)
+        display_item = document_controller.document_model.get_display_item_for_data_item(item)
+        assert display_item is not None
+        workspace_controller.display_panels[0].set_display_panel_display_item(display_item)  # on screen, to label it
+        document_controller.selected_display_panel = None
+        document_controller.select_display_items_in_data_panel([display_item])
+        grid = cut_tiles(scene.image, tile_px=32)
+        classes, pure = tile_truth(scene.labels, grid.origins_px, 32)
+        for k, name in enumerate(scene.class_names):  # three clicked examples per class, labelled with its name
+            for index in numpy.flatnonzero((classes == k) & pure)[::7][:3]:
+                point = Graphics.PointGraphic()
+                point.position = (float(grid.centres_px[index][0]) / 512, float(grid.centres_px[index][1]) / 512)
+                point.label = name
+                display_item.add_graphic(point)
+        tiles.unit_index.value = tile_panel.UNITS.index("nm")
+        tiles.tile_size.value = 1.6
+        await asyncio.sleep(0.5)
+        heartbeat.reset()
+        heartbeat.label = "tiles"
+        items_before = len(document_controller.document_model.data_items)
+        started = time.perf_counter()
+        tiles.classify()
+        runner = tiles.runner
+        record: dict[str, typing.Any] = {"started": runner is not None, "status": tiles.status.value, "dry_run": "Dry run: (nothing is acquired)"}
+        if runner is not None:
+            record["ended"] = await wait_for(lambda: runner.state.is_final and tiles.tile_map is not None, 120)
+            record["map_s"] = round(time.perf_counter() - started, 2)
+            await asyncio.sleep(1.5)
+            tiles.suggest()
+            await asyncio.sleep(1.0)
+            tile_map = tiles.tile_map
+            if tile_map is not None:
+                record["accuracy"] = float(numpy.mean(tile_map.classes[pure] == classes[pure]))
+            record.update({"max_ui_stall_ms": round(heartbeat.reset(), 1), "state": runner.state.value, "message": runner.progress.message,
+                           "status": tiles.status.value, "beam": beam_state(), "new_items": len(document_controller.document_model.data_items) - items_before,
+                           "titles": [d.title for d in document_controller.document_model.data_items[items_before:]],
+                           "suggested": sum(1 for g in display_item.graphics if g.label == "label me?")})
+            maps = [d for d in document_controller.document_model.data_items[items_before:] if (d.title or "").startswith("Tile classes")]
+            if maps and (shown := document_controller.document_model.get_display_item_for_data_item(maps[0])) is not None:
+                workspace_controller.display_panels[0].set_display_panel_display_item(shown)
+                await asyncio.sleep(1.0)
+            record["status_fits"] = status_fits_on_screen(document_controller, dock, tiles)
+            record["screenshot"] = await screenshot(out, "tiles")
+        heartbeat.label = ""
+        results["experiments"]["tiles"] = record
+
     try:
         await live_elit_on_the_users_scan()
         if scan is not None and scan.is_playing:
@@ -296,7 +364,10 @@ async def scenario(document_controller: DocumentController.DocumentController, o
         await run("atom_finding", 2, {"points": 2, "field_nm": 4.0})
         await run("vacancy_line", 3, {"points": 3, "field_nm": 3.0}, timeout_s=300)
         await run("stopped", 0, {"points": 40, "exposure_ms": 50.0}, stop_after_s=2.0)
+        await run("dkl_4dstem", 5, {"points": 20, "exposure_ms": 2.0, "patch_size": 8}, timeout_s=300)
+        await run("forecast", 6, {"points": 60, "exposure_ms": 50.0})
         await find_atoms_in_a_large_image()
+        await few_shot_tiles_on_an_image()
     except Exception:
         results["scenario_error"] = traceback.format_exc()
     return results

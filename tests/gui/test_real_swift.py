@@ -73,7 +73,7 @@ def swift_run(tmp_path_factory: pytest.TempPathFactory) -> typing.Iterator[dict[
         xvfb.wait()
 
 
-EXPERIMENTS = ["point_spectroscopy", "dkl", "atom_finding", "vacancy_line", "stopped", "atoms_2000"]
+EXPERIMENTS = ["point_spectroscopy", "dkl", "atom_finding", "vacancy_line", "stopped", "dkl_4dstem", "forecast", "atoms_2000", "tiles"]
 
 
 def tracebacks_in_the_log() -> list[str]:
@@ -124,6 +124,15 @@ def test_elit_on_every_frame_of_the_users_live_scan_keeps_the_window_responsive(
     assert len(record["titles"]) == 1  # one live class map, updated in place
     assert record["status_fits"]["fits"], record["status_fits"]
     assert record["max_ui_stall_ms"] <= MAX_UI_STALL_MS
+
+
+def test_a_few_labelled_tiles_give_a_class_map_and_suggestions(swift_run: dict[str, typing.Any]) -> None:
+    record = swift_run["experiments"]["tiles"]
+    print(f"tiles: max_ui_stall_ms: {record.get('max_ui_stall_ms')}, accuracy {record.get('accuracy')}, {record.get('map_s')} s to the map")
+    assert record["started"] and record["ended"], record.get("status")
+    assert any(t.startswith("Tile classes") for t in record["titles"]) and any(t.startswith("Tile counts") for t in record["titles"])
+    assert str(record["status"]).count("marked") == 1 and record["suggested"] >= 1, record["status"]
+    assert record["accuracy"] >= 0.8, record  # three clicked examples per class, on an interface the backbone never saw
 
 
 def test_pause_blanks_the_beam(swift_run: dict[str, typing.Any]) -> None:

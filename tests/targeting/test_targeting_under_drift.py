@@ -55,7 +55,8 @@ def test_a_vacancy_line_at_30_nm_per_min_matches_the_ground_truth(tmp_path: path
     # The drift estimate followed the sample (0.5 nm/s on the twin's clock).
     registrations = [s.entry["result"] for s in read_journal(tmp_path / "run").steps if s.action.label.startswith("register")]
     velocity = numpy.asarray(registrations[-1]["velocity_nm_per_s"])
-    assert numpy.linalg.norm(velocity - numpy.asarray(DRIFT_NM_PER_S)) < 0.1, velocity
+    # within 30 %: it learns from registrations and tracking excursions, not from the short checks after an alarm
+    assert numpy.linalg.norm(velocity - numpy.asarray(DRIFT_NM_PER_S)) < 0.15, velocity
     # collateral: untargeted S columns in the field changed by the targeting (not by the first survey)
     inside = FRAME.contains_nm(at_start, margin=0.05) & numpy.isin(truth.column_class, (lattice.S2, lattice.S1, lattice.EMPTY))
     changed_after_survey = {e.column_id for e in events if e.time_s > survey_end}
