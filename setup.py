@@ -15,7 +15,8 @@ setuptools.setup(
     python_requires=">=3.11",
     packages=setuptools.find_namespace_packages(include=["nion_autoem", "nion_autoem.*", "nion_autoem_dkl", "nion_autoem_dkl.*", "nion_autoem_targeting", "nion_autoem_targeting.*", "nion_autoem_checks",
                                                          "nion_autoem_elit", "nion_autoem_elit.*", "nion_autoem_fewshot", "nion_autoem_fewshot.*",
-                                                         "nion_autoem_forecast", "nion_autoem_forecast.*", "nionswift_plugin.nion_autoem"]),
+                                                         "nion_autoem_forecast", "nion_autoem_forecast.*", "nion_autoem_models", "nion_autoem_models.*",
+                                                         "nionswift_plugin.nion_autoem"]),
     package_data={"nion_autoem_elit": ["models/*.pt", "models/*.json"], "nion_autoem_fewshot": ["models/*.pt", "models/*.json"],
                   "nion_autoem_forecast": ["models/*.pt", "models/*.json"], "nionswift_plugin.nion_autoem": ["manifest.json"]},
     include_package_data=True,
@@ -37,6 +38,9 @@ setuptools.setup(
         "Pyro5>=5.15",  # remote steering: the plan queue server and its client
         "msgpack>=1.0",  # remote steering: the only wire format accepted (arrays as raw bytes)
         "cryptography>=42",  # remote steering: the TLS certificate generated on first use
+        "dask>=2026.8",
+        "distributed>=2026.8",  # ELIT training as Dask tasks (a LocalCluster, or a lab's scheduler)
+        "safetensors>=0.4",  # model repository weights: tensors only, no pickle
     ],
     extras_require={
         "dev": ["pytest>=8", "ruff>=0.5", "mypy>=1.10", "sparse>=0.15"],  # sparse: RosettaSciIO reads Velox EDS spectrum images with it

@@ -9,7 +9,7 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-PURE = ("nion_autoem_dkl", "nion_autoem_elit", "nion_autoem_targeting", "nion_autoem_checks", "nion_autoem_fewshot", "nion_autoem_forecast", "nion_autoem")
+PURE = ("nion_autoem_dkl", "nion_autoem_elit", "nion_autoem_targeting", "nion_autoem_checks", "nion_autoem_fewshot", "nion_autoem_forecast", "nion_autoem_models", "nion_autoem")
 
 
 def pure_modules() -> list[str]:

@@ -16,6 +16,7 @@ imaging conditions of this session.
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 import typing
 
 import numpy
@@ -117,7 +118,12 @@ class AtomFinding:
     pixel_time_us : float or None
         Pixel time of each frame.
     ensemble : str or None
-        Packaged model name (``"mos2"``, ``"graphene"``), a saved-model path, or None for MoS2.
+        Packaged model name (``"mos2"``, ``"graphene"``), a saved-model path, a
+        model in the repository (``"mos2@production"``, ``"mos2@3"``: see
+        :mod:`nion_autoem_models.repository`, in ``$NION_AUTOEM_MODELS`` or
+        ``~/nion-autoem/models``), or None for MoS2.  A repository alias is
+        resolved once, when the plan is made, and the run journals the
+        version (``elit/mos2@3``) with every decision.
     adapt : bool
         Run one ELIT self-training iteration on the first frame.
     lattice : str
@@ -141,6 +147,14 @@ class AtomFinding:
         self.results: list[AtomFindingResult] = []
         self.__ensemble: typing.Any = None
         self.__version = f"elit/{ensemble or 'mos2'}"
+        #: A model from the repository ("mos2@production"), resolved once here: a promotion during the run never swaps it.
+        self.model_ref: str | None = None
+        if ensemble is not None and "@" in ensemble and not pathlib.Path(ensemble).exists():
+            from nion_autoem_models.repository import ModelRepository
+            from nion_autoem_models.repository import default_folder
+
+            self.model_ref = ModelRepository(default_folder()).resolve(ensemble).ref
+            self.__version = f"elit/{self.model_ref}"
 
     @property
     def model_version(self) -> str:
@@ -149,7 +163,7 @@ class AtomFinding:
     @property
     def parameters(self) -> dict[str, typing.Any]:
         return {"frames": self.frames, "survey_frame": self.survey_frame.to_dict() if self.survey_frame else None, "pixel_time_us": self.pixel_time_us,
-                "ensemble": self.ensemble_name, "adapt": self.adapt, "lattice": self.lattice}
+                "ensemble": self.ensemble_name, "model_ref": self.model_ref, "adapt": self.adapt, "lattice": self.lattice}
 
     def fraction_done(self) -> float | None:
         return len(self.results) / self.frames
@@ -170,6 +184,11 @@ class AtomFinding:
         """Find and classify the atoms of one frame (adapting the ensemble on the first, if asked); returns :class:`FoundAtoms`."""
         from nion_autoem_elit import api
 
+        if self.__ensemble is None and self.model_ref is not None:
+            from nion_autoem_models.repository import ModelRepository
+            from nion_autoem_models.repository import default_folder
+
+            self.__ensemble = ModelRepository(default_folder()).load_ensemble(self.model_ref)  # its hash is checked
         if self.__ensemble is None:
             self.__ensemble = api.resolve_ensemble(self.ensemble_name)
         if self.adapt and index == 0:

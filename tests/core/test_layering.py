@@ -8,7 +8,7 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-ALGORITHM_PACKAGES = ("nion_autoem_dkl", "nion_autoem_elit", "nion_autoem_targeting", "nion_autoem_checks", "nion_autoem_fewshot", "nion_autoem_forecast")
+ALGORITHM_PACKAGES = ("nion_autoem_dkl", "nion_autoem_elit", "nion_autoem_targeting", "nion_autoem_checks", "nion_autoem_fewshot", "nion_autoem_forecast", "nion_autoem_models")
 #: Training scripts may learn from the digital twins (pure simulators in nion_autoem.twin); nothing else in an algorithm package may.
 TRAINING_SCRIPTS = ("train.py", "pretrain.py")
 SWIFT = ("nion.swift", "nion.instrumentation", "nion.ui", "nion.device_kit", "nion.usim_device", "nion.typeshed", "nionswift_plugin")
@@ -57,7 +57,8 @@ def test_the_swift_glue_holds_no_algorithm() -> None:
 def test_no_private_attribute_of_another_object_is_touched() -> None:
     """``obj._thing`` only on ``self`` / ``cls`` (our own classes); never on Nion's objects."""
     problems = []
-    for folder in ("nion_autoem", "nion_autoem_dkl", "nion_autoem_elit", "nion_autoem_targeting", "nion_autoem_checks", "nionswift_plugin"):
+    for folder in ("nion_autoem", "nion_autoem_dkl", "nion_autoem_elit", "nion_autoem_targeting", "nion_autoem_checks", "nion_autoem_fewshot",
+                   "nion_autoem_forecast", "nion_autoem_models", "nionswift_plugin"):
         for path in modules(folder):
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
                 if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
