@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import time
 import typing
 
 import numpy
@@ -153,3 +154,42 @@ def test_tile_panel_labels_classifies_and_suggests(usim_session: typing.Any, tmp
         assert any(g.label == tile_picker.SUGGESTION_LABEL for g in display_item.graphics)
     finally:
         widget.close()
+
+
+def test_every_new_scan_frame_is_classified_with_the_saved_examples(tmp_path: pathlib.Path) -> None:
+    from nion.instrumentation import HardwareSource
+    from nion.instrumentation import scan_base
+    from nion.utils import Geometry
+
+    from nion_autoem.swift.session import UsimSession
+    from nion_autoem.swift.usim_twin import create_configuration
+    from nion_autoem_fewshot.support import SupportSet
+    from nion_autoem_fewshot.tiles import cut_tiles
+
+    scene = interface_scene((256, 256), seed=1003)
+    grid = cut_tiles(scene.image, tile_px=TILE_PX)
+    classes, pure = tile_truth(scene.labels, grid.origins_px, TILE_PX)
+    support = SupportSet.from_grid(grid, {name: list(numpy.flatnonzero((classes == k) & pure)[:3]) for k, name in enumerate(scene.class_names)})
+    saved = support.save(tmp_path / "support")
+    with UsimSession(create_configuration("mos2", seed=9)) as session:
+        scan = typing.cast(scan_base.ScanHardwareSource, HardwareSource.HardwareSourceManager().get_hardware_source_for_hardware_source_id("usim_scan_device"))
+        fp = scan.get_current_frame_parameters()
+        fp.pixel_size, fp.fov_nm, fp.pixel_time_us = Geometry.IntSize(192, 192), 2.5, 1.0
+        scan.set_current_frame_parameters(fp)
+        live = tile_picker.LiveTileClassifier(session.document_controller, scan.hardware_source_id, saved)
+        live.start()
+        scan.start_playing()
+        try:
+            deadline = time.time() + 60
+            while live.frames_analysed < 2 and time.time() < deadline:
+                session.pump(0.05)
+        finally:
+            scan.stop_playing(sync_timeout=5.0)
+            live.stop()
+        session.pump(0.3)
+        assert live.frames_analysed >= 2 and live.last_error is None, live.last_error
+        assert sum(live.last_counts.values()) == 36  # 192 px in 32 px tiles, every tile answered (a class or unknown)
+        class_map = live.data_item("tile_classes")
+        assert class_map is not None and class_map.xdata is not None and class_map.xdata.data_shape == (192, 192, 3)
+        # one set of live items, updated in place, not one per frame
+        assert sum(d.title.startswith("Tile classes (few-shot)") for d in session.document_model.data_items) == 1
