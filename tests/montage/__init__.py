@@ -1,0 +1,1 @@
+"""Stage-scale twin, montage and go-to-target tests."""
