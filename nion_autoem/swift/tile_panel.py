@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gettext
 import pathlib
+import threading
 import typing
 
 from nion.swift import Panel
@@ -116,31 +117,56 @@ class TilePanelController(Declarative.Handler):
                              else _("No rectangle or point is selected: click one (shift-click for more), then label."))
 
     def classify(self, widget: typing.Any = None) -> None:
-        """Classify the selected image with its labelled graphics, or with the last support set if it has none."""
-        if self.runner is not None and not self.runner.state.is_final:
+        """Classify the selected image with its labelled graphics, or with the last support set if it has none.
+
+        The graphics are read here, on the UI thread; cutting the tiles, saving
+        the examples and starting the run happen on a worker thread.
+        """
+        if not self.idle.value or (self.runner is not None and not self.runner.state.is_final):
             self.status.value = _("A classification is running; wait for it to finish.")
             return
         display_item = self.__document_controller.selected_display_item
         data_item = display_item.data_item if display_item else None
-        if display_item is None or data_item is None:
+        if display_item is None or data_item is None or data_item.xdata is None:
             self.status.value = _("Select an image (a data item) first.")
             return
+        regions = tile_picker.labelled_regions(display_item)
+        support_path = self.support_path
         try:
-            if tile_picker.labelled_regions(display_item):
-                runner = tile_picker.classify_image(data_item, document_controller=self.__document_controller, **self.__tile_size())
-            elif self.support_path is not None:
-                runner = tile_picker.classify_image(data_item, document_controller=self.__document_controller, support=self.support_path)
-            else:
-                raise ValueError(_("no labelled graphics on this image and no earlier examples: draw rectangles over a few tiles of each kind "
-                                   "and label them with a class name"))
-        except Exception as e:  # bad tile size, uncalibrated image, one example per class...: say so in the panel
+            size = self.__tile_size()
+        except ValueError as e:
             self.status.value = f"{_('Cannot classify')}: {e}"
             return
-        self.runner = runner
-        self.__classified_item = data_item
+        if not regions and support_path is None:
+            self.status.value = (f"{_('Cannot classify')}: " + _("no labelled graphics on this image and no earlier examples: draw rectangles over "
+                                                                  "a few tiles of each kind and label them with a class name"))
+            return
+        xdata = data_item.xdata
         self.idle.value = False
-        self.__listener = runner.progress_changed_event.listen(self.__progress_changed)
+        self.__classified_item = data_item
         self.status.value = f"{_('Classifying the tiles of')} {data_item.title!r}…"
+
+        def start() -> None:
+            try:
+                if regions:
+                    support, _grid = tile_picker.support_from_regions(xdata, regions, **size)
+                    runner = tile_picker.classify_image(data_item, document_controller=self.__document_controller, support=support)
+                else:
+                    runner = tile_picker.classify_image(data_item, document_controller=self.__document_controller, support=support_path)
+            except Exception as e:  # bad tile size, uncalibrated image, one example per class...: say so in the panel
+                message = f"{_('Cannot classify')}: {e}"
+
+                def refused() -> None:
+                    self.idle.value = True
+                    self.status.value = message
+                self.__document_controller.queue_task(refused)
+                return
+            self.runner = runner
+            self.__listener = runner.progress_changed_event.listen(self.__progress_changed)
+            if runner.state.is_final:  # it may have ended before the listener was there
+                self.__progress_changed(runner.progress)
+
+        threading.Thread(target=start, name="nion-autoem tile classification", daemon=True).start()
 
     def suggest(self, widget: typing.Any = None) -> None:
         """Mark the tiles whose labels would help most on the image classified last."""

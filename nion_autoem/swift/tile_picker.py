@@ -109,21 +109,36 @@ def support_from_graphics(display_item: DisplayItem.DisplayItem, *, tile_px: int
                           overlap: float = 0.0) -> tuple[SupportSet, TileGrid]:
     """The support set the labelled graphics on an image make, and the tile grid it was cut on.
 
+    Reads the graphics (UI thread, where Swift's document lives), then
+    :func:`support_from_regions` does the rest.
+
     Raises
     ------
     ValueError
         If the item is not a calibrated 2D image, or no graphic carries a
         class label, with what to do instead.
     """
-    from nion_autoem_fewshot.support import SupportSet
-    from nion_autoem_fewshot.tiles import cut_tiles
-
     data_item = display_item.data_item
     xdata = data_item.xdata if data_item is not None else None
     if xdata is None or len(xdata.data_shape) != 2:
         raise ValueError("select an image (a 2D data item) with labelled rectangles or points on it")
+    return support_from_regions(xdata, labelled_regions(display_item), tile_px=tile_px, tile_nm=tile_nm, overlap=overlap)
+
+
+def support_from_regions(xdata: DataAndMetadata.DataAndMetadata, regions: typing.Sequence[LabelledRegion], *, tile_px: int | None = None,
+                         tile_nm: float | None = None, overlap: float = 0.0) -> tuple[SupportSet, TileGrid]:
+    """The support set that labelled regions of a calibrated image make, and the tile grid it was cut on (any thread).
+
+    Raises
+    ------
+    ValueError
+        If the image is not calibrated, there are no regions, or they cover no
+        tile centre, with what to do instead.
+    """
+    from nion_autoem_fewshot.support import SupportSet
+    from nion_autoem_fewshot.tiles import cut_tiles
+
     frame = frame_from_xdata(xdata)
-    regions = labelled_regions(display_item)
     if not regions:
         raise ValueError("no labelled graphics on the image: draw rectangles (or points) over a few tiles of each kind and give each the class name "
                          "as its label (Inspector, or 'Label selected graphics'), or reuse a saved support set")

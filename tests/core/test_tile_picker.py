@@ -140,7 +140,11 @@ def test_tile_panel_labels_classifies_and_suggests(usim_session: typing.Any, tmp
         _label(display_item, scene, per_class=2)
         controller.unit_index.value = tile_panel.UNITS.index("px")
         controller.tile_size.value = float(TILE_PX)
-        controller.classify()
+        controller.classify()  # reads the graphics here; cuts, saves and starts on a worker thread
+        assert not controller.idle.value and "Classifying" in str(controller.status.value)
+        deadline = time.time() + 30
+        while controller.runner is None and time.time() < deadline and not str(controller.status.value).startswith("Cannot"):
+            usim_session.pump(0.05)
         runner = controller.runner
         assert runner is not None, controller.status.value
         usim_session.pump_until_done(runner, 60)

@@ -330,7 +330,8 @@ async def scenario(document_controller: DocumentController.DocumentController, o
         heartbeat.label = "tiles"
         items_before = len(document_controller.document_model.data_items)
         started = time.perf_counter()
-        tiles.classify()
+        tiles.classify()  # the tiles are cut and the run started on a worker thread
+        await wait_for(lambda: tiles.runner is not None or str(tiles.status.value).startswith("Cannot"), 30)
         runner = tiles.runner
         record: dict[str, typing.Any] = {"started": runner is not None, "status": tiles.status.value, "dry_run": "Dry run: (nothing is acquired)"}
         if runner is not None:
