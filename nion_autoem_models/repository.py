@@ -384,6 +384,17 @@ class ModelRepository:
         except (ValueError, TypeError) as error:
             raise storage.ModelIntegrityError(f"record {path} must be a model record written by ModelRepository.register: {error}") from None
 
+    def aliases(self) -> dict[str, str]:
+        """Every alias and the version it names now, e.g. ``{"mos2@production": "mos2@3"}``.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> ModelRepository(tempfile.mkdtemp()).aliases()
+        {}
+        """
+        return {alias: f"{alias.partition('@')[0]}@{history[-1]}" for alias, history in sorted(self._aliases().items()) if history}
+
     def list(self, name: str | None = None) -> builtins.list[ModelVersion]:
         """Every version (of ``name``, or of all models), oldest first per name.
 

@@ -142,8 +142,10 @@ def _start_forecast_watch(p: PanelParameters, document_controller: DocumentContr
 
 def _atom_finding(p: PanelParameters) -> Plan:
     from nion_autoem.plans.atom_finding import AtomFinding
-    # a field the model can resolve: 256 pixels over a few nm (the model says so if the field is too coarse)
-    return AtomFinding(frames=p.points, survey_frame=ScanFrame((256, 256), p.field_nm))
+    from nion_autoem.swift.models_panel import production_ensemble
+    # a field the model can resolve: 256 pixels over a few nm (the model says so if the field is too coarse);
+    # the repository's mos2@production when there is one (the Models panel), the packaged model otherwise
+    return AtomFinding(frames=p.points, survey_frame=ScanFrame((256, 256), p.field_nm), ensemble=production_ensemble("mos2"))
 
 
 def _vacancy_line(p: PanelParameters) -> Plan:

@@ -6,6 +6,7 @@ import typing
 
 from nion.utils import Registry
 
+from nion_autoem.swift import models_panel
 from nion_autoem.swift import panel
 from nion_autoem.swift import tile_panel
 
@@ -18,8 +19,10 @@ class AutonomousExperimentExtension:
     def __init__(self, api_broker: typing.Any) -> None:
         panel.register_panel()
         tile_panel.register_panel()
+        models_panel.register_panel()
 
     def close(self) -> None:
+        models_panel.unregister_panel()
         tile_panel.unregister_panel()
         panel.unregister_panel()
 
