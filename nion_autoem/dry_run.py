@@ -32,14 +32,13 @@ from nion_autoem.geometry import ScanFrame
 from nion_autoem.instrument import DropAlarm
 from nion_autoem.instrument import Measurement
 from nion_autoem.instrument import Microscope
-from nion_autoem.instrument import OutOfFieldError
 from nion_autoem.instrument import Position
 from nion_autoem.instrument import StageLimits
-from nion_autoem.instrument import cut_at_alarm
 from nion_autoem.plan import Plan
 from nion_autoem.runner import Budget
 from nion_autoem.runner import ExperimentRunner
 from nion_autoem.runner import RunState
+from nion_autoem.simulated import SimulatedBeam
 from nion_autoem.twin import catalog
 from nion_autoem.twin.sample import ProbeConditions
 from nion_autoem.twin.sample import TwinSample
@@ -47,7 +46,7 @@ from nion_autoem.twin.sample import TwinSample
 _NDArray = numpy.typing.NDArray[typing.Any]
 
 
-class PlanningMicroscope:
+class PlanningMicroscope(SimulatedBeam):
     """A :class:`~nion_autoem.instrument.Microscope` that records what it is asked and returns placeholders.
 
     Parameters
@@ -60,44 +59,25 @@ class PlanningMicroscope:
     """
 
     def __init__(self, like: Microscope | None = None, *, energy_axis: tuple[float, float] = (-3.0, 0.025), spectrum_channels: int = 1024) -> None:
-        self.__frame = like.scan_frame if like is not None else ScanFrame((256, 256), 16.0)
-        self.__current = like.beam_current_A if like is not None else 50e-12
+        super().__init__(like.scan_frame if like is not None else ScanFrame((256, 256), 16.0), like.beam_current_A if like is not None else 50e-12)
         self.__stage: Position = like.stage_position_nm if like is not None else (0.0, 0.0)
         self.__limits: StageLimits = like.stage_limits_nm if like is not None else ((-1e6, 1e6), (-1e6, 1e6))
         self.__defocus = like.defocus_nm if like is not None else 0.0
         self.__energy_axis = energy_axis
         self.__channels = spectrum_channels
-        self.__probe: Position | None = None
-        self.__blanked = True
         self.__sample: TwinSample | None = None
         #: Every acquisition asked of it, in order, and every stage position moved to.
         self.ledger: list[Measurement] = []
         self.stage_path: list[Position] = []
         self.name = f"dry run of {like.name}" if like is not None else "dry run"
 
-    @property
-    def scan_frame(self) -> ScanFrame:
-        return self.__frame
-
-    @property
-    def beam_current_A(self) -> float:
-        return self.__current
-
-    @property
-    def is_blanked(self) -> bool:
-        return self.__blanked
-
-    @property
-    def probe_position_nm(self) -> Position | None:
-        return self.__probe
-
     def survey(self, frame: ScanFrame | None = None, *, channels: typing.Sequence[str] = ("HAADF",), pixel_time_us: float | None = None) -> Measurement:
-        frame = frame or self.__frame
-        self.__frame = frame
+        frame = frame or self._frame
+        self._frame = frame
         dwell = frame.shape[0] * frame.shape[1] * (pixel_time_us or 1.0) * 1e-6
-        rendered = self.__placeholder_sample().render_frame(frame, pixel_time_us or 1.0, ProbeConditions(self.__current, False), list(channels))
+        rendered = self.__placeholder_sample().render_frame(frame, pixel_time_us or 1.0, ProbeConditions(self._beam_current_A, False), list(channels))
         data = {c: xdata_builders.image_xdata(numpy.asarray(rendered[c], dtype=numpy.float32), frame, channel=c) for c in channels}
-        return self.__noted(Measurement.of(data, "survey", dwell_s=dwell, beam_current_A=self.__current, blanked=self.__blanked, frame=frame))
+        return self.__noted(Measurement.of(data, "survey", dwell_s=dwell, beam_current_A=self._beam_current_A, blanked=self._blanked, frame=frame))
 
     def __placeholder_sample(self) -> TwinSample:
         if self.__sample is None:
@@ -105,62 +85,42 @@ class PlanningMicroscope:
             self.__sample = catalog.build_twins(seed=0, s_cross_section_barn=0.0)[0]
         return self.__sample
 
-    def probe_fraction(self, position_nm: Position) -> Position:
-        fy, fx = self.__frame.nm_to_fraction(position_nm)
-        if not (0.0 <= fy <= 1.0 and 0.0 <= fx <= 1.0):
-            raise OutOfFieldError(f"probe position {tuple(round(v, 3) for v in position_nm)} nm is outside the scan field "
-                                  f"({self.__frame.fov_nm:.3g} nm centred on {self.__frame.center_nm} nm)")
-        return float(fy), float(fx)
-
-    def park_probe(self, position_nm: Position) -> None:
-        self.probe_fraction(position_nm)
-        self.__probe = (float(position_nm[0]), float(position_nm[1]))
+    def _outside_field_message(self, position_nm: Position) -> str:
+        # a plan's author reads this before Start: rounded numbers and the field's size say more than the frame's repr
+        return (f"probe position {tuple(round(v, 3) for v in position_nm)} nm is outside the scan field "
+                f"({self._frame.fov_nm:.3g} nm centred on {self._frame.center_nm} nm)")
 
     def acquire_spectrum(self, exposure_ms: float) -> Measurement:
         spectrum = numpy.full(self.__channels, 100.0)
         data = {"eels": xdata_builders.spectrum_xdata(spectrum, *self.__energy_axis)}
-        return self.__noted(Measurement.of(data, "spectrum", dwell_s=exposure_ms * 1e-3, beam_current_A=self.__current, blanked=self.__blanked,
-                                           position_nm=self.__probe))
+        return self.__noted(Measurement.of(data, "spectrum", dwell_s=exposure_ms * 1e-3, beam_current_A=self._beam_current_A, blanked=self._blanked,
+                                           position_nm=self._probe))
 
     def acquire_camera_frame(self, exposure_ms: float) -> Measurement:
         data = {"ronchigram": xdata_builders.camera_xdata(numpy.full((64, 64), 10.0))}
-        return self.__noted(Measurement.of(data, "camera", dwell_s=exposure_ms * 1e-3, beam_current_A=self.__current, blanked=self.__blanked,
-                                           position_nm=self.__probe))
+        return self.__noted(Measurement.of(data, "camera", dwell_s=exposure_ms * 1e-3, beam_current_A=self._beam_current_A, blanked=self._blanked,
+                                           position_nm=self._probe))
 
     def adf_trace(self, samples: int, sample_time_us: float, *, channel: str = "HAADF") -> Measurement:
-        trace = numpy.full(samples, 1000.0)
-        trace[samples // 2:] = 500.0  # an event half-way, so a plan that waits for one moves on
-        data = {channel: xdata_builders.trace_xdata(trace, sample_time_us, channel=channel)}
-        return self.__noted(Measurement.of(data, "adf_trace", dwell_s=samples * sample_time_us * 1e-6, beam_current_A=self.__current,
-                                           blanked=self.__blanked, position_nm=self.__probe))
+        return self.__noted(self.__placeholder_trace(samples, sample_time_us, channel))
 
     def adf_trace_until(self, samples: int, sample_time_us: float, until: DropAlarm, *, channel: str = "HAADF") -> Measurement:
         """The placeholder trace cut where ``until`` fires on it: the ledger counts only the samples dwelt."""
         if not isinstance(until, DropAlarm):
             raise TypeError(f"until must be a DropAlarm, got {type(until).__name__}")
+        # only the cut trace goes into the ledger: the samples after the alarm were never dwelt
+        return self.__noted(self._cut_trace(self.__placeholder_trace(samples, sample_time_us, channel), until, sample_time_us, channel))
+
+    def __placeholder_trace(self, samples: int, sample_time_us: float, channel: str) -> Measurement:
         trace = numpy.full(samples, 1000.0)
-        trace[samples // 2:] = 500.0
-        kept = cut_at_alarm(trace, until)
-        data = {channel: xdata_builders.trace_xdata(kept, sample_time_us, channel=channel)}
-        return self.__noted(Measurement.of(data, "adf_trace", dwell_s=len(kept) * sample_time_us * 1e-6, beam_current_A=self.__current,
-                                           blanked=self.__blanked, position_nm=self.__probe))
+        trace[samples // 2:] = 500.0  # an event half-way, so a plan that waits for one moves on
+        data = {channel: xdata_builders.trace_xdata(trace, sample_time_us, channel=channel)}
+        return Measurement.of(data, "adf_trace", dwell_s=samples * sample_time_us * 1e-6, beam_current_A=self._beam_current_A,
+                              blanked=self._blanked, position_nm=self._probe)
 
     def __noted(self, measurement: Measurement) -> Measurement:
         self.ledger.append(measurement)
         return measurement
-
-    def blank(self) -> None:
-        self.__blanked = True
-
-    def unblank(self) -> None:
-        self.__blanked = False
-
-    def make_safe(self) -> None:
-        self.__blanked = True
-        self.__probe = None
-
-    def set_scan_frame(self, frame: ScanFrame) -> None:
-        self.__frame = frame
 
     @property
     def stage_position_nm(self) -> Position:

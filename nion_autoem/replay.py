@@ -16,7 +16,6 @@ changing the data.
 from __future__ import annotations
 
 import math
-import threading
 import time
 import typing
 
@@ -33,7 +32,7 @@ from nion_autoem.instrument import Measurement
 from nion_autoem.instrument import OutOfFieldError
 from nion_autoem.instrument import Position
 from nion_autoem.instrument import StageLimits
-from nion_autoem.instrument import cut_at_alarm
+from nion_autoem.simulated import SimulatedBeam
 
 _NDArray = numpy.typing.NDArray[typing.Any]
 
@@ -43,7 +42,7 @@ MAX_DEFOCUS_NM = 10_000.0
 _EDGE_TOLERANCE = 1e-9
 
 
-class ReplayMicroscope:
+class ReplayMicroscope(SimulatedBeam):
     """A :class:`nion_autoem.instrument.Microscope` that serves recorded data.
 
     Parameters
@@ -99,19 +98,16 @@ class ReplayMicroscope:
             raise ValueError(f"energy_axis must be (offset_eV, scale_eV_per_channel) with a finite offset and a positive scale, got {energy_axis!r}")
         if isinstance(beam_current_A, bool) or not isinstance(beam_current_A, (int, float, numpy.number)) or not math.isfinite(beam_current_A) or beam_current_A < 0:
             raise ValueError(f"beam_current_A must be a finite probe current >= 0 A (e.g. 50e-12 for 50 pA), got {beam_current_A!r}")
+        # a replay's beam starts unblanked: the recording was made with the beam on
+        super().__init__(frame, beam_current_A, blanked=False)
         self.__survey = survey
         self.__recorded_frame = frame
-        self.__frame = frame
         self.__spectrum_image = None if spectrum_image is None else numpy.asarray(spectrum_image)
         self.__energy_axis = (float(energy_axis[0]), float(energy_axis[1]))
         self.__datacube = None if datacube is None else numpy.asarray(datacube)
-        self.__beam_current_A = float(beam_current_A)
         self.__rng = None if seed is None else numpy.random.default_rng(seed)
         self.__stage_nm = _finite_pair(stage_position_nm, "stage_position_nm")
         self.__defocus_nm = _checked_defocus(defocus_nm)
-        self.__probe: Position | None = None
-        self.__blanked = False
-        self.__lock = threading.Lock()
 
     @classmethod
     def from_spectrum_image(cls, spectrum_image: DataAndMetadata.DataAndMetadata, *, beam_current_A: float = 50e-12, seed: int | None = None) -> ReplayMicroscope:
@@ -292,24 +288,12 @@ class ReplayMicroscope:
     @property
     def scan_frame(self) -> ScanFrame:
         """The current scan context: the recorded frame, or the sub-field last set or surveyed."""
-        return self.__frame
+        return self._frame
 
     @property
     def recorded_frame(self) -> ScanFrame:
         """The frame the survey was recorded with."""
         return self.__recorded_frame
-
-    @property
-    def beam_current_A(self) -> float:
-        return self.__beam_current_A
-
-    @property
-    def is_blanked(self) -> bool:
-        return self.__blanked
-
-    @property
-    def probe_position_nm(self) -> Position | None:
-        return self.__probe
 
     # --- scan field, stage, focus -----------------------------------------------------------------
 
@@ -334,8 +318,8 @@ class ReplayMicroscope:
         if not isinstance(frame, ScanFrame):
             raise TypeError(f"frame must be a ScanFrame (pixels, field of view, centre, rotation), got {type(frame).__name__}")
         self.__check_within_recording(frame)
-        with self.__lock:
-            self.__frame = frame
+        with self._lock:
+            self._frame = frame
 
     @property
     def stage_position_nm(self) -> Position:
@@ -388,7 +372,7 @@ class ReplayMicroscope:
             raise ValueError(f"pixel_time_us must be in (0, 10000] µs, got {pixel_time_us!r}")
         if frame is not None:
             self.set_scan_frame(frame)
-        used = self.__frame
+        used = self._frame
         if used == self.__recorded_frame:
             image = self.__survey.copy()
         else:
@@ -396,24 +380,18 @@ class ReplayMicroscope:
             image = scipy.ndimage.map_coordinates(self.__survey, [pixels[..., 0], pixels[..., 1]], order=1, mode="nearest")
         dwell = used.shape[0] * used.shape[1] * pixel_time_us * 1e-6
         return Measurement.of({"HAADF": xdata_builders.image_xdata(image, used, channel="HAADF")}, "survey", dwell_s=dwell,
-                              beam_current_A=self.__beam_current_A, blanked=self.__blanked, frame=used, started_at=time.time())
+                              beam_current_A=self._beam_current_A, blanked=self._blanked, frame=used, started_at=time.time())
 
     def probe_fraction(self, position_nm: Position) -> Position:
-        y, x = _finite_pair(position_nm, "a probe position", error=OutOfFieldError)
-        fy, fx = self.__frame.nm_to_fraction((y, x))
-        if not (0.0 <= fy <= 1.0 and 0.0 <= fx <= 1.0):
-            raise OutOfFieldError(f"probe position {position_nm} nm is outside the scan field {self.__frame}")
-        return float(fy), float(fx)
-
-    def park_probe(self, position_nm: Position) -> None:
-        self.probe_fraction(position_nm)
-        self.__probe = (float(position_nm[0]), float(position_nm[1]))
+        # a non-finite position gets its own message before the field check, which NaN would pass silently
+        _finite_pair(position_nm, "a probe position", error=OutOfFieldError)
+        return super().probe_fraction(position_nm)
 
     def __index(self, grid_shape: tuple[int, ...]) -> tuple[int, int]:
         """The recorded grid cell under the parked probe (recorded grids cover the recorded frame)."""
-        if self.__probe is None:
+        if self._probe is None:
             raise InstrumentError("the probe is not parked: call park_probe(position_nm) first")
-        fy, fx = self.__recorded_frame.nm_to_fraction(self.__probe)
+        fy, fx = self.__recorded_frame.nm_to_fraction(self._probe)
         return min(max(int(fy * grid_shape[0]), 0), grid_shape[0] - 1), min(max(int(fx * grid_shape[1]), 0), grid_shape[1] - 1)
 
     def acquire_spectrum(self, exposure_ms: float) -> Measurement:
@@ -421,21 +399,21 @@ class ReplayMicroscope:
         if self.__spectrum_image is None:
             raise InstrumentError("this replay has no spectrum image; pass spectrum_image= to record spectra")
         row, col = self.__index(self.__spectrum_image.shape)
-        assert self.__probe is not None
+        assert self._probe is not None
         spectrum = xdata_builders.spectrum_xdata(self.__spectrum_image[row, col].astype(float), *self.__energy_axis,
-                                                 metadata={"nion_autoem": {"position_nm": list(self.__probe), "exposure_ms": exposure_ms}})
-        return Measurement.of({"eels": spectrum}, "spectrum", dwell_s=exposure_ms * 1e-3, beam_current_A=self.__beam_current_A, blanked=self.__blanked,
-                              position_nm=self.__probe, started_at=time.time())
+                                                 metadata={"nion_autoem": {"position_nm": list(self._probe), "exposure_ms": exposure_ms}})
+        return Measurement.of({"eels": spectrum}, "spectrum", dwell_s=exposure_ms * 1e-3, beam_current_A=self._beam_current_A, blanked=self._blanked,
+                              position_nm=self._probe, started_at=time.time())
 
     def acquire_camera_frame(self, exposure_ms: float) -> Measurement:
         _check_positive(exposure_ms, "exposure_ms", "a camera exposure in ms, e.g. 5")
         if self.__datacube is None:
             raise InstrumentError("this replay has no 4D dataset; pass datacube= to record camera frames")
         row, col = self.__index(self.__datacube.shape)
-        assert self.__probe is not None
-        frame = xdata_builders.camera_xdata(self.__datacube[row, col].astype(float), metadata={"nion_autoem": {"position_nm": list(self.__probe)}})
-        return Measurement.of({"ronchigram": frame}, "camera", dwell_s=exposure_ms * 1e-3, beam_current_A=self.__beam_current_A, blanked=self.__blanked,
-                              position_nm=self.__probe, started_at=time.time())
+        assert self._probe is not None
+        frame = xdata_builders.camera_xdata(self.__datacube[row, col].astype(float), metadata={"nion_autoem": {"position_nm": list(self._probe)}})
+        return Measurement.of({"ronchigram": frame}, "camera", dwell_s=exposure_ms * 1e-3, beam_current_A=self._beam_current_A, blanked=self._blanked,
+                              position_nm=self._probe, started_at=time.time())
 
     def adf_trace(self, samples: int, sample_time_us: float, *, channel: str = "HAADF") -> Measurement:
         if channel != "HAADF":
@@ -445,36 +423,22 @@ class ReplayMicroscope:
         _check_positive(sample_time_us, "sample_time_us", "a time per ADF sample in µs, e.g. 100")
         samples = int(samples)
         row, col = self.__index(self.__survey.shape)
-        assert self.__probe is not None
+        assert self._probe is not None
         level = max(float(self.__survey[row, col]), 0.0)
-        with self.__lock:
+        with self._lock:
             trace = self.__rng.poisson(level, samples).astype(float) if self.__rng is not None else numpy.full(samples, level)
-        if self.__blanked:
+        if self._blanked:
             trace = numpy.zeros(samples)
         return Measurement.of({channel: xdata_builders.trace_xdata(trace, sample_time_us, channel=channel)}, "adf_trace",
-                              dwell_s=samples * sample_time_us * 1e-6, beam_current_A=self.__beam_current_A, blanked=self.__blanked,
-                              position_nm=self.__probe, started_at=time.time())
+                              dwell_s=samples * sample_time_us * 1e-6, beam_current_A=self._beam_current_A, blanked=self._blanked,
+                              position_nm=self._probe, started_at=time.time())
 
     def adf_trace_until(self, samples: int, sample_time_us: float, until: DropAlarm, *, channel: str = "HAADF") -> Measurement:
         """A recorded-level trace that stops at the sample where ``until`` fires; dwell and dose count only the samples kept."""
         if not isinstance(until, DropAlarm):
             raise TypeError(f"until must be a DropAlarm, got {type(until).__name__}")
         full = self.adf_trace(samples, sample_time_us, channel=channel)
-        trace = cut_at_alarm(full.xdata.data, until)
-        return Measurement.of({channel: xdata_builders.trace_xdata(trace, sample_time_us, channel=channel,
-                                                                   metadata={"samples_asked": int(samples), "stopped_at_alarm": len(trace) < samples})},
-                              "adf_trace", dwell_s=len(trace) * sample_time_us * 1e-6, beam_current_A=self.__beam_current_A, blanked=self.__blanked,
-                              position_nm=full.position_nm, started_at=full.started_at)
-
-    def blank(self) -> None:
-        self.__blanked = True
-
-    def unblank(self) -> None:
-        self.__blanked = False
-
-    def make_safe(self) -> None:
-        self.__blanked = True
-        self.__probe = None
+        return self._cut_trace(full, until, sample_time_us, channel, record_cut=True)
 
 
 def virtual_annular_dark_field(datacube: _NDArray, *, inner_factor: float = 1.25) -> _NDArray:

@@ -49,10 +49,10 @@ from nion_autoem.instrument import ACQUISITION_CLOCK_KEY
 from nion_autoem.instrument import DropAlarm
 from nion_autoem.instrument import InstrumentError
 from nion_autoem.instrument import Measurement
-from nion_autoem.instrument import OutOfFieldError
 from nion_autoem.instrument import Position
 from nion_autoem.instrument import StageLimits
-from nion_autoem.instrument import cut_at_alarm
+from nion_autoem.simulated import SimulatedBeam
+from nion_autoem.simulated import checked_stage_position
 from nion_autoem.twin.clock import SimulatedClock
 
 _NDArray = numpy.typing.NDArray[typing.Any]
@@ -357,7 +357,7 @@ class InSituOxide:
 # --- the microscope ----------------------------------------------------------------------------------
 
 
-class InSituMicroscope:
+class InSituMicroscope(SimulatedBeam):
     """A :class:`~nion_autoem.instrument.Microscope` over an :class:`InSituOxide`: parked-probe spectra, stage, blanker.
 
     Parameters
@@ -387,16 +387,12 @@ class InSituMicroscope:
             raise ValueError(f"beam_current_A must be a finite probe current >= 0 A (e.g. 50e-12), got {beam_current_A!r}")
         if not (math.isfinite(readout_s) and readout_s >= 0):
             raise ValueError(f"readout_s must be a finite time >= 0 s, got {readout_s!r}")
+        super().__init__(frame or ScanFrame((64, 64), 20.0), beam_current_A)
         self.sample = sample or InSituOxide()
-        self.__current = float(beam_current_A)
         self.readout_s = float(readout_s)
-        self.__frame = frame or ScanFrame((64, 64), 20.0)
         self.__limits = stage_limits_nm
         self.__stage: Position = (0.0, 0.0)
-        self.__probe: Position | None = None
-        self.__blanked = True
         self.__defocus_nm = 0.0
-        self.__lock = threading.RLock()
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -405,29 +401,13 @@ class InSituMicroscope:
         return "In-situ oxide twin"
 
     @property
-    def scan_frame(self) -> ScanFrame:
-        return self.__frame
-
-    @property
-    def beam_current_A(self) -> float:
-        return self.__current
-
-    @property
-    def is_blanked(self) -> bool:
-        return self.__blanked
-
-    @property
-    def probe_position_nm(self) -> Position | None:
-        return self.__probe
-
-    @property
     def now_s(self) -> float:
         """The simulated time (s)."""
         return self.sample.clock.now_s
 
     def sample_position_nm(self, probe_nm: Position | None = None) -> Position:
         """Where on the sample the probe (default: the parked probe) sits: stage plus probe position."""
-        p = probe_nm if probe_nm is not None else (self.__probe or (0.0, 0.0))
+        p = probe_nm if probe_nm is not None else (self._probe or (0.0, 0.0))
         return self.__stage[0] + p[0], self.__stage[1] + p[1]
 
     def observe(self, measurement: Measurement) -> None:
@@ -438,86 +418,58 @@ class InSituMicroscope:
         """
         if measurement.kind != "none" or measurement.duration_s <= 0:
             return
-        with self.__lock:
-            on = not self.__blanked and self.__probe is not None
-            self.sample.illuminate(self.sample_position_nm(), measurement.duration_s, beam_current_A=self.__current if on else 0.0)
+        with self._lock:
+            on = not self._blanked and self._probe is not None
+            self.sample.illuminate(self.sample_position_nm(), measurement.duration_s, beam_current_A=self._beam_current_A if on else 0.0)
 
     # --- acquisitions --------------------------------------------------------------------------
 
     def acquire_spectrum(self, exposure_ms: float) -> Measurement:
         if isinstance(exposure_ms, bool) or not isinstance(exposure_ms, (int, float)) or not math.isfinite(exposure_ms) or exposure_ms <= 0:
             raise ValueError(f"exposure_ms must be a finite EELS exposure > 0 ms, e.g. 500; got {exposure_ms!r}")
-        with self.__lock:
-            if self.__probe is None:
+        with self._lock:
+            if self._probe is None:
                 raise InstrumentError("the probe is not parked: park it (ParkProbe, or Acquire at a position) before recording a spectrum")
-            current = 0.0 if self.__blanked else self.__current
+            current = 0.0 if self._blanked else self._beam_current_A
             start = self.now_s
             exposure_s = exposure_ms * 1e-3
             counts = self.sample.expose(self.sample_position_nm(), exposure_s, beam_current_A=current, readout_s=self.readout_s)
             offset, scale, _ = SPECTROMETER_AXIS
-            metadata = {ACQUISITION_CLOCK_KEY: [start, start + exposure_s], "nion_autoem": {"position_nm": list(self.__probe), "exposure_ms": exposure_ms,
+            metadata = {ACQUISITION_CLOCK_KEY: [start, start + exposure_s], "nion_autoem": {"position_nm": list(self._probe), "exposure_ms": exposure_ms,
                                                                                              "stage_nm": list(self.__stage)}}
             spectrum = xdata_builders.spectrum_xdata(counts, offset, scale, metadata=metadata)
-            return Measurement.of({"eels": spectrum}, "spectrum", dwell_s=exposure_s, beam_current_A=self.__current, blanked=self.__blanked,
-                                  position_nm=self.__probe, started_at=start, duration_s=exposure_s + self.readout_s)
+            return Measurement.of({"eels": spectrum}, "spectrum", dwell_s=exposure_s, beam_current_A=self._beam_current_A, blanked=self._blanked,
+                                  position_nm=self._probe, started_at=start, duration_s=exposure_s + self.readout_s)
 
     def acquire_camera_frame(self, exposure_ms: float) -> Measurement:
         raise InstrumentError("the in-situ oxide twin has no camera; record spectra (Acquire with detector='eels')")
 
     def survey(self, frame: ScanFrame | None = None, *, channels: typing.Sequence[str] = ("HAADF",), pixel_time_us: float | None = None) -> Measurement:
         """A featureless HAADF image of the oxide (the kinetics ignore a survey's dose, which is spread thin)."""
-        used = frame or self.__frame
-        self.__frame = used
+        used = frame or self._frame
+        self._frame = used
         pixel = 1.0 if pixel_time_us is None else float(pixel_time_us)
         dwell = used.shape[0] * used.shape[1] * pixel * 1e-6
-        with self.__lock:
+        with self._lock:
             self.sample.illuminate(self.sample_position_nm(), dwell, beam_current_A=0.0)
         rng = numpy.random.default_rng(int(self.now_s * 1e3))
         data = {c: xdata_builders.image_xdata(rng.poisson(50.0, used.shape).astype(float), used, channel=c) for c in channels}
-        return Measurement.of(data, "survey", dwell_s=dwell, beam_current_A=self.__current, blanked=self.__blanked, frame=used, started_at=self.now_s - dwell,
+        return Measurement.of(data, "survey", dwell_s=dwell, beam_current_A=self._beam_current_A, blanked=self._blanked, frame=used, started_at=self.now_s - dwell,
                               duration_s=dwell)
 
     def adf_trace(self, samples: int, sample_time_us: float, *, channel: str = "HAADF") -> Measurement:
         dwell = samples * sample_time_us * 1e-6
-        with self.__lock:
-            on = not self.__blanked and self.__probe is not None
-            self.sample.illuminate(self.sample_position_nm(), dwell, beam_current_A=self.__current if on else 0.0)
+        with self._lock:
+            on = not self._blanked and self._probe is not None
+            self.sample.illuminate(self.sample_position_nm(), dwell, beam_current_A=self._beam_current_A if on else 0.0)
         trace = numpy.random.default_rng(samples).poisson(50.0, samples).astype(float) if on else numpy.zeros(samples)
         return Measurement.of({channel: xdata_builders.trace_xdata(trace, sample_time_us, channel=channel)}, "adf_trace", dwell_s=dwell,
-                              beam_current_A=self.__current, blanked=self.__blanked, position_nm=self.__probe, started_at=self.now_s - dwell, duration_s=dwell)
+                              beam_current_A=self._beam_current_A, blanked=self._blanked, position_nm=self._probe, started_at=self.now_s - dwell, duration_s=dwell)
 
     def adf_trace_until(self, samples: int, sample_time_us: float, until: DropAlarm, *, channel: str = "HAADF") -> Measurement:
-        full = self.adf_trace(samples, sample_time_us, channel=channel)
-        trace = cut_at_alarm(full.xdata.data, until)
-        return Measurement.of({channel: xdata_builders.trace_xdata(trace, sample_time_us, channel=channel)}, "adf_trace",
-                              dwell_s=len(trace) * sample_time_us * 1e-6, beam_current_A=self.__current, blanked=self.__blanked,
-                              position_nm=full.position_nm, started_at=full.started_at)
+        return self._cut_trace(self.adf_trace(samples, sample_time_us, channel=channel), until, sample_time_us, channel)
 
     # --- probe, beam, field, stage, focus ---------------------------------------------------------
-
-    def probe_fraction(self, position_nm: Position) -> Position:
-        fy, fx = self.__frame.nm_to_fraction(position_nm)
-        if not (0.0 <= fy <= 1.0 and 0.0 <= fx <= 1.0):
-            raise OutOfFieldError(f"probe position {position_nm} nm is outside the scan field {self.__frame}")
-        return float(fy), float(fx)
-
-    def park_probe(self, position_nm: Position) -> None:
-        self.probe_fraction(position_nm)
-        with self.__lock:
-            self.__probe = (float(position_nm[0]), float(position_nm[1]))
-
-    def blank(self) -> None:
-        self.__blanked = True
-
-    def unblank(self) -> None:
-        self.__blanked = False
-
-    def make_safe(self) -> None:
-        self.__blanked = True
-        self.__probe = None
-
-    def set_scan_frame(self, frame: ScanFrame) -> None:
-        self.__frame = frame
 
     @property
     def stage_position_nm(self) -> Position:
@@ -528,11 +480,8 @@ class InSituMicroscope:
         return self.__limits
 
     def move_stage(self, position_nm: Position) -> None:
-        y, x = float(position_nm[0]), float(position_nm[1])
-        (y0, y1), (x0, x1) = self.__limits
-        if not (y0 <= y <= y1 and x0 <= x <= x1):
-            raise ValueError(f"stage position ({y:.6g}, {x:.6g}) nm is beyond the limits {self.__limits} nm")
-        with self.__lock:
+        y, x = checked_stage_position(position_nm, self.__limits)
+        with self._lock:
             self.__stage = (y, x)
 
     @property

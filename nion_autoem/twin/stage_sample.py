@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import threading
 import typing
 
 import numpy
@@ -54,11 +53,11 @@ from nion_autoem.instrument import ACQUISITION_CLOCK_KEY
 from nion_autoem.instrument import DropAlarm
 from nion_autoem.instrument import InstrumentError
 from nion_autoem.instrument import Measurement
-from nion_autoem.instrument import OutOfFieldError
 from nion_autoem.instrument import Position
 from nion_autoem.instrument import StageLimits
-from nion_autoem.instrument import cut_at_alarm
 from nion_autoem.instrument import electrons
+from nion_autoem.simulated import SimulatedBeam
+from nion_autoem.simulated import checked_stage_position
 from nion_autoem.twin.clock import SimulatedClock
 from nion_autoem.twin.sample import CONVERGENCE_SEMI_ANGLE_RAD
 
@@ -450,7 +449,7 @@ class ImpreciseStage:
         return typing.cast(_NDArray, self.__landed + self.__settle * (1.0 - math.exp(-elapsed / self.errors.settling_time_s)))
 
 
-class StageMicroscope:
+class StageMicroscope(SimulatedBeam):
     """A :class:`~nion_autoem.instrument.Microscope` over a :class:`StageSample` and an :class:`ImpreciseStage`.
 
     Surveys render the sample where the stage really is (Poisson noise, the
@@ -488,18 +487,14 @@ class StageMicroscope:
                  frame: ScanFrame | None = None) -> None:
         if not (math.isfinite(beam_current_A) and beam_current_A > 0):
             raise ValueError(f"beam_current_A must be a finite current > 0 A (e.g. 50e-12), got {beam_current_A!r}")
+        super().__init__(frame or ScanFrame((128, 128), 4000.0), beam_current_A)
         self.sample = sample
         self.stage = ImpreciseStage(errors, seed=seed)
         self.clock = SimulatedClock()
         self.__noise = numpy.random.default_rng(40_000 + seed)
-        self.__current = float(beam_current_A)
-        self.__frame = frame or ScanFrame((128, 128), 4000.0)
         low, high = sample.extent_nm
         self.__limits: StageLimits = ((low, high), (low, high))
-        self.__probe: Position | None = None
-        self.__blanked = True
         self.__defocus_nm = 0.0
-        self.__lock = threading.RLock()
         #: Every move: commanded and true landing position (nm), for tests and benchmarks.
         self.moves: list[tuple[Position, Position]] = []
         #: Every survey: commanded stage and true stage at mid-frame (nm), the truth a montage is scored against.
@@ -512,22 +507,6 @@ class StageMicroscope:
     @property
     def name(self) -> str:
         return f"Stage-scale twin (seed {self.sample.seed})"
-
-    @property
-    def scan_frame(self) -> ScanFrame:
-        return self.__frame
-
-    @property
-    def beam_current_A(self) -> float:
-        return self.__current
-
-    @property
-    def is_blanked(self) -> bool:
-        return self.__blanked
-
-    @property
-    def probe_position_nm(self) -> Position | None:
-        return self.__probe
 
     @property
     def now_s(self) -> float:
@@ -558,12 +537,12 @@ class StageMicroscope:
     # --- acquisitions ------------------------------------------------------------------------------
 
     def survey(self, frame: ScanFrame | None = None, *, channels: typing.Sequence[str] = ("HAADF",), pixel_time_us: float | None = None) -> Measurement:
-        used = frame or self.__frame
+        used = frame or self._frame
         pixel = 1.0 if pixel_time_us is None else float(pixel_time_us)
         if not (math.isfinite(pixel) and pixel > 0):
             raise ValueError(f"pixel_time_us must be a finite time > 0 µs, got {pixel_time_us!r}")
-        with self.__lock:
-            self.__frame = used
+        with self._lock:
+            self._frame = used
             dwell = used.shape[0] * used.shape[1] * pixel * 1e-6
             start = self.clock.advance(dwell + self.FLYBACK_S)
             # the sample seen at mid-frame: settling drift during one frame is left out (no shear within a frame)
@@ -571,25 +550,25 @@ class StageMicroscope:
             centre = (float(middle[0] + used.center_nm[0]), float(middle[1] + used.center_nm[1]))
             blur = 0.5 * CONVERGENCE_SEMI_ANGLE_RAD * abs(self.__defocus_nm - float(self.sample.height_nm(centre)))
             signal = self.sample.render(used, offset_nm=(float(middle[0]), float(middle[1])), blur_nm=blur)
-            per_pixel = 0.0 if self.__blanked else electrons(self.__current, pixel * 1e-6) * _DETECTOR_YIELD
+            per_pixel = 0.0 if self._blanked else electrons(self._beam_current_A, pixel * 1e-6) * _DETECTOR_YIELD
             counts = self.__noise.poisson(signal * per_pixel).astype(float)
             self.surveys.append((self.stage.commanded_nm, (float(middle[0]), float(middle[1]))))
         metadata = {ACQUISITION_CLOCK_KEY: [start, start + dwell],
                     "nion_autoem": {"stage_nm": list(self.stage.commanded_nm), "defocus_nm": self.__defocus_nm, "pixel_time_us": pixel}}
         data = {c: xdata_builders.image_xdata(counts, used, channel=c, metadata=metadata) for c in channels}
-        return Measurement.of(data, "survey", dwell_s=dwell, beam_current_A=self.__current, blanked=self.__blanked, frame=used, started_at=start,
+        return Measurement.of(data, "survey", dwell_s=dwell, beam_current_A=self._beam_current_A, blanked=self._blanked, frame=used, started_at=start,
                               duration_s=dwell + self.FLYBACK_S)
 
     def acquire_spectrum(self, exposure_ms: float) -> Measurement:
         """An EELS spectrum at the parked probe: a power-law background and the edges of what lies under it (C K on film, Fe L on particles, Co L on platelets)."""
         if isinstance(exposure_ms, bool) or not isinstance(exposure_ms, (int, float)) or not math.isfinite(exposure_ms) or exposure_ms <= 0:
             raise ValueError(f"exposure_ms must be a finite EELS exposure > 0 ms, e.g. 100; got {exposure_ms!r}")
-        with self.__lock:
-            if self.__probe is None:
+        with self._lock:
+            if self._probe is None:
                 raise InstrumentError("the probe is not parked: park it (ParkProbe, or Acquire at a position) before recording a spectrum")
             exposure_s = exposure_ms * 1e-3
             start = self.clock.advance(exposure_s)
-            where = self.sample_position_nm(self.__probe)
+            where = self.sample_position_nm(self._probe)
             below = self.sample.object_at(where)
             self.spectra.append((where, below))
             offset, scale, channels = SPECTRUM_AXIS
@@ -599,61 +578,33 @@ class StageMicroscope:
                 if element is None or (below is not None and below.kind in element):
                     onset = EDGES_EV[edge]
                     shape += numpy.where(energy >= onset, 0.25 * 2e3 * (onset / offset) ** -3.0 * (energy / onset) ** -2.0, 0.0)
-            per_electron = 0.0 if self.__blanked else electrons(self.__current, exposure_s) * 1e-6
+            per_electron = 0.0 if self._blanked else electrons(self._beam_current_A, exposure_s) * 1e-6
             counts = self.__noise.poisson(shape * per_electron).astype(float)
-        metadata = {ACQUISITION_CLOCK_KEY: [start, start + exposure_s], "nion_autoem": {"position_nm": list(self.__probe), "exposure_ms": exposure_ms}}
+        metadata = {ACQUISITION_CLOCK_KEY: [start, start + exposure_s], "nion_autoem": {"position_nm": list(self._probe), "exposure_ms": exposure_ms}}
         spectrum = xdata_builders.spectrum_xdata(counts, offset, scale, metadata=metadata)
-        return Measurement.of({"eels": spectrum}, "spectrum", dwell_s=exposure_s, beam_current_A=self.__current, blanked=self.__blanked,
-                              position_nm=self.__probe, started_at=start, duration_s=exposure_s)
+        return Measurement.of({"eels": spectrum}, "spectrum", dwell_s=exposure_s, beam_current_A=self._beam_current_A, blanked=self._blanked,
+                              position_nm=self._probe, started_at=start, duration_s=exposure_s)
 
     def acquire_camera_frame(self, exposure_ms: float) -> Measurement:
         raise InstrumentError("the stage-scale twin has no camera; record surveys or spectra")
 
     def adf_trace(self, samples: int, sample_time_us: float, *, channel: str = "HAADF") -> Measurement:
-        with self.__lock:
-            if self.__probe is None:
+        with self._lock:
+            if self._probe is None:
                 raise InstrumentError("the probe is not parked: park it before recording an ADF trace")
             dwell = samples * sample_time_us * 1e-6
             start = self.clock.advance(dwell)
-            y, x = self.sample_position_nm(self.__probe)
+            y, x = self.sample_position_nm(self._probe)
             level = float(self.sample.render(ScanFrame((1, 1), 1.0), offset_nm=(y, x))[0, 0])
-            per_sample = 0.0 if self.__blanked else electrons(self.__current, sample_time_us * 1e-6) * _DETECTOR_YIELD
+            per_sample = 0.0 if self._blanked else electrons(self._beam_current_A, sample_time_us * 1e-6) * _DETECTOR_YIELD
             trace = self.__noise.poisson(level * per_sample, samples).astype(float)
         return Measurement.of({channel: xdata_builders.trace_xdata(trace, sample_time_us, channel=channel)}, "adf_trace", dwell_s=dwell,
-                              beam_current_A=self.__current, blanked=self.__blanked, position_nm=self.__probe, started_at=start, duration_s=dwell)
+                              beam_current_A=self._beam_current_A, blanked=self._blanked, position_nm=self._probe, started_at=start, duration_s=dwell)
 
     def adf_trace_until(self, samples: int, sample_time_us: float, until: DropAlarm, *, channel: str = "HAADF") -> Measurement:
-        full = self.adf_trace(samples, sample_time_us, channel=channel)
-        trace = cut_at_alarm(full.xdata.data, until)
-        return Measurement.of({channel: xdata_builders.trace_xdata(trace, sample_time_us, channel=channel)}, "adf_trace",
-                              dwell_s=len(trace) * sample_time_us * 1e-6, beam_current_A=self.__current, blanked=self.__blanked,
-                              position_nm=full.position_nm, started_at=full.started_at)
+        return self._cut_trace(self.adf_trace(samples, sample_time_us, channel=channel), until, sample_time_us, channel)
 
     # --- probe, beam, field, stage, focus --------------------------------------------------------
-
-    def probe_fraction(self, position_nm: Position) -> Position:
-        fy, fx = self.__frame.nm_to_fraction(position_nm)
-        if not (0.0 <= fy <= 1.0 and 0.0 <= fx <= 1.0):
-            raise OutOfFieldError(f"probe position {position_nm} nm is outside the scan field {self.__frame}")
-        return float(fy), float(fx)
-
-    def park_probe(self, position_nm: Position) -> None:
-        self.probe_fraction(position_nm)
-        with self.__lock:
-            self.__probe = (float(position_nm[0]), float(position_nm[1]))
-
-    def blank(self) -> None:
-        self.__blanked = True
-
-    def unblank(self) -> None:
-        self.__blanked = False
-
-    def make_safe(self) -> None:
-        self.__blanked = True
-        self.__probe = None
-
-    def set_scan_frame(self, frame: ScanFrame) -> None:
-        self.__frame = frame
 
     @property
     def stage_position_nm(self) -> Position:
@@ -664,12 +615,9 @@ class StageMicroscope:
         return self.__limits
 
     def move_stage(self, position_nm: Position) -> None:
-        y, x = float(position_nm[0]), float(position_nm[1])
-        (y0, y1), (x0, x1) = self.__limits
-        if not (math.isfinite(y) and math.isfinite(x) and y0 <= y <= y1 and x0 <= x <= x1):
-            raise ValueError(f"stage position ({y:.6g}, {x:.6g}) nm is beyond the limits {self.__limits} nm")
-        with self.__lock:
-            self.__probe = None
+        y, x = checked_stage_position(position_nm, self.__limits)
+        with self._lock:
+            self._probe = None
             duration = self.stage.move((y, x), now_s=self.now_s)
             self.clock.advance(duration)
             self.moves.append(((y, x), self.true_stage_position_nm))
