@@ -52,6 +52,7 @@ import torch
 
 from nion_autoem_dkl.agent import AgentConfig
 from nion_autoem_dkl.agent import DKLAgent
+from nion_autoem_dkl.agent import EmbeddingName
 from nion_autoem_dkl.calibration import interval_coverage
 from nion_autoem_dkl.candidates import extract_patches
 from nion_autoem_dkl.reference import RandomAgent
@@ -442,6 +443,50 @@ def scaling_in_fresh_process(args: argparse.Namespace) -> dict[str, typing.Any]:
     return typing.cast(dict[str, typing.Any], json.loads(finished.stdout.strip().splitlines()[-1]))
 
 
+def embedding_comparison(args: argparse.Namespace) -> dict[str, typing.Any]:
+    """Top-1 recall at 100, map R2 at 400 and step time of ``--embedding`` next to the default embedding and GP-on-PCA.
+
+    The same seeds, datasets, noise and acquisition as the discovery runs of
+    the full benchmark; ``<embedding>_head8`` adds the trainable 8-D head.
+    """
+    seeds = list(range(100, 103)) if args.quick else list(range(100, 110))
+    discovery_steps, map_steps = (60, 120) if args.quick else (100, 400)
+    config = AgentConfig(acquisition=args.acquisition)
+    chosen = typing.cast(EmbeddingName, args.embedding)
+    names = ("default", chosen, f"{chosen}_head8", "gp_pca")
+    runs: dict[str, list[RunResult]] = {name: [] for name in names}
+    embed_s: list[float] = []
+    print(f"DKL embedding comparison: {chosen} vs default, {len(seeds)} seeds, {discovery_steps} discovery steps, {map_steps} for the map", flush=True)
+    for seed in seeds:
+        data = synthetic_dataset(seed, 544)
+        seed_config = dataclasses.replace(config, seed=seed)
+        chosen_config = dataclasses.replace(seed_config, embedding=chosen)
+        agent = DKLAgent(data.patches, data.positions, chosen_config)
+        embed_s.append(agent.embedding_seconds)
+        checkpoints = sorted({discovery_steps, map_steps})
+        runs[chosen].append(run_learner(agent, data, checkpoints, numpy.random.default_rng(seed)))
+        runs["default"].append(run_learner(DKLAgent(data.patches, data.positions, seed_config), data, checkpoints, numpy.random.default_rng(seed)))
+        runs[f"{chosen}_head8"].append(run_learner(DKLAgent(data.patches, data.positions, dataclasses.replace(chosen_config, head_dim=8)),
+                                                   data, [discovery_steps], numpy.random.default_rng(seed)))
+        runs["gp_pca"].append(run_learner(pca_gp_agent(data.patches, data.positions, seed_config), data, checkpoints, numpy.random.default_rng(seed)))
+        print(f"seed {seed}: " + " | ".join(f"{name} recall {runs[name][-1].top1_recall[discovery_steps]:.2f}"
+                                            + (f" R2 {runs[name][-1].map_r2[map_steps]:.2f}" if map_steps in runs[name][-1].map_r2 else "")
+                                            for name in names) + f" | embedding {agent.embedding_seconds:.1f} s", flush=True)
+    summary: dict[str, typing.Any] = {"embedding": chosen, "acquisition": args.acquisition, "seeds": seeds,
+                                      "discovery_steps": discovery_steps, "map_points": map_steps}
+    for name in names:
+        summary[f"embedding_{name}_top1_recall_at_100"] = round(mean(r.top1_recall[discovery_steps] for r in runs[name]), 3)
+        summary[f"embedding_{name}_top1_recall_per_seed"] = [round(r.top1_recall[discovery_steps], 3) for r in runs[name]]
+        summary[f"embedding_{name}_median_step_ms"] = round(statistics.median(t for r in runs[name] for t in r.step_ms), 2)
+        if name != f"{chosen}_head8":
+            summary[f"embedding_{name}_map_r2_at_400"] = round(mean(r.map_r2[map_steps] for r in runs[name]), 3)
+            summary[f"embedding_{name}_map_r2_per_seed"] = [round(r.map_r2[map_steps], 3) for r in runs[name]]
+    summary["embedding_fit_s"] = round(statistics.median(embed_s), 2)
+    summary["torch_threads"] = args.threads
+    summary["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
+    return summary
+
+
 def main(argv: list[str] | None = None) -> dict[str, typing.Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small smoke run")
@@ -455,8 +500,15 @@ def main(argv: list[str] | None = None) -> dict[str, typing.Any]:
     parser.add_argument("--com-seeds", type=int, default=None, help="twin seeds of the 4D-STEM run (default 3, 1 with --quick)")
     parser.add_argument("--com-acquisition", default="max_uncertainty", choices=["thompson", "log_ei", "ucb", "max_uncertainty"],
                         help="acquisition of the 4D-STEM run; max_uncertainty learns the whole map, which com_r2_at_200 scores")
+    parser.add_argument("--embedding", default=None, choices=["patch", "pretrained"],
+                        help="only top-1 recall at 100, map R2 at 400 and step time of the DKL agent with this embedding, "
+                             "next to the default embedding and GP-on-PCA on the same seeds (keys prefixed embedding_)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.embedding is not None:
+        summary_embedding = embedding_comparison(args)
+        print(json.dumps(summary_embedding))
+        return summary_embedding
     if args.com_seeds is None:
         args.com_seeds = 1 if args.quick else 3
     if args.four_d_only:

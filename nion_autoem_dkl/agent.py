@@ -49,6 +49,10 @@ AcquisitionName = typing.Literal["log_ei", "ucb", "thompson", "max_uncertainty"]
 ACQUISITIONS: tuple[str, ...] = typing.get_args(AcquisitionName)
 
 
+EmbeddingName = typing.Literal["patch", "pretrained"]
+EMBEDDINGS: tuple[str, ...] = typing.get_args(EmbeddingName)
+
+
 @dataclasses.dataclass
 class AgentConfig:
     """Settings of a ``DKLAgent``.
@@ -74,7 +78,13 @@ class AgentConfig:
         Trainable linear projection of the embedding (the deep-kernel head);
         ``None`` uses the embedding directly with an ARD kernel.
     latent_dim : int or None
-        PCA reduction of the embedding features (``None`` keeps them all).
+        PCA reduction of the embedding features (``None`` keeps them all;
+        with ``embedding='pretrained'``, ``None`` means its default of 16).
+    embedding : {'patch', 'pretrained'}
+        How candidate patches become GP inputs: ``'patch'`` (default) the
+        dihedral-averaged PCA and intensity features of ``PatchEmbedding``;
+        ``'pretrained'`` the shipped self-supervised CNN
+        (``nion_autoem_dkl.pretrained.PretrainedEmbedding``).
     exclusion_radius : float
         Pixels around measured and pending probes where no new probe goes.
     dose_budget : float
@@ -116,6 +126,7 @@ class AgentConfig:
     full_iterations: int = 80
     head_dim: int | None = None
     latent_dim: int | None = None
+    embedding: EmbeddingName = "patch"
     exclusion_radius: float = 0.0
     dose_budget: float = math.inf
     ucb_scale: float = 0.2
@@ -145,6 +156,8 @@ class AgentConfig:
         _checks.whole(self.full_iterations, "full_iterations", 0)
         _checks.optional_whole(self.head_dim, "head_dim", 1)
         _checks.optional_whole(self.latent_dim, "latent_dim", 1)
+        if not isinstance(self.embedding, str) or self.embedding not in EMBEDDINGS:
+            raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {self.embedding!r}")
         _checks.number(self.exclusion_radius, "exclusion_radius", "a finite number of pixels >= 0", lambda v: v >= 0)
         _checks.number(self.dose_budget, "dose_budget", "a dose >= 0 (inf for no limit)", lambda v: v >= 0, allow_inf=True)
         _checks.number(self.ucb_scale, "ucb_scale", "a finite number >= 0", lambda v: v >= 0)
@@ -282,7 +295,11 @@ class DKLAgent:
             raise ValueError(f"dose_cost must be a finite dose >= 0 for every candidate, got {_checks.describe(self.dose_cost[first])} at candidate {first}"
                              " (check the dwell times, exposures and beam currents it was computed from)")
         started = time.perf_counter()
-        if latent is None:
+        if latent is None and self.config.embedding == "pretrained":
+            from .pretrained import PretrainedEmbedding
+
+            latent = PretrainedEmbedding(latent_dim=self.config.latent_dim or 16, seed=self.config.seed).fit_transform(stack)
+        elif latent is None:
             embedding = PatchEmbedding(latent_dim=self.config.latent_dim, seed=self.config.seed)
             latent = embedding.fit_transform(stack)
         self.latent = numpy.asarray(latent, dtype=numpy.float64)
