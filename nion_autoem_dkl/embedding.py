@@ -84,6 +84,41 @@ def _ring_masks(size: int, ring_width: float) -> _NDArray:
     return typing.cast(_NDArray, rings.reshape(rings.shape[0], -1))
 
 
+
+@dataclasses.dataclass(frozen=True)
+class Whitening:
+    """The last step of every patch embedding: standardise the features, project them onto principal axes, scale each to unit variance.
+
+    Build it with :meth:`fit` on the candidates' features; call it on features to get latent coordinates.
+
+    Examples
+    --------
+    >>> import numpy
+    >>> features = numpy.random.default_rng(0).normal(size=(50, 6)) * [1, 2, 3, 4, 5, 6]
+    >>> latent = Whitening.fit(features, 3, numpy.random.default_rng(0))(features)
+    >>> latent.shape, numpy.allclose(latent.std(axis=0), 1.0)
+    ((50, 3), True)
+    """
+
+    mean: _NDArray
+    scale: _NDArray
+    axes: _NDArray
+    latent_scale: _NDArray
+
+    @classmethod
+    def fit(cls, features: _NDArray, latent_dim: int | None, rng: numpy.random.Generator) -> Whitening:
+        """Learn it from ``features`` (N, F); ``latent_dim=None`` keeps every standardised feature."""
+        mean = features.mean(axis=0)
+        spread = features.std(axis=0)
+        scale = numpy.where(spread > 1e-12, spread, 1.0)
+        standard = (features - mean) / scale
+        axes = numpy.eye(standard.shape[1]) if latent_dim is None else _principal_axes(standard, min(latent_dim, *standard.shape), rng)
+        projected_spread = (standard @ axes.T).std(axis=0)
+        return cls(mean, scale, axes, numpy.where(projected_spread > 1e-12, projected_spread, 1.0))
+
+    def __call__(self, features: _NDArray) -> _NDArray:
+        return typing.cast(_NDArray, (((features - self.mean) / self.scale) @ self.axes.T) / self.latent_scale)
+
 @dataclasses.dataclass
 class PatchEmbedding:
     """Dihedral-invariant patch features reduced to a whitened latent space.
@@ -125,10 +160,7 @@ class PatchEmbedding:
     _components: _NDArray | None = dataclasses.field(default=None, init=False, repr=False)
     _pixel_mean: _NDArray | None = dataclasses.field(default=None, init=False, repr=False)
     _rings: _NDArray | None = dataclasses.field(default=None, init=False, repr=False)
-    _feature_mean: _NDArray | None = dataclasses.field(default=None, init=False, repr=False)
-    _feature_scale: _NDArray | None = dataclasses.field(default=None, init=False, repr=False)
-    _latent_axes: _NDArray | None = dataclasses.field(default=None, init=False, repr=False)
-    _latent_scale: _NDArray | None = dataclasses.field(default=None, init=False, repr=False)
+    _whitening: Whitening | None = dataclasses.field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         _checks.optional_whole(self.latent_dim, "latent_dim", 1)
@@ -188,18 +220,7 @@ class PatchEmbedding:
         self._pixel_mean = augmented.mean(axis=0)
         self._components = _principal_axes(augmented - self._pixel_mean, self.n_components, rng)
         self._rings = _ring_masks(stack.shape[1], self.ring_width)
-        features = self._features(stack)
-        self._feature_mean = features.mean(axis=0)
-        scale = features.std(axis=0)
-        self._feature_scale = numpy.where(scale > 1e-12, scale, 1.0)
-        standard = (features - self._feature_mean) / self._feature_scale
-        if self.latent_dim is None:
-            self._latent_axes = numpy.eye(standard.shape[1])
-        else:
-            self._latent_axes = _principal_axes(standard, min(self.latent_dim, *standard.shape), rng)
-        projected = standard @ self._latent_axes.T
-        latent_scale = projected.std(axis=0)
-        self._latent_scale = numpy.where(latent_scale > 1e-12, latent_scale, 1.0)
+        self._whitening = Whitening.fit(self._features(stack), self.latent_dim, rng)
         return self
 
     def transform(self, patches: _NDArray) -> _NDArray:
@@ -215,16 +236,14 @@ class PatchEmbedding:
         latent : (N, latent_dim) ndarray
             Zero mean, unit variance per dimension over the fitted patches.
         """
-        if self._latent_axes is None or self._latent_scale is None:
+        if self._whitening is None:
             raise RuntimeError("PatchEmbedding.transform called before fit; call fit(patches) first.")
         stack = check_patches(patches, minimum=1, purpose="")
-        assert self._feature_mean is not None and self._feature_scale is not None and self._rings is not None
+        assert self._rings is not None
         if stack.shape[1] * stack.shape[2] != self._rings.shape[1]:
             side = int(round(self._rings.shape[1] ** 0.5))
             raise ValueError(f"patches must be {side} x {side} pixels like the patches the embedding was fitted on, got {stack.shape[1]} x {stack.shape[2]}")
-        stack = self._smooth(stack)
-        standard = (self._features(stack) - self._feature_mean) / self._feature_scale
-        return typing.cast(_NDArray, (standard @ self._latent_axes.T) / self._latent_scale)
+        return self._whitening(self._features(self._smooth(stack)))
 
     def fit_transform(self, patches: _NDArray) -> _NDArray:
         """Fit on ``patches`` and return their latent coordinates."""

@@ -32,7 +32,7 @@ import scipy.ndimage
 
 import nion_autoem_checks as _checks
 
-from .embedding import _principal_axes
+from .embedding import Whitening
 from .embedding import check_patches
 from .embedding import dihedral_transforms
 
@@ -118,10 +118,7 @@ class PretrainedEmbedding:
     intensity: bool = True
     backbone: str = "tiles_v1"
     seed: int = 0
-    _feature_mean: _NDArray | None = dataclasses.field(default=None, init=False, repr=False)
-    _feature_scale: _NDArray | None = dataclasses.field(default=None, init=False, repr=False)
-    _latent_axes: _NDArray | None = dataclasses.field(default=None, init=False, repr=False)
-    _latent_scale: _NDArray | None = dataclasses.field(default=None, init=False, repr=False)
+    _whitening: Whitening | None = dataclasses.field(default=None, init=False, repr=False)
     _side: int | None = dataclasses.field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -181,24 +178,12 @@ class PretrainedEmbedding:
     def _fit_features(self, stack: _NDArray) -> _NDArray:
         features = self.features(stack)
         self._side = stack.shape[1]
-        self._feature_mean = features.mean(axis=0)
-        scale = features.std(axis=0)
-        self._feature_scale = numpy.where(scale > 1e-12, scale, 1.0)
-        standard = (features - self._feature_mean) / self._feature_scale
-        if self.latent_dim is None:
-            self._latent_axes = numpy.eye(standard.shape[1])
-        else:
-            self._latent_axes = _principal_axes(standard, min(self.latent_dim, *standard.shape), numpy.random.default_rng(self.seed))
-        projected = standard @ self._latent_axes.T
-        latent_scale = projected.std(axis=0)
-        self._latent_scale = numpy.where(latent_scale > 1e-12, latent_scale, 1.0)
+        self._whitening = Whitening.fit(features, self.latent_dim, numpy.random.default_rng(self.seed))
         return features
 
     def _project(self, features: _NDArray) -> _NDArray:
-        assert self._feature_mean is not None and self._feature_scale is not None
-        assert self._latent_axes is not None and self._latent_scale is not None
-        standard = (features - self._feature_mean) / self._feature_scale
-        return typing.cast(_NDArray, (standard @ self._latent_axes.T) / self._latent_scale)
+        assert self._whitening is not None
+        return self._whitening(features)
 
     def transform(self, patches: _NDArray) -> _NDArray:
         """Map patches into the whitened latent space.
@@ -213,7 +198,7 @@ class PretrainedEmbedding:
         latent : (N, latent_dim) ndarray
             Zero mean, unit variance per dimension over the fitted patches.
         """
-        if self._latent_axes is None:
+        if self._whitening is None:
             raise RuntimeError("PretrainedEmbedding.transform called before fit; call fit(patches) first.")
         stack = check_patches(patches, minimum=1, purpose="")
         if stack.shape[1] != self._side:

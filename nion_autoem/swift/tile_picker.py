@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import typing
+import uuid
 
 import numpy
 from nion.data import DataAndMetadata
@@ -244,8 +245,6 @@ def classify_image(data_item: typing.Any, *, window: DocumentController.Document
     if tile_px is not None or tile_nm is not None:
         from nion_autoem_fewshot.tiles import tile_size_px
         chosen.check_tile_size(tile_size_px(tile_px=tile_px, tile_nm=tile_nm, pixel_size_nm=frame.pixel_size_nm), tile_nm)
-    import uuid
-
     folder = pathlib.Path(run_dir) if run_dir is not None else runs_root() / f"tiles-{uuid.uuid4().hex[:8]}"
     saved = chosen.save(folder / "support")
     scope = ReplayMicroscope(numpy.asarray(xdata.data, dtype=float), frame)
