@@ -320,7 +320,13 @@ class Microscope(typing.Protocol):
 
     @property
     def stage_position_nm(self) -> Position:
-        """Stage (y, x) in nm, through the instrument's own stage controls."""
+        """Stage (y, x) in nm, through the instrument's own stage controls: the point of the sample at the centre of the scan field.
+
+        So a frame surveyed at stage ``s`` shows the sample around ``s``, and
+        ``move_stage(p)`` brings the point ``p`` into view (what a montage and
+        a go-to-target rely on); an instrument whose control moves the
+        specimen the other way maps its control onto this.
+        """
         ...
 
     @property

@@ -8,6 +8,7 @@ method that acquires blocks until the data are in.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -77,6 +78,12 @@ class SwiftMicroscope:
         :meth:`set_defocus` refuses a C10 beyond +-this many nm (default 10 um).
     stage_control : str
         The instrument's 2D stage control, in metres (``"stage_position_m"`` on usim).
+    stage_control_sign : float
+        ``-1`` (the default, usim's) when the stage control is the specimen's
+        displacement, so raising it moves the image content the same way and
+        the field's centre then looks at ``-control``; ``+1`` when the control
+        already reads the sample point at the field's centre.  Check it on a
+        new instrument with :func:`nion_autoem.swift.microscope.measure_stage_sign`.
     defocus_control : str
         The instrument's objective defocus control, in metres (``"C10"``).
     clock : callable or None
@@ -94,17 +101,23 @@ class SwiftMicroscope:
 
     Notes
     -----
-    Stage convention (usim's, and the twin's): with the stage at ``s`` a
-    point of the sample at ``p`` in the sample's own frame appears at scan-field
-    ``p + s``, so :meth:`move_stage` by ``d`` moves everything in the next
-    survey by ``+d`` nm.
+    Stage convention (the :class:`~nion_autoem.instrument.Microscope`
+    protocol's): :attr:`stage_position_nm` is the point of the sample at the
+    centre of the scan field, so a montage tile taken at stage ``s`` shows the
+    sample around ``s`` and ``move_stage(p)`` brings the point ``p`` into view.
+    On usim the stage control moves the specimen (a point ``p`` of the sample
+    appears at scan-field ``p + control``), hence ``stage_control_sign=-1``.
     """
 
     def __init__(self, *, stem_controller_id: str | None = None, scan_id: str | None = None, eels_id: str | None = None,
                  ronchigram_id: str | None = None, max_dwell_s: float = 10.0, default_beam_current_A: float = 50e-12,
                  stage_limits_nm: StageLimits = DEFAULT_STAGE_LIMITS_NM, max_defocus_nm: float = DEFAULT_MAX_DEFOCUS_NM,
-                 stage_control: str = "stage_position_m", defocus_control: str = "C10", clock: typing.Callable[[], float] | None = None) -> None:
+                 stage_control: str = "stage_position_m", stage_control_sign: float = -1.0, defocus_control: str = "C10",
+                 clock: typing.Callable[[], float] | None = None) -> None:
         self.__stage_limits_nm = _checked_limits(stage_limits_nm)
+        if stage_control_sign not in (-1, 1):
+            raise ValueError(f"stage_control_sign must be -1 (the control moves the specimen, as on usim) or +1 (it reads the viewed point), got {stage_control_sign!r}")
+        self.__stage_sign = float(stage_control_sign)
         if not (math.isfinite(max_defocus_nm) and max_defocus_nm > 0):
             raise ValueError(f"max_defocus_nm must be a positive finite defocus in nm (e.g. 10000 for +-10 um), got {max_defocus_nm!r}")
         self.__max_defocus_nm = float(max_defocus_nm)
@@ -300,7 +313,12 @@ class SwiftMicroscope:
             position_m = self.__stem.GetVal2D(self.__stage_control, axis=_XY_AXIS)
         except Exception as e:  # the base STEMController raises a bare Exception for an unknown control
             raise InstrumentError(f"the instrument has no 2D stage control {self.__stage_control!r} ({e}); pass stage_control= with its name") from e
-        return float(position_m.y) * 1e9, float(position_m.x) * 1e9
+        return self.__stage_sign * float(position_m.y) * 1e9, self.__stage_sign * float(position_m.x) * 1e9
+
+    @property
+    def stage_control_sign(self) -> float:
+        """-1 if the stage control moves the specimen (usim), +1 if it reads the viewed point (see the class notes)."""
+        return self.__stage_sign
 
     @property
     def stage_limits_nm(self) -> StageLimits:
@@ -319,7 +337,8 @@ class SwiftMicroscope:
         """
         y, x = _checked_position(position_nm, self.__stage_limits_nm)
         with self.__lock:
-            if not self.__stem.SetVal2D(self.__stage_control, Geometry.FloatPoint(y=y * 1e-9, x=x * 1e-9), axis=_XY_AXIS):
+            control = Geometry.FloatPoint(y=self.__stage_sign * y * 1e-9, x=self.__stage_sign * x * 1e-9)
+            if not self.__stem.SetVal2D(self.__stage_control, control, axis=_XY_AXIS):
                 raise InstrumentError(f"the instrument refused to move its stage control {self.__stage_control!r} to ({y:.6g}, {x:.6g}) nm")
 
     @property
@@ -455,34 +474,23 @@ class SwiftMicroscope:
     def adf_trace(self, samples: int, sample_time_us: float, *, channel: str = "HAADF") -> Measurement:
         if channel not in SCAN_CHANNELS:
             raise ValueError(f"unknown ADF channel {channel!r}; choose from {sorted(SCAN_CHANNELS)}")
-        if samples < 1 or int(samples) != samples:
+        if isinstance(samples, bool) or samples < 1 or int(samples) != samples:
             raise ValueError(f"samples must be a positive integer, got {samples!r}")
         dwell = samples * sample_time_us * 1e-6
         self.__check_dwell(dwell, "ADF trace")
         with self.__lock:
             position = self.__parked_position()
             context = self.scan_frame
-            fp = self.__scan.get_current_frame_parameters()
-            fp.pixel_size = Geometry.IntSize(height=1, width=int(samples))
-            fp.fov_nm = _SPOT_FOV_NM
-            fp.center_nm = Geometry.FloatPoint(y=position[0], x=position[1])
-            fp.rotation_rad = 0.0
-            fp.pixel_time_us = sample_time_us
-            for name, index in SCAN_CHANNELS.items():
-                self.__scan.set_channel_enabled(index, name == channel)
             started = time.time()
             clock_started = self.__clock_now()
-            # The spot scan is not made the current frame: the scan context,
-            # and with it every probe fraction, stays that of the survey.
-            xdatas = [xd for xd in self.__scan.record_immediate(fp) if xd is not None]
+            with self.__spot_scans(channel) as device:
+                counts = self.__spot_scan(device, position, int(samples), sample_time_us)
             duration = time.time() - started
             clock_ended = self.__clock_now()
-        if not xdatas:
-            raise InstrumentError("the ADF trace returned no data (the scan was aborted)")
         metadata: dict[str, typing.Any] = {"position_nm": list(position), "scan_frame": context.to_dict()}
         if clock_started is not None and clock_ended is not None:
             metadata[ACQUISITION_CLOCK_KEY] = [clock_started, clock_ended]
-        trace = xdata_builders.trace_xdata(numpy.asarray(xdatas[0].data, dtype=float).reshape(-1), sample_time_us, channel=channel, metadata=metadata)
+        trace = xdata_builders.trace_xdata(counts, sample_time_us, channel=channel, metadata=metadata)
         return Measurement.of({channel: trace}, "adf_trace", dwell_s=dwell, beam_current_A=self.beam_current_A, blanked=self.is_blanked,
                               position_nm=position, started_at=started, duration_s=duration)
 
@@ -499,6 +507,8 @@ class SwiftMicroscope:
         """
         if not isinstance(until, DropAlarm):
             raise TypeError(f"until must be a DropAlarm, got {type(until).__name__}")
+        if channel not in SCAN_CHANNELS:
+            raise ValueError(f"unknown ADF channel {channel!r}; choose from {sorted(SCAN_CHANNELS)}")
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
             raise ValueError(f"samples must be a positive integer, got {samples!r}")
         self.__check_dwell(samples * sample_time_us * 1e-6, "ADF trace")
@@ -512,14 +522,15 @@ class SwiftMicroscope:
             started = time.time()
             clock_started = self.__clock_now()
             dwelt = 0
-            while dwelt < samples and not alarmed:
-                n = min(piece, samples - dwelt)
-                counts = numpy.asarray(self.adf_trace(n, sample_time_us, channel=channel).xdata.data, dtype=float).reshape(-1)
-                parts.append(counts)
-                dwelt += n
-                w = until.statistics(counts, statistic)
-                alarmed = bool(numpy.any(w >= until.threshold))
-                statistic = float(w[-1])
+            with self.__spot_scans(channel) as device:
+                while dwelt < samples and not alarmed:
+                    n = min(piece, samples - dwelt)
+                    counts = self.__spot_scan(device, position, n, sample_time_us)
+                    parts.append(counts)
+                    dwelt += n
+                    w = until.statistics(counts, statistic)
+                    alarmed = bool(numpy.any(w >= until.threshold))
+                    statistic = float(w[-1])
             duration = time.time() - started
             clock_ended = self.__clock_now()
         metadata: dict[str, typing.Any] = {"position_nm": list(position), "scan_frame": context.to_dict(), "samples_asked": samples, "stopped_at_alarm": alarmed}
@@ -528,6 +539,61 @@ class SwiftMicroscope:
         trace = xdata_builders.trace_xdata(numpy.concatenate(parts), sample_time_us, channel=channel, metadata=metadata)
         return Measurement.of({channel: trace}, "adf_trace", dwell_s=dwelt * sample_time_us * 1e-6, beam_current_A=self.beam_current_A,
                               blanked=self.is_blanked, position_nm=position, started_at=started, duration_s=duration)
+
+    @contextlib.contextmanager
+    def __spot_scans(self, channel: str) -> typing.Iterator[scan_base.ScanDevice]:
+        """The scan device with only ``channel`` enabled, for spot scans read outside Swift's document.
+
+        A parked-probe trace is read from the scan device itself, not recorded
+        through the scan's hardware source: a recording binds to the scan's
+        data items, so every short spot scan (hundreds per target in a vacancy
+        line) made Swift reload and rewrite the "Scan" item, redraw the probe
+        graphic and the scan control panel on the UI thread, and stalled the
+        window for up to 2 s.  The device's channels are put back afterwards.
+        """
+        if self.__scan.is_playing or self.__scan.is_recording:
+            raise InstrumentError("the scan is running, so the probe cannot stay parked for an ADF trace; stop the scan (Scan ▸ Stop) and try again")
+        device = self.__scan.scan_device
+        enabled = tuple(device.channels_enabled)
+        for name, index in SCAN_CHANNELS.items():
+            device.set_channel_enabled(index, name == channel)
+        try:
+            yield device
+        finally:
+            for index, on in enumerate(enabled):
+                device.set_channel_enabled(index, on)
+
+    def __spot_scan(self, device: scan_base.ScanDevice, position: Position, samples: int, sample_time_us: float) -> numpy.typing.NDArray[numpy.float64]:
+        """One spot scan of ``samples`` samples at ``position``: the probe stays on the point while the electronics clock out ADF counts.
+
+        The spot scan is not made the current frame: the scan context, and
+        with it every probe fraction, stays that of the survey.
+        """
+        fp = self.__scan.get_current_frame_parameters()
+        fp.pixel_size = Geometry.IntSize(height=1, width=samples)
+        fp.fov_nm = _SPOT_FOV_NM
+        fp.center_nm = Geometry.FloatPoint(y=position[0], x=position[1])
+        fp.rotation_rad = 0.0
+        fp.pixel_time_us = sample_time_us
+        fp.subscan_pixel_size = None
+        fp.subscan_fractional_size = None
+        fp.subscan_fractional_center = None
+        device.set_frame_parameters(fp)
+        frame_number: int | None = device.start_frame(False)
+        skip = 0
+        deadline = time.time() + 5.0 + 10.0 * samples * sample_time_us * 1e-6
+        try:
+            while True:
+                elements, complete, bad_frame, _, frame_number, skip = device.read_partial(frame_number, skip)
+                if complete or bad_frame:
+                    break
+                if time.time() > deadline:
+                    raise InstrumentError(f"the scan device did not finish a {samples}-sample spot scan in time; the ADF trace was abandoned")
+        finally:
+            device.stop()
+        if bad_frame or not elements:
+            raise InstrumentError("the ADF trace returned no data (the scan was aborted)")
+        return numpy.array(elements[0]["data"], dtype=float).reshape(-1)
 
     def blank(self) -> None:
         self.__stem.SetVal("C_Blank", 1.0)
@@ -554,6 +620,41 @@ class SwiftMicroscope:
 
     def __unpark(self) -> None:
         self.__stem.probe_position = None
+
+
+def measure_stage_sign(microscope: SwiftMicroscope, *, step_fraction: float = 0.2, frame: ScanFrame | None = None, pixel_time_us: float = 2.0) -> float:
+    """Which way the instrument's stage control moves the view: the ``stage_control_sign`` to pass to :class:`SwiftMicroscope`.
+
+    Surveys the field, moves the stage by ``step_fraction`` of the field in x
+    through ``microscope`` (whose sign is assumed), surveys again and measures
+    how the image content moved; the stage goes back afterwards and the beam
+    is blanked.  Take it on a feature-rich area: on a blank one the shift is
+    not measurable and an :class:`InstrumentError` says so.
+
+    Returns
+    -------
+    float
+        ``-1.0`` or ``+1.0``: the sign to use.  It equals ``microscope``'s own
+        sign when that is right.
+    """
+    from nion_autoem_targeting.drift import measure_shift
+
+    used = frame or microscope.scan_frame
+    step_nm = step_fraction * used.fov_nm
+    start = microscope.stage_position_nm
+    microscope.unblank()
+    try:
+        before = numpy.asarray(microscope.survey(used, pixel_time_us=pixel_time_us).xdata.data, dtype=float)
+        microscope.move_stage((start[0], start[1] + step_nm))
+        after = numpy.asarray(microscope.survey(used, pixel_time_us=pixel_time_us).xdata.data, dtype=float)
+    finally:
+        microscope.blank()
+        microscope.move_stage(start)
+    _, dx_nm = measure_shift(before, after, used.pixel_size_nm)
+    if not 0.5 * step_nm < abs(dx_nm) < 1.5 * step_nm:
+        raise InstrumentError(f"moving the stage by {step_nm:.3g} nm moved the image by {dx_nm:.3g} nm; choose an area with features (and no drift) and try again")
+    # The protocol wants the view to move onto the commanded point: content then shifts by -step.
+    return microscope.stage_control_sign * (-1.0 if dx_nm > 0 else 1.0)
 
 
 def _checked_limits(limits: StageLimits) -> StageLimits:

@@ -93,6 +93,11 @@ class OperatorRecorder:
         Used for dose when the instrument does not report ``BeamCurrent``.
     stage_control : str
         The instrument's 2D stage control, in metres.
+    stage_control_sign : float
+        As for :class:`~nion_autoem.swift.microscope.SwiftMicroscope`: -1 (usim)
+        when the control moves the specimen, so the journaled stage position is
+        the sample point at the field's centre and replays through
+        ``SwiftMicroscope.move_stage`` to the same control value.
 
     Examples
     --------
@@ -101,7 +106,8 @@ class OperatorRecorder:
     """
 
     def __init__(self, run_dir: str | os.PathLike[str], *, stem_controller: typing.Any = None, scan: typing.Any = None, eels: typing.Any = None,
-                 run_id: str | None = None, settle_s: float = 0.3, default_beam_current_A: float = 50e-12, stage_control: str = "stage_position_m") -> None:
+                 run_id: str | None = None, settle_s: float = 0.3, default_beam_current_A: float = 50e-12, stage_control: str = "stage_position_m",
+                 stage_control_sign: float = -1.0) -> None:
         stem = stem_controller if stem_controller is not None else Registry.get_component("stem_controller")
         if stem is None:
             raise RuntimeError("no STEM instrument is registered: start Swift with a microscope (or nionswift-usim), or pass stem_controller=")
@@ -113,6 +119,7 @@ class OperatorRecorder:
         self.settle_s = settle_s
         self.default_beam_current_A = default_beam_current_A
         self.stage_control = stage_control
+        self.stage_control_sign = float(stage_control_sign)
         # One lock orders everything: events arrive on acquisition threads, the
         # UI thread and the settle timer, and step numbers must follow causality.
         self.__lock = threading.RLock()
@@ -208,7 +215,8 @@ class OperatorRecorder:
         except Exception:  # the base STEMController raises a bare Exception for an unknown control
             return None
         # Round to femtometres so a script reads 5.0, not 5.000000000000001.
-        return round(float(position_m.y) * 1e9, 6), round(float(position_m.x) * 1e9, 6)
+        sign = self.stage_control_sign
+        return round(sign * float(position_m.y) * 1e9, 6) + 0.0, round(sign * float(position_m.x) * 1e9, 6) + 0.0  # + 0.0: no -0.0 in the journal
 
     def __beam(self) -> tuple[float, bool]:
         ok, current = self.stem.TryGetVal("BeamCurrent")

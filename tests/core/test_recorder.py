@@ -88,7 +88,7 @@ def test_a_manual_session_is_journaled_and_replays_as_the_same_plan(tmp_path: pa
     expected_park = FRAME.fraction_to_nm((0.25, 0.75))
     assert isinstance(park, ParkProbe) and park.position_nm == pytest.approx(tuple(expected_park))
     assert isinstance(acquire, Acquire) and acquire.position_nm == park.position_nm and acquire.exposure_ms == 20.0 and acquire.detector == "eels"
-    assert move == MoveStage.to(y=5.0, x=-3.0)
+    assert move == MoveStage.to(y=-5.0, x=3.0)  # usim's control moves the specimen: the field's centre sees the opposite point
     # The data came with the steps, and the dose was counted.
     survey_m = record.steps[1].load_measurement()
     assert survey_m.xdata.data_shape == (64, 64) and survey_m.dose_e > 0

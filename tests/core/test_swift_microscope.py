@@ -148,7 +148,7 @@ def test_stage_and_defocus_go_through_the_instrument_controls(usim_session: typi
     assert scope.stage_limits_nm == ((-1e6, 1e6), (-1e6, 1e6))  # about +-1 mm, a holder's travel
     scope.move_stage((250.0, -75.5))
     stage_m = stem.GetVal2D("stage_position_m", axis=("x", "y"))
-    assert (stage_m.y, stage_m.x) == pytest.approx((250e-9, -75.5e-9))
+    assert (stage_m.y, stage_m.x) == pytest.approx((-250e-9, 75.5e-9))  # usim's control moves the specimen (stage_control_sign=-1)
     assert scope.stage_position_nm == pytest.approx((250.0, -75.5))
     with pytest.raises(ValueError, match="outside the stage limits"):
         scope.move_stage((2e6, 0.0))

@@ -43,7 +43,7 @@ def _edge_x_nm(twin: typing.Any) -> float:
     return float(truth.position_nm[near_axis, 1].max())
 
 
-def test_stage_move_shifts_the_lattice_by_the_move(twin_harness: typing.Any) -> None:
+def test_a_stage_move_brings_the_commanded_point_into_view(twin_harness: typing.Any) -> None:
     harness = twin_harness("mos2", seed=3, line_jitter_nm=0.0)
     scope = harness.microscope()
     twin = harness.configuration.twin
@@ -57,11 +57,11 @@ def test_stage_move_shifts_the_lattice_by_the_move(twin_harness: typing.Any) -> 
 
     assert scope.stage_position_nm == pytest.approx(move, abs=1e-9)
     stage_m = harness.stem.GetVal2D("stage_position_m", axis=("x", "y"))
-    assert (stage_m.y, stage_m.x) == pytest.approx((move[0] * 1e-9, move[1] * 1e-9), abs=1e-18)
-    # Every atom moves by the stage move in scan-field coordinates ...
-    assert numpy.allclose(twin.ground_truth().position_nm - atoms_before, move, atol=1e-9)
-    # ... and the image shows it: the field moved along with the stage sees the same atoms on the same pixels.
-    followed = ScanFrame(FRAME_SHAPE, fov_nm=4.0, center_nm=(0.3 + move[0], -0.2 + move[1]))
+    assert (stage_m.y, stage_m.x) == pytest.approx((-move[0] * 1e-9, -move[1] * 1e-9), abs=1e-18)  # usim's control moves the specimen
+    # Every atom moves against the stage move in scan-field coordinates (the view moved onto the commanded point) ...
+    assert numpy.allclose(twin.ground_truth().position_nm - atoms_before, numpy.negative(move), atol=1e-9)
+    # ... and the image shows it: the field moved back by the stage move sees the same atoms on the same pixels.
+    followed = ScanFrame(FRAME_SHAPE, fov_nm=4.0, center_nm=(0.3 - move[0], -0.2 - move[1]))
     residual_nm = _registration_nm(_image(scope, followed), before, frame)
     assert numpy.linalg.norm(residual_nm) < 0.02, residual_nm  # measured: about 0.001 nm
     # The field left where it was shows other atoms there.
@@ -79,7 +79,7 @@ def test_move_outside_the_limits_raises_before_anything_moves(twin_harness: typi
             scope.move_stage(target)
         assert scope.stage_position_nm == pytest.approx((1.0, -2.0))
         stage_m = harness.stem.GetVal2D("stage_position_m", axis=("x", "y"))
-        assert (stage_m.y, stage_m.x) == pytest.approx((1e-9, -2e-9), abs=1e-18)
+        assert (stage_m.y, stage_m.x) == pytest.approx((-1e-9, 2e-9), abs=1e-18)
     with pytest.raises(ValueError, match=r"\(y, x\) pair"):
         scope.move_stage((1.0,))
     with pytest.raises(ValueError, match="min <= max"):
