@@ -16,6 +16,7 @@ TITLES = {
     "mos2-doped": "MoS2 with Se/W dopants and a grain boundary (twin)",
     "plasmonic": "Ag nanoparticles on SiN (twin)",
     "polar-domains": "Polar domains, 4D-STEM (twin)",
+    "grid-square": "Grid square: flakes, particles, platelets (stage-scale twin)",
 }
 KEYS = tuple(TITLES)
 
@@ -34,6 +35,7 @@ def build_twins(*, seed: int = 0, clock: SimulatedClock | None = None, drift_nm_
     """One of each twin sample, sharing one simulated clock and one stage drift (they sit on the same stage)."""
     from nion_autoem.twin.diffraction import PolarDomainSample
     from nion_autoem.twin.plasmonic import PlasmonicSample
+    from nion_autoem.twin.stage_twin import GridSquareSample
 
     clock = clock or SimulatedClock()
     drift = StageDrift(drift_nm_per_s)
@@ -46,4 +48,5 @@ def build_twins(*, seed: int = 0, clock: SimulatedClock | None = None, drift_nm_
                        line_jitter_nm=line_jitter_nm, clock=clock)
     plasmonic = PlasmonicSample(title=TITLES["plasmonic"], seed=seed + 2, drift=drift, clock=clock)
     polar = PolarDomainSample(title=TITLES["polar-domains"], seed=seed + 3, drift=drift, clock=clock)
-    return [mos2, doped, plasmonic, polar]
+    grid_square = GridSquareSample(title=TITLES["grid-square"], seed=seed + 4, drift=drift, clock=clock)
+    return [mos2, doped, plasmonic, polar, grid_square]
