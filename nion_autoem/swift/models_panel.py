@@ -6,13 +6,27 @@ parent, the data it was trained or adapted on, its metrics and the imaging
 ranges it is valid for, and the aliases (``mos2@production``).  *Promote to
 production* makes the chosen version the one the next ELIT run uses (a run
 that has started keeps the version it resolved); *Roll back* steps the alias
-back.  The panel only reads and writes the repository's small records; it
-loads no weights.
+back.
+
+*Adapt to new ELIT frames* switches on a retraining rule: every N frames
+that the ELIT runs of this session and earlier ones recorded (the surveys in
+the run journals, ``$NION_AUTOEM_RUNS``) start an ELIT iteration in the
+background (:class:`nion_autoem_models.retraining.RetrainingPolicy`), whose
+progress and ETA the panel shows; the result is registered with its parent and
+data as ``<name>@candidate`` and offered, never swapped in: *Promote to
+production* makes it the model of the next run.  The panel reads the
+repository's small records and the journals' first lines on a worker thread;
+it loads no weights on the UI thread.
 """
 
 from __future__ import annotations
 
+import functools
 import gettext
+import json
+import os
+import pathlib
+import threading
 import typing
 
 from nion.swift import Panel
@@ -25,12 +39,42 @@ if typing.TYPE_CHECKING:
 
     from nion_autoem_models.repository import ModelRepository
     from nion_autoem_models.repository import ModelVersion
+    from nion_autoem_models.retraining import FrameRecord
+    from nion_autoem_models.retraining import RetrainingPolicy
+    from nion_autoem_models.retraining import RetrainingRule
 
 _ = gettext.gettext
 
 PANEL_ID = "nion-autoem-models-panel"
 #: The alias the experiments use when it exists.
 PRODUCTION = "production"
+#: The plan whose recorded surveys an ELIT retraining adapts to (``AtomFinding.name``).
+ELIT_PLAN = "atom-finding"
+
+
+def elit_frames_in(runs_folder: str | os.PathLike[str]) -> list[FrameRecord]:
+    """Every survey frame the ELIT runs under ``runs_folder`` recorded, oldest run first (reads each journal's first line only).
+
+    A run directory counts when its journal's header names the ELIT plan;
+    its frames are the HAADF surveys the journal saved (``data/step_*_HAADF.npy``).
+    """
+    from nion_autoem.journal import JOURNAL_NAME
+    from nion_autoem_models.retraining import FrameRecord
+
+    records: list[FrameRecord] = []
+    folder = pathlib.Path(runs_folder)
+    if not folder.is_dir():
+        return records
+    for journal in sorted(folder.glob(f"*/{JOURNAL_NAME}"), key=lambda path: path.stat().st_mtime):
+        try:
+            with open(journal, encoding="utf-8") as f:
+                header = json.loads(f.readline() or "{}")
+        except (OSError, ValueError):
+            continue  # a journal being written or a foreign file: not a frame source
+        if header.get("type") == "header" and header.get("plan") == ELIT_PLAN:
+            run_id = str(header.get("run_id", journal.parent.name))
+            records.extend(FrameRecord(str(path), run_id) for path in sorted((journal.parent / "data").glob("step_*_HAADF.npy")))
+    return records
 
 
 def describe(version: ModelVersion, aliases: typing.Mapping[str, str]) -> str:
@@ -48,12 +92,31 @@ def describe(version: ModelVersion, aliases: typing.Mapping[str, str]) -> str:
 class ModelsPanelController(Declarative.Handler):
     """Declarative handler behind the panel; also usable headless in tests."""
 
-    def __init__(self, repository: ModelRepository | None = None) -> None:
+    def __init__(self, repository: ModelRepository | None = None, *, runs_folder: str | os.PathLike[str] | None = None,
+                 queue_task: typing.Callable[[typing.Callable[[], None]], None] | None = None, rule: RetrainingRule | None = None,
+                 poll_s: float = 5.0) -> None:
         super().__init__()
+        from nion_autoem.swift.console import runs_root
         from nion_autoem_models.repository import ModelRepository
         from nion_autoem_models.repository import default_folder
+        from nion_autoem_models.retraining import RetrainingRule
 
         self.repository = repository or ModelRepository(default_folder())
+        self.runs_folder = pathlib.Path(runs_folder) if runs_folder is not None else runs_root()
+        # UI models are changed on the UI thread: a panel passes its document controller's queue_task, tests run it at once
+        self.__queue_task = queue_task or (lambda task: task())
+        self.__rule = rule or RetrainingRule("mos2", f"mos2@{PRODUCTION}", every_frames=50)
+        self.__poll_s = float(poll_s)
+        self.__policy: RetrainingPolicy | None = None
+        self.__watching = threading.Event()
+        self.__closed = threading.Event()
+        self.__watcher: threading.Thread | None = None
+        self.__announced: set[int] = set()
+        self.__existing: set[str] = set()
+        self.retrain = Model.PropertyModel(False)
+        self.retrain.on_value_changed = lambda on: self.set_retraining(bool(on))
+        self.retrain_every = Model.PropertyModel(self.__rule.every_frames)
+        self.jobs = Model.PropertyModel(_("Retraining is off."))
         self.refs = Model.PropertyModel[list[str]]([])
         self.index = Model.PropertyModel(0)
         self.index.on_value_changed = lambda _: self.__show()
@@ -69,6 +132,10 @@ class ModelsPanelController(Declarative.Handler):
             u.create_row(u.create_push_button(text=_("Promote to production"), on_clicked="promote"),
                          u.create_push_button(text=_("Roll back production"), on_clicked="roll_back"), u.create_stretch(), spacing=8),
             u.create_row(u.create_push_button(text=_("Add the packaged models"), on_clicked="add_packaged"), u.create_stretch(), spacing=8),
+            u.create_row(u.create_check_box(text=f"{_('Adapt')} {self.__rule.base} {_('to every')}", checked="@binding(retrain.value)"),
+                         u.create_line_edit(text="@binding(retrain_every.value)", width=48),
+                         u.create_label(text=_("new ELIT frames (in the background)")), u.create_stretch(), spacing=8),
+            u.create_label(text="@binding(jobs.value)", word_wrap=True, name="jobs_label"),
             u.create_label(text="@binding(status.value)", word_wrap=True, name="status_label"),
             u.create_stretch(), spacing=8, margin=8)
         self.refresh()
@@ -130,6 +197,81 @@ class ModelsPanelController(Declarative.Handler):
         self.status.value = f"{_('Packaged models in the repository')}: {', '.join(v.ref for v in added)}."
 
 
+    # --- retraining on new frames ------------------------------------------------------------------
+
+    def set_retraining(self, on: bool) -> None:
+        """Switch the retraining rule on (a background thread looks for new ELIT frames every few seconds) or off (a running retraining finishes)."""
+        from nion_autoem_models.retraining import RetrainingPolicy
+        from nion_autoem_models.retraining import RetrainingRule
+
+        if not on:
+            self.__watching.clear()
+            self.jobs.value = _("Retraining is off.") if self.__policy is None or self.__idle() else self.jobs.value
+            return
+        try:
+            every = int(self.retrain_every.value or 0)
+            rule = RetrainingRule(self.__rule.lattice, self.__rule.base, every_frames=every, config=self.__rule.config)
+        except (TypeError, ValueError) as e:
+            self.retrain.value = False  # unticks the box (and says "off"), then the reason
+            self.jobs.value = f"{_('Cannot retrain')}: {e}"
+            return
+        if self.__policy is None or self.__policy.rule != rule:
+            if self.__policy is not None:
+                self.__policy.close()
+            self.__policy = RetrainingPolicy(self.repository, rule)
+            # frames already on disk are the old models' data, not new ones: count from now
+            self.__existing = {record.path for record in elit_frames_in(self.runs_folder)}
+        self.__watching.set()
+        self.jobs.value = f"{_('Watching')} {self.runs_folder} {_('for new ELIT frames')}: 0 of {every}."
+        if self.__watcher is None:
+            self.__watcher = threading.Thread(target=self.__watch, name="nion-autoem retraining watcher", daemon=True)
+            self.__watcher.start()
+
+    def __idle(self) -> bool:
+        progress = self.__policy.progress if self.__policy is not None else None
+        return progress is None or progress.snapshot().finished
+
+    def check_for_new_frames(self) -> None:
+        """Offer the frames recorded since retraining was switched on to the rule, and show where the jobs are (any thread)."""
+        policy = self.__policy
+        if policy is None:
+            return
+        if self.__watching.is_set():
+            policy.offer([record for record in elit_frames_in(self.runs_folder) if record.path not in self.__existing])
+        lines = []
+        for index, job in enumerate(policy.jobs):
+            snapshot = job.snapshot()
+            lines.append(f"{job.title}: {snapshot.describe()}")
+            if snapshot.done and index not in self.__announced:
+                self.__announced.add(index)
+                self.__queue_task(functools.partial(self.__offer, snapshot.result))
+        pending = policy.pending_frames
+        lines.append(f"{pending} of {policy.rule.every_frames} new frame(s) towards the next retraining" if self.__watching.is_set() else _("Retraining is off."))
+        text = "\n".join(lines)
+        self.__queue_task(lambda: setattr(self.jobs, "value", text))
+
+    def __offer(self, ref: str | None) -> None:
+        """On the UI thread: a retraining registered ``ref``; show it, do not use it yet."""
+        self.refresh()
+        if ref is not None and ref in (self.refs.value or []):
+            self.index.value = list(self.refs.value or []).index(ref)
+        self.status.value = f"{ref} {_('is ready (the rule registered it as a candidate): check its metrics, then Promote to production to use it in the next run.')}"
+
+    def __watch(self) -> None:
+        while not self.__closed.wait(self.__poll_s):
+            try:
+                self.check_for_new_frames()
+            except Exception as e:  # a folder that vanished, a repository that does not read: say so and keep watching
+                self.__queue_task(functools.partial(setattr, self.jobs, "value", f"{_('Retraining watcher')}: {e}"))
+
+    def close(self) -> None:
+        self.__closed.set()
+        self.__watching.clear()
+        if self.__policy is not None:
+            self.__policy.close()
+        super().close()
+
+
 def production_ensemble(name: str = "mos2") -> str | None:
     """``"mos2@production"`` when the repository has that alias, else None (the packaged model): what the panel's ELIT runs use."""
     from nion_autoem_models.repository import ModelRepository
@@ -145,7 +287,7 @@ def production_ensemble(name: str = "mos2") -> str | None:
 class ModelsPanel(Panel.Panel):
     def __init__(self, document_controller: DocumentController.DocumentController, panel_id: str, properties: typing.Mapping[str, typing.Any]) -> None:
         super().__init__(document_controller, panel_id, _("Models"))
-        self.controller = ModelsPanelController()
+        self.controller = ModelsPanelController(queue_task=document_controller.queue_task)
         self.widget = Declarative.DeclarativeWidget(document_controller.ui, document_controller.event_loop, self.controller)
 
 

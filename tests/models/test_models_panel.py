@@ -43,3 +43,69 @@ def test_the_panel_shows_provenance_promotes_and_rolls_back(tmp_path: pathlib.Pa
         assert "mos2@production = mos2@1 again" in str(controller.status.value)
     finally:
         controller.close()
+
+
+def _elit_run(runs: pathlib.Path, run_id: str, frames: int) -> None:
+    """A real ELIT run (AtomFinding through the engine) on a replayed MoS2 image, journaled under ``runs``."""
+    import numpy
+
+    from nion_autoem.geometry import ScanFrame
+    from nion_autoem.products import MemorySink
+    from nion_autoem.replay import ReplayMicroscope
+    from nion_autoem.runner import ExperimentRunner
+    from nion_autoem.runner import RunState
+    from nion_autoem_elit import lattices
+    from nion_autoem_elit import synthetic
+
+    image = synthetic.generate_frame(lattices.mos2_lattice(), (96, 96), seed=300 + len(run_id)).image
+    frame = ScanFrame((96, 96), 96 * 0.0325)
+    runner = ExperimentRunner(ReplayMicroscope(numpy.asarray(image, dtype=float), frame), AtomFinding(frames=frames, survey_frame=frame),
+                              run_dir=runs / run_id, sink=MemorySink(), run_id=run_id)
+    assert runner.run().state is RunState.FINISHED
+
+
+def test_new_elit_frames_retrain_in_the_background_and_are_offered_not_swapped_in(tmp_path: pathlib.Path) -> None:
+    import time
+
+    from nion_autoem_elit import iterative
+    from nion_autoem_models.repository import seed_from_package
+    from nion_autoem_models.retraining import RetrainingRule
+
+    runs = tmp_path / "runs"
+    repo = ModelRepository(tmp_path / "models")
+    seed_from_package(repo)
+    _elit_run(runs, "before", 1)  # recorded before the rule was switched on: the production model's own data, not new
+    assert [f.run_id for f in models_panel.elit_frames_in(runs)] == ["before"]
+    tiny = iterative.IterationConfig(steps=3, crop=64, synthetic_frames=4, batch_per_member=1)
+    controller = models_panel.ModelsPanelController(repo, runs_folder=runs, rule=RetrainingRule("mos2", "mos2@production", every_frames=2, config=tiny),
+                                                    poll_s=0.05)
+    try:
+        controller.retrain_every.value = 2
+        controller.retrain.value = True
+        assert "Watching" in str(controller.jobs.value)
+        _elit_run(runs, "after", 2)
+        deadline = time.time() + 120
+        while "is ready" not in str(controller.status.value) and time.time() < deadline:
+            time.sleep(0.1)
+        jobs = str(controller.jobs.value)
+        assert "retrain mos2@production on 2 new mos2 frame(s): done: registered mos2@2" in jobs, jobs
+        assert str(controller.status.value).startswith("mos2@2 is ready")
+        assert controller.refs.value is not None and "mos2@2" in controller.refs.value
+        new = repo.resolve("mos2@2")
+        assert new.parent == "mos2@1" and {item["run_id"] for item in new.data_manifest} == {"after"}  # only the new run's frames
+        assert repo.resolve("mos2@production").ref == "mos2@1"  # offered, not swapped in
+        controller.retrain.value = False
+        assert "Retraining is off." in str(controller.jobs.value) or "done" in str(controller.jobs.value)
+    finally:
+        controller.close()
+
+
+def test_a_retraining_rule_that_makes_no_sense_is_refused_in_words(tmp_path: pathlib.Path) -> None:
+    controller = models_panel.ModelsPanelController(ModelRepository(tmp_path / "models"), runs_folder=tmp_path / "runs")
+    try:
+        controller.retrain_every.value = 0
+        controller.retrain.value = True
+        assert str(controller.jobs.value).startswith("Cannot retrain") and "every_frames" in str(controller.jobs.value)
+        assert controller.retrain.value is False
+    finally:
+        controller.close()
