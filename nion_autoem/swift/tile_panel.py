@@ -174,7 +174,7 @@ class TilePanelController(Declarative.Handler):
         if self.tile_map is None or display_item is None or display_item.data_item is not self.__classified_item:
             self.status.value = _("Classify the selected image first; suggestions come from its map.")
             return
-        chosen = tile_picker.mark_suggestions(display_item, self.tile_map)
+        chosen = tile_picker.mark_suggestions(display_item, self.tile_map, queue_task=self.__document_controller.queue_task)
         self.status.value = (f"{len(chosen)} tile(s) marked '{tile_picker.SUGGESTION_LABEL}': label the ones you can "
                              "(replace the mark's label with the class), then classify again.")
 

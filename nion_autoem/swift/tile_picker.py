@@ -166,11 +166,15 @@ def label_selected_graphics(display_item: DisplayItem.DisplayItem, class_name: s
     return len(chosen)
 
 
-def mark_suggestions(display_item: DisplayItem.DisplayItem, tile_map: TileMap, k: int = 5) -> list[int]:
+def mark_suggestions(display_item: DisplayItem.DisplayItem, tile_map: TileMap, k: int = 5,
+                     queue_task: typing.Callable[[typing.Callable[[], None]], None] | None = None) -> list[int]:
     """Mark the ``k`` tiles whose labels would help most with points labelled :data:`SUGGESTION_LABEL`; returns their indices.
 
     Earlier marks are removed first; tiles that already carry a labelled
-    graphic are not suggested again.
+    graphic are not suggested again.  With ``queue_task`` (a window's
+    ``queue_task``) each mark is added on its own UI refresh: Swift's
+    Inspector builds a section per graphic of the shown image, and five at
+    once held the window for half a second.
     """
     from nion.swift.model import Graphics
 
@@ -180,12 +184,28 @@ def mark_suggestions(display_item: DisplayItem.DisplayItem, tile_map: TileMap, k
     labelled = {i for indices in tiles_labelled(grid, labelled_regions(display_item)).values() for i in indices}
     chosen = tile_map.suggestions(min(max(k, 1), MAX_SUGGESTIONS), exclude=labelled)
     rows, cols = grid.image_shape
-    for index in chosen:
+
+    def mark(index: int) -> None:
         y, x = grid.centres_px[index]
         point = Graphics.PointGraphic()
         point.position = (float(y + 0.5) / rows, float(x + 0.5) / cols)
         point.label = SUGGESTION_LABEL
         display_item.add_graphic(point)
+
+    if queue_task is None:
+        for index in chosen:
+            mark(int(index))
+        return list(chosen)
+    waiting = [int(index) for index in chosen]
+
+    def mark_next() -> None:
+        # each mark queues the next, so they land on successive refreshes (a window runs everything queued at once together)
+        if waiting:
+            mark(waiting.pop(0))
+        if waiting:
+            queue_task(mark_next)
+
+    queue_task(mark_next)
     return list(chosen)
 
 
