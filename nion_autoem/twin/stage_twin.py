@@ -111,6 +111,8 @@ class GridSquareSample(SampleBase):
         self.__seen_offset: tuple[float, float] = (0.0, 0.0)
         #: Every stage move the twin saw: commanded and true viewed point (nm), the truth registration is scored against.
         self.moves: list[tuple[tuple[float, float], tuple[float, float]]] = []
+        #: Every spectrum: the sample point under the probe (nm) and the object there (None: bare film).
+        self.spectra: list[tuple[tuple[float, float], StageObject | None]] = []
 
     @property
     def sample(self) -> StageSample:
@@ -184,6 +186,7 @@ class GridSquareSample(SampleBase):
             self._electrons += electrons
             where = self.viewed_point_nm(start) + numpy.asarray(position_nm, dtype=float)
             below = self.sample.object_at((float(where[0]), float(where[1])))
+            self.spectra.append(((float(where[0]), float(where[1])), below))
             return self._rng.poisson(core_loss_counts(below, numpy.asarray(energies_eV), electrons)).astype(numpy.float32)
 
     def diffraction(self, position_nm: typing.Sequence[float], exposure_s: float, probe: ProbeConditions, shape: tuple[int, int],
