@@ -259,13 +259,17 @@ class SwiftMicroscope:
             xdatas = self.__scan.record_immediate(fp)
             duration = time.time() - started
             clock_ended = self.__clock_now()
+            try:
+                stage: list[float] | None = list(self.stage_position_nm)  # where the frame's centre was on the sample: a region drawn on it maps to the stage
+            except InstrumentError:
+                stage = None  # an instrument without the stage control
         data: dict[str, DataAndMetadata.DataAndMetadata] = {}
         for xd in xdatas:
             if xd is None:
                 continue
             channel = str(xd.metadata.get("hardware_source", {}).get("channel_name", f"channel{len(data)}"))
             metadata = dict(xd.metadata)
-            metadata["nion_autoem"] = {"channel": channel, "scan_frame": used.to_dict()}
+            metadata["nion_autoem"] = {"channel": channel, "scan_frame": used.to_dict(), **({"stage_nm": stage} if stage is not None else {})}
             if clock_started is not None and clock_ended is not None:
                 metadata[ACQUISITION_CLOCK_KEY] = [clock_started, clock_ended]
             data[channel] = DataAndMetadata.new_data_and_metadata(xd.data, xd.intensity_calibration, xd.dimensional_calibrations, metadata, data_descriptor=xd.data_descriptor)

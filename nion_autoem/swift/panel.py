@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import gettext
+import pathlib
 import threading
 import typing
 
@@ -79,6 +80,11 @@ class PanelParameters:
     #: What a forecast watch acts before, and how.
     condition: str = "white-line ratio below 2.1 within 8 s"
     response: str = "fresh_area"
+    #: A search: the region (centre, size) in stage nm, the saved examples (a support-set folder), the class to find, and the edge that verifies it (0: none).
+    region_nm: tuple[tuple[float, float], tuple[float, float]] | None = None
+    examples: str = ""
+    target_class: str = ""
+    verify_edge_eV: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +169,24 @@ def _drawn_targets(p: PanelParameters) -> Plan:
     return BeamTargeting(TargetingSettings(p.drawn_frame, points_nm=p.drawn_points_nm, max_targets=max(p.points, len(p.drawn_points_nm))))
 
 
+def _search(p: PanelParameters) -> Plan:
+    from nion_autoem.plans.search import search_plan
+    from nion_autoem.plans.tile_classification import resolve_support
+
+    if p.region_nm is None:
+        raise ValueError("draw a rectangle (not labelled) over the region to search on the selected overview or montage first")
+    support = resolve_support(p.examples)
+    if p.target_class not in support.class_names:
+        raise ValueError(f"{p.target_class!r} has no examples in {p.examples}; its classes are {list(support.class_names)}")
+    if support.tile_nm is None or support.tile_px is None:
+        raise ValueError(f"the examples in {p.examples} carry no tile size in nm, so the montage's sampling is unknown: label them on a calibrated image")
+    # the montage is taken at the examples' sampling, so the classifier sees what it was shown
+    pixel_nm = support.tile_nm / support.tile_px
+    centre, size = p.region_nm
+    return search_plan(centre, size, support, p.target_class, wanted=p.points, max_visits=max(3 * p.points, p.points + 5), tile_fov_nm=128 * pixel_nm,
+                       tile_px=128, verify_edge_eV=p.verify_edge_eV or None)
+
+
 ACQUISITIONS = list(AGENT_ACQUISITIONS)
 #: What a 4D-STEM DKL run can learn, in the panel's words.
 SCALARIZER_TITLES = {"com_magnitude": _("centre-of-mass shift (magnitude)"), "com_angle": _("centre-of-mass shift (direction)")}
@@ -178,6 +202,7 @@ EXPERIMENTS: list[ExperimentChoice] = [
                      _("Frames"), _start_dkl_4dstem),
     ExperimentChoice(_("Forecast watch on the in-situ oxide twin (act before the change)"), _forecast_watch, frozenset({"exposure", "forecast"}),
                      _("Spectra"), _start_forecast_watch),
+    ExperimentChoice(_("Search the sample: montage → few-shot classes → go to targets and verify"), _search, frozenset({"search"}), _("Targets")),
 ]
 #: How a forecast watch can act, in the panel's words.
 RESPONSES = {"fresh_area": _("move to a fresh area"), "lower_dose_rate": _("lower the dose rate"), "blank_and_wait": _("blank and wait"),
@@ -199,6 +224,14 @@ def check_parameters(choice: ExperimentChoice, p: PanelParameters) -> None:
                              "choose a band inside it, or change the energy offset / dispersion first")
     if "patch" in choice.fields and not 3 <= p.patch_size <= 128:
         raise ValueError(f"the patch must be 3 to 128 survey pixels, got {p.patch_size}")
+    if "search" in choice.fields:
+        if not p.examples or not (pathlib.Path(p.examples).is_dir() or pathlib.Path(p.examples).name == "support.json") or not pathlib.Path(p.examples).exists():
+            raise ValueError(f"the examples must be a saved support set: its folder or its support.json (the Tile Classes panel saves one with each run), "
+                             f"got {p.examples!r}")
+        if not p.target_class:
+            raise ValueError("say which class to look for (one of the examples' class names)")
+        if not 0 <= p.verify_edge_eV <= 3000:
+            raise ValueError(f"the verifying edge must be 0 (no spectrum) or an edge onset up to 3000 eV, got {p.verify_edge_eV:g} eV")
     if "field" in choice.fields and not 0.5 <= p.field_nm <= 20:
         raise ValueError(f"the field of view must be 0.5 to 20 nm (atomic columns must be resolved), got {p.field_nm:g} nm")
 
@@ -234,6 +267,10 @@ class ExperimentPanelController(Declarative.Handler):
         self.scalarizer_index = Model.PropertyModel(0)
         self.show_exposure, self.show_band, self.show_dkl, self.show_field = (Model.PropertyModel(False) for _ in range(4))
         self.show_scalarizer, self.show_replay, self.show_forecast = Model.PropertyModel(False), Model.PropertyModel(False), Model.PropertyModel(False)
+        self.show_search = Model.PropertyModel(False)
+        self.examples = Model.PropertyModel("")
+        self.target_class = Model.PropertyModel("")
+        self.verify_edge_eV = Model.PropertyModel(0.0)
         self.condition = Model.PropertyModel(PanelParameters.condition)
         self.response_index = Model.PropertyModel(0)
         self.running = Model.PropertyModel(False)
@@ -276,6 +313,13 @@ class ExperimentPanelController(Declarative.Handler):
                          u.create_stretch(), spacing=8, visible="@binding(show_forecast.value)"),
             u.create_row(u.create_label(text=_("by")), u.create_combo_box(items=list(RESPONSES.values()), current_index="@binding(response_index.value)"),
                          u.create_stretch(), spacing=8, visible="@binding(show_forecast.value)"),
+            u.create_row(u.create_label(text=_("Examples")), u.create_line_edit(text="@binding(examples.value)", placeholder_text=_("saved support-set folder"), width=220),
+                         u.create_stretch(), spacing=8, visible="@binding(show_search.value)"),
+            u.create_row(u.create_label(text=_("Find")), u.create_line_edit(text="@binding(target_class.value)", placeholder_text=_("class name"), width=120),
+                         u.create_label(text=_("verify at (eV)")), u.create_line_edit(text="@binding(verify_edge_eV.value, converter=float_converter)", width=60),
+                         u.create_stretch(), spacing=8, visible="@binding(show_search.value)"),
+            u.create_row(u.create_label(text=_("Region: a rectangle on the selected overview or montage"), word_wrap=True),
+                         u.create_stretch(), spacing=8, visible="@binding(show_search.value)"),
             u.create_row(u.create_push_button(text=_("Replay on selected spectrum image"), on_clicked="replay_on_selected_spectrum_image", enabled="@binding(idle.value)"),
                          u.create_stretch(), spacing=8, visible="@binding(show_replay.value)"),
             u.create_row(u.create_label(text=_("Field (nm)")), u.create_line_edit(text="@binding(field_nm.value, converter=float_converter)", width=50),
@@ -303,6 +347,7 @@ class ExperimentPanelController(Declarative.Handler):
         self.show_replay.value = "patch" in choice.fields and "band" in choice.fields
         self.show_forecast.value = "forecast" in choice.fields
         self.show_field.value = "field" in choice.fields
+        self.show_search.value = "search" in choice.fields
 
     def __set_running(self, running: bool) -> None:
         self.running.value = running
@@ -362,6 +407,9 @@ class ExperimentPanelController(Declarative.Handler):
                                      scalarizer=list(SCALARIZER_TITLES)[self.scalarizer_index.value or 0], condition=str(self.condition.value or ""),
                                      response=list(RESPONSES)[self.response_index.value or 0])
         choice = EXPERIMENTS[self.experiment_index.value or 0]
+        if "search" in choice.fields:
+            parameters = dataclasses.replace(parameters, region_nm=self.__drawn_region_nm(), examples=str(self.examples.value or "").strip(),
+                                             target_class=str(self.target_class.value or "").strip(), verify_edge_eV=float(self.verify_edge_eV.value or 0))
         if "band" in choice.fields:
             parameters = dataclasses.replace(parameters, energy_range_eV=self.__energy_range_eV())
         check_parameters(choice, parameters)
@@ -456,6 +504,33 @@ class ExperimentPanelController(Declarative.Handler):
             return None, ()
         fractions = [(g.position.y, g.position.x) for g in display_item.graphics if isinstance(g, Graphics.PointGraphic)]
         return frame, tuple((float(y), float(x)) for y, x in (frame.fraction_to_nm(f) for f in fractions))
+
+    def __drawn_region_nm(self) -> tuple[tuple[float, float], tuple[float, float]] | None:
+        """The first unlabelled rectangle on the selected image, as (centre, size) in stage nm (None without one).
+
+        A montage is calibrated in stage coordinates, so its rectangle is the
+        region itself; on a survey the stage position it was taken at is added.
+        Labelled rectangles are the tile examples of the Tile Classes panel.
+        """
+        display_item = self.__document_controller.selected_display_item
+        data_item = display_item.data_item if display_item else None
+        xdata = data_item.xdata if data_item is not None else None
+        if display_item is None or xdata is None or len(xdata.data_shape) != 2:
+            return None
+        rectangles = [g for g in display_item.graphics if isinstance(g, Graphics.RectangleGraphic) and not (g.label or "").strip()]
+        if not rectangles:
+            return None
+        try:
+            frame = frame_from_xdata(xdata)
+        except ValueError as e:
+            raise ValueError(f"the selected image has no length calibration, so its rectangle is not a region of the sample ({e})") from e
+        stage = dict(xdata.metadata.get("nion_autoem", {})).get("stage_nm")
+        offset = (0.0, 0.0) if "montage" in dict(xdata.metadata.get("nion_autoem", {})) or stage is None else (float(stage[0]), float(stage[1]))
+        rect = rectangles[0]
+        cy, cx = frame.fraction_to_nm((rect.center.y, rect.center.x))
+        rows, cols = xdata.data_shape
+        size = (float(rect.size.height) * rows * frame.pixel_size_nm, float(rect.size.width) * cols * frame.pixel_size_nm)
+        return (float(cy) + offset[0], float(cx) + offset[1]), size
 
     def find_atoms_in_selection(self, widget: typing.Any = None) -> None:
         """ELIT on the image selected in the document (a loaded or earlier image)."""

@@ -45,3 +45,67 @@ def test_a_search_on_usims_stage_finds_and_verifies_a_platelet(twin_harness: typ
     errors = [numpy.hypot(*numpy.subtract(landed, commanded)) for commanded, landed in grid.moves]
     assert max(errors) > 60.0, errors
     assert harness.microscope().is_blanked
+
+
+def test_the_panel_searches_a_region_drawn_on_an_overview(tmp_path: pathlib.Path, monkeypatch: typing.Any) -> None:
+    from nion.swift.model import DataItem
+    from nion.swift.model import Graphics
+    from nion.ui import Declarative
+
+    from nion_autoem.geometry import ScanFrame
+    from nion_autoem.swift import panel
+    from nion_autoem.swift.session import UsimSession
+    from nion_autoem.swift.session import leaked_components
+    from nion_autoem.swift.usim_twin import create_configuration
+
+    monkeypatch.setenv("NION_AUTOEM_RUNS", str(tmp_path / "runs"))
+    pure = twin(101, min_rare=8)
+    examples, _ = run_montage(pure, tmp_path / "examples")
+    folder = support_from_truth(pure, examples).save(tmp_path / "platelet-examples")
+    configuration = create_configuration("grid-square", seed=0, eels_energy_offset_eV=200.0, eels_dispersion_eV=1.0)
+    with UsimSession(configuration) as session:
+        grid = configuration.twin
+        assert isinstance(grid, GridSquareSample)
+        platelet = next(o for o in grid.sample.objects if o.kind == RARE_CLASS)
+        # the user's overview: a 16 µm survey around the platelet's neighbourhood, with a rectangle drawn on it
+        scope = session.microscope()
+        scope.move_stage((round(platelet.centre_nm[0] / 1000.0) * 1000.0, round(platelet.centre_nm[1] / 1000.0) * 1000.0))
+        scope.unblank()
+        overview = scope.survey(ScanFrame((256, 256), 16000.0), pixel_time_us=1.0).xdata
+        scope.blank()
+        item = DataItem.new_data_item(overview)
+        item.title = "Overview (mine)"
+        session.document_model.append_data_item(item)
+        display_item = session.document_model.get_display_item_for_data_item(item)
+        assert display_item is not None
+        region = Graphics.RectangleGraphic()
+        region.bounds = ((0.28, 0.28), (0.44, 0.44))  # 7 µm around the centre
+        display_item.add_graphic(region)
+        session.document_controller.selected_display_panel = None
+        session.document_controller.select_display_items_in_data_panel([display_item])
+        session.pump(0.2)
+        controller = panel.ExperimentPanelController(session.document_controller)
+        widget = Declarative.DeclarativeWidget(session.document_controller.ui, session.document_controller.event_loop, controller)
+        try:
+            controller.experiment_index.value = next(i for i, e in enumerate(panel.EXPERIMENTS) if "search" in e.fields)
+            assert controller.show_search.value and not controller.show_band.value and controller.count_label.value == "Targets"
+            controller.points.value = 1
+            controller.target_class.value = "platelets"
+            controller.examples.value = str(folder)
+            controller.verify_edge_eV.value = 779.0
+            controller.start()
+            assert controller.runner is None and "'platelets' has no examples in" in str(controller.status.value), controller.status.value
+            controller.target_class.value = RARE_CLASS
+            controller.start()
+            runner = controller.runner
+            assert runner is not None, controller.status.value
+            session.pump_until_done(runner, 120)
+            assert runner.state is RunState.FINISHED, runner.progress.message
+            assert runner.progress.message.startswith("1 of 1"), runner.progress.message
+            assert grid.spectra and grid.spectra[-1][1] is not None and grid.spectra[-1][1].kind == RARE_CLASS
+            titles = [d.title or "" for d in session.document_model.data_items]
+            assert any(t.startswith("Montage") for t in titles) and any("target-1" in t or "Target 1" in t for t in titles), titles
+            assert scope.is_blanked
+        finally:
+            widget.close()
+    assert leaked_components() == {}
