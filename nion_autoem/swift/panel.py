@@ -13,6 +13,8 @@ import pathlib
 import threading
 import typing
 
+import numpy
+import numpy.typing
 from nion.data import DataAndMetadata
 from nion.swift import Panel
 from nion.swift import Workspace
@@ -236,6 +238,23 @@ def check_parameters(choice: ExperimentChoice, p: PanelParameters) -> None:
         raise ValueError(f"the field of view must be 0.5 to 20 nm (atomic columns must be resolved), got {p.field_nm:g} nm")
 
 
+def _stage_nm(xdata: DataAndMetadata.DataAndMetadata, position_nm: numpy.typing.ArrayLike) -> tuple[float, float] | None:
+    """The stage position (the sample point at the field's centre) of a point of an image, in nm; None if the image does not say.
+
+    A montage is calibrated in stage coordinates already; a survey that
+    nion-autoem took records the stage it was taken at (``stage_nm``), to
+    which the point's scan-field position adds.
+    """
+    y, x = (float(v) for v in numpy.asarray(position_nm, dtype=float).reshape(2))
+    record = dict(xdata.metadata.get("nion_autoem", {}))
+    if "montage" in record:
+        return y, x
+    stage = record.get("stage_nm")
+    if stage is None:
+        return None
+    return float(stage[0]) + y, float(stage[1]) + x
+
+
 class ExperimentPanelController(Declarative.Handler):
     """Declarative handler behind the panel; also usable headless in tests."""
 
@@ -319,6 +338,8 @@ class ExperimentPanelController(Declarative.Handler):
                          u.create_label(text=_("verify at (eV)")), u.create_line_edit(text="@binding(verify_edge_eV.value, converter=float_converter)", width=60),
                          u.create_stretch(), spacing=8, visible="@binding(show_search.value)"),
             u.create_row(u.create_label(text=_("Region: a rectangle on the selected overview or montage"), word_wrap=True),
+                         u.create_stretch(), spacing=8, visible="@binding(show_search.value)"),
+            u.create_row(u.create_push_button(text=_("Go to selected target or point"), on_clicked="go_to_selected", enabled="@binding(idle.value)"),
                          u.create_stretch(), spacing=8, visible="@binding(show_search.value)"),
             u.create_row(u.create_push_button(text=_("Replay on selected spectrum image"), on_clicked="replay_on_selected_spectrum_image", enabled="@binding(idle.value)"),
                          u.create_stretch(), spacing=8, visible="@binding(show_replay.value)"),
@@ -524,13 +545,49 @@ class ExperimentPanelController(Declarative.Handler):
             frame = frame_from_xdata(xdata)
         except ValueError as e:
             raise ValueError(f"the selected image has no length calibration, so its rectangle is not a region of the sample ({e})") from e
-        stage = dict(xdata.metadata.get("nion_autoem", {})).get("stage_nm")
-        offset = (0.0, 0.0) if "montage" in dict(xdata.metadata.get("nion_autoem", {})) or stage is None else (float(stage[0]), float(stage[1]))
         rect = rectangles[0]
-        cy, cx = frame.fraction_to_nm((rect.center.y, rect.center.x))
         rows, cols = xdata.data_shape
         size = (float(rect.size.height) * rows * frame.pixel_size_nm, float(rect.size.width) * cols * frame.pixel_size_nm)
-        return (float(cy) + offset[0], float(cx) + offset[1]), size
+        centre = _stage_nm(xdata, frame.fraction_to_nm((rect.center.y, rect.center.x)))
+        if centre is None:
+            raise ValueError("the selected image does not say where the stage was (not a montage, nor a survey taken by nion-autoem): draw the region on one that does")
+        return centre, size
+
+    def go_to_selected(self, widget: typing.Any = None) -> None:
+        """Move the stage so the selected image's point (or its centre) is at the field's centre: revisit a target or a place on a montage.
+
+        The beam stays as it is (blanked after a run); the move runs on a worker thread.
+        """
+        display_item = self.__document_controller.selected_display_item
+        data_item = display_item.data_item if display_item else None
+        xdata = data_item.xdata if data_item is not None else None
+        if display_item is None or xdata is None or len(xdata.data_shape) != 2:
+            self.status.value = _("Select a target, a survey or a montage (an image) first.")
+            return
+        try:
+            frame = frame_from_xdata(xdata)
+        except ValueError as e:
+            self.status.value = f"{_('Cannot go there')}: {e}"
+            return
+        points = [g for g in display_item.graphics if isinstance(g, Graphics.PointGraphic)]
+        chosen = [g for g in points if display_item.graphic_selection.contains(display_item.graphics.index(g))] or points[:1]
+        where = frame.fraction_to_nm((chosen[0].position.y, chosen[0].position.x)) if chosen else frame.center_nm
+        target = _stage_nm(xdata, where)
+        if target is None:
+            self.status.value = _("The selected image does not say where the stage was (not a montage, nor a survey taken by nion-autoem).")
+            return
+        title = data_item.title if data_item is not None else ""
+
+        def move() -> None:
+            try:
+                SwiftMicroscope().move_stage(target)
+                text = f"{_('Stage at')} ({target[0] / 1000:.3f}, {target[1] / 1000:.3f}) µm: {title!r} {_('is at the centre of the field; the beam is as it was.')}"
+            except Exception as e:  # limits, no stage control: say so
+                text = f"{_('Cannot go there')}: {e}"
+            self.__document_controller.queue_task(lambda: setattr(self.status, "value", text))
+
+        self.status.value = _("Moving the stage…")
+        threading.Thread(target=move, name="nion-autoem go to", daemon=True).start()
 
     def find_atoms_in_selection(self, widget: typing.Any = None) -> None:
         """ELIT on the image selected in the document (a loaded or earlier image)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import time
 import typing
 
 import numpy
@@ -105,6 +106,21 @@ def test_the_panel_searches_a_region_drawn_on_an_overview(tmp_path: pathlib.Path
             assert grid.spectra and grid.spectra[-1][1] is not None and grid.spectra[-1][1].kind == RARE_CLASS
             titles = [d.title or "" for d in session.document_model.data_items]
             assert any(t.startswith("Montage") for t in titles) and any("target-1" in t or "Target 1" in t for t in titles), titles
+            assert scope.is_blanked
+            # revisit: select the target and go there; the stage brings it back to the field's centre, the beam stays blanked
+            target = next(d for d in session.document_model.data_items if (d.title or "").startswith("Target 1"))
+            scope.move_stage((0.0, 0.0))
+            target_display = session.document_model.get_display_item_for_data_item(target)
+            assert target_display is not None
+            session.document_controller.select_display_items_in_data_panel([target_display])
+            session.pump(0.2)
+            controller.go_to_selected()
+            deadline = time.time() + 10
+            while not str(controller.status.value).startswith(("Stage at", "Cannot")) and time.time() < deadline:
+                session.pump(0.05)
+            assert str(controller.status.value).startswith("Stage at"), controller.status.value
+            verified = grid.spectra[-1][1]
+            assert numpy.hypot(*numpy.subtract(scope.stage_position_nm, verified.centre_nm)) < verified.radius_nm
             assert scope.is_blanked
         finally:
             widget.close()
