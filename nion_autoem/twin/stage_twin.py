@@ -13,6 +13,15 @@ repeatability and settling drift of tens to hundreds of nm, which only
 registration can find.  Spectra show the core-loss edges of what lies under
 the probe (C K on the film, Fe L on round particles and rods, Co L on the
 platelets) on whatever energy axis the spectrometer has.
+
+At atomic resolution (a field of :data:`ATOMIC_FIELD_NM` or less) a flake
+shows the MoS2 lattice of the MoS2 twin, with its S vacancies and beam
+damage: the first such field on a flake makes a lattice *patch* there (a
+:class:`~nion_autoem.twin.mos2.MoS2Sample` anchored at that point), and
+fields within :data:`PATCH_REUSE_NM` of its anchor see the same atoms, so
+damage done by a vacancy line stays where it was made.  Patches are
+independent: two fields further apart than that see two patches, whose
+lattices are not registered to each other.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from nion_autoem.twin.clock import SimulatedClock
 from nion_autoem.twin.clock import StageDrift
 from nion_autoem.twin.sample import ProbeConditions
 from nion_autoem.twin.sample import SampleBase
+from nion_autoem.twin.sample import TwinSample
 from nion_autoem.twin.sample import defocus_blur_nm
 from nion_autoem.twin.stage_sample import EDGES_EV
 from nion_autoem.twin.stage_sample import RARE_CLASS
@@ -40,6 +50,13 @@ _NDArray = numpy.typing.NDArray[typing.Any]
 
 #: Fraction of the probe's electrons the ADF detector counts on the carbon film (film = 1 in :meth:`StageSample.render`).
 DETECTOR_YIELD = 0.02
+
+#: Fields this small (nm) on a flake show its atoms.
+ATOMIC_FIELD_NM = 20.0
+#: A field whose centre lies within this distance (nm) of a patch's anchor sees that patch's atoms (and their damage).
+PATCH_REUSE_NM = 5.0
+#: Corner-to-centre size (nm) of a lattice patch: a field of ATOMIC_FIELD_NM up to PATCH_REUSE_NM off the anchor stays inside it.
+PATCH_RADIUS_NM = 25.0
 
 #: Which edges each kind of object adds to the film's C K edge.
 EDGES_OF_KIND = {"round particle": ("Fe L3",), "rod": ("Fe L3",), RARE_CLASS: ("Co L3",)}
@@ -90,6 +107,10 @@ class GridSquareSample(SampleBase):
         The region and how many objects it holds (built on first use: about 0.5 s).
     drift, clock : optional
         Shared with the other twins on the same stage.
+    lattice_patch : callable, optional
+        ``lattice_patch(seed)`` makes the atoms of a flake patch (centred on
+        its own origin, sharing this sample's clock); by default a MoS2 flake
+        of :data:`PATCH_RADIUS_NM` with the MoS2 twin's imaging and damage.
 
     Notes
     -----
@@ -100,8 +121,12 @@ class GridSquareSample(SampleBase):
 
     def __init__(self, *, title: str = "Grid square: flakes, particles, platelets (stage-scale twin)", seed: int = 0,
                  errors: StageErrors | None = None, size_nm: float = 40_000.0, objects: int = 800, drift: StageDrift | None = None,
-                 clock: SimulatedClock | None = None) -> None:
+                 clock: SimulatedClock | None = None, lattice_patch: typing.Callable[[int], TwinSample] | None = None) -> None:
         super().__init__(seed=seed, drift=drift, clock=clock)
+        self.__lattice_patch = lattice_patch or self.__mos2_patch
+        #: Lattice patches made so far: their anchor on the sample (nm) and their atoms.
+        self.patches: list[tuple[tuple[float, float], TwinSample]] = []
+        self.__patch_in_view: tuple[tuple[float, float], TwinSample] | None = None
         self.title = title
         self.__seed = int(seed)
         self.__size_nm = float(size_nm)
@@ -136,15 +161,50 @@ class GridSquareSample(SampleBase):
         if math.dist(offset, self.__seen_offset) < 1e-3:
             return
         self.__seen_offset = offset
+        self.__patch_in_view = None  # the next survey says what is in view
         commanded = (-offset[0], -offset[1])
         self.clock.advance(self.stage.move(commanded, now_s=self.clock.now_s))
         landed = self.stage.true_position_nm(self.clock.now_s)
         self.moves.append((commanded, (float(landed[0]), float(landed[1]))))
 
+    def __mos2_patch(self, seed: int) -> TwinSample:
+        from nion_autoem.twin import lattice
+        from nion_autoem.twin.mos2 import MoS2Sample
+
+        return MoS2Sample(lattice.mos2_flake(PATCH_RADIUS_NM, seed=seed), title=f"{self.title}: flake patch {seed}", seed=seed, drift=StageDrift(), clock=self.clock)
+
+    def __patch_at(self, viewed_nm: _NDArray, fov_nm: float) -> tuple[tuple[float, float], TwinSample] | None:
+        """The lattice patch a field of ``fov_nm`` centred on ``viewed_nm`` sees, made if needed; None off flakes or at lower magnification; lock held."""
+        if fov_nm > ATOMIC_FIELD_NM:
+            return None
+        centre = (float(viewed_nm[0]), float(viewed_nm[1]))
+        below = self.sample.object_at(centre)
+        if below is None or below.kind != "flake":
+            return None
+        for anchor, patch in self.patches:
+            if math.dist(anchor, centre) <= PATCH_REUSE_NM:
+                return anchor, patch
+        patch = self.__lattice_patch(self.__seed * 1000 + len(self.patches))
+        patch.focus_c10_nm = self.focus_c10_nm + float(self.sample.height_nm(centre))
+        self.patches.append((centre, patch))
+        return self.patches[-1]
+
+    @staticmethod
+    def __aim(anchored: tuple[tuple[float, float], TwinSample], viewed_nm: _NDArray) -> TwinSample:
+        """Point the patch's own stage so scan-field ``q`` shows the sample point ``viewed + q``."""
+        anchor, patch = anchored
+        patch.stage_offset_nm = (anchor[0] - float(viewed_nm[0]), anchor[1] - float(viewed_nm[1]))
+        return patch
+
     def render_frame(self, frame: ScanFrame, pixel_time_us: float, probe: ProbeConditions, channels: typing.Sequence[str] = ("HAADF",)) -> dict[str, _NDArray]:
-        """A survey: Poisson counts of the film, objects and holes where the stage really is; defocus blurs."""
+        """A survey: Poisson counts of the film, objects and holes where the stage really is; defocus blurs; atoms on a flake at high magnification."""
         with self._lock:
             self.__follow_stage()
+            viewed = self.viewed_point_nm()
+            self.__patch_in_view = self.__patch_at(viewed + numpy.asarray(frame.center_nm), frame.fov_nm)
+            if self.__patch_in_view is not None:
+                # the patch's own clock is this sample's: it advances it and counts its electrons
+                return self.__aim(self.__patch_in_view, viewed).render_frame(frame, pixel_time_us, probe, channels)
             duration = frame.shape[0] * frame.shape[1] * pixel_time_us * 1e-6
             start = self.clock.advance(duration)
             electrons = probe.electrons_per_s * pixel_time_us * 1e-6
@@ -164,9 +224,11 @@ class GridSquareSample(SampleBase):
             return out
 
     def dwell(self, positions_nm: numpy.typing.ArrayLike, sample_time_s: float, probe: ProbeConditions) -> dict[str, _NDArray]:
-        """ADF counts while the probe dwells at scan-field positions (N, 2)."""
+        """ADF counts while the probe dwells at scan-field positions (N, 2); on the atoms of the patch last imaged, if any."""
         with self._lock:
             self.__follow_stage()
+            if self.__patch_in_view is not None:
+                return self.__aim(self.__patch_in_view, self.viewed_point_nm()).dwell(positions_nm, sample_time_s, probe)
             p = numpy.atleast_2d(numpy.asarray(positions_nm, dtype=float))
             start = self.clock.advance(p.shape[0] * sample_time_s)
             electrons = probe.electrons_per_s * sample_time_s
@@ -196,6 +258,6 @@ class GridSquareSample(SampleBase):
 
     @property
     def electrons_received(self) -> float:
-        """Total electrons put on the grid square so far."""
+        """Total electrons put on the grid square so far, its lattice patches' included."""
         with self._lock:
-            return self._electrons
+            return self._electrons + sum(patch.electrons_received for _, patch in self.patches)

@@ -82,3 +82,43 @@ def test_a_spectrum_on_a_platelet_shows_its_cobalt_edge(twin_harness: typing.Any
     on_platelet, on_film = co_edge_jump(platelet.centre_nm), co_edge_jump(film)
     print(f"Co L3 jump: platelet {on_platelet:.3f}, film {on_film:.3f}")
     assert on_platelet > 1.1 * on_film
+
+
+def test_a_flake_at_atomic_resolution_shows_the_mos2_lattice_and_keeps_its_damage(twin_harness: typing.Any) -> None:
+    from nion_autoem.twin import lattice
+
+    harness = twin_harness("grid-square", seed=0)
+    twin = harness.configuration.twin
+    assert isinstance(twin, GridSquareSample)
+    flake = next(o for o in twin.sample.objects if o.kind == "flake" and o.radius_nm > 900)
+    scope = harness.microscope()
+    scope.move_stage(flake.centre_nm)
+    scope.set_defocus(scope.defocus_nm + float(twin.sample.height_nm(flake.centre_nm)))  # focus on the flake: it sits higher than the film around
+    frame = ScanFrame((256, 256), 4.0)
+    scope.unblank()
+    try:
+        image = numpy.asarray(scope.survey(frame, pixel_time_us=4.0).xdata.data, dtype=float)
+        assert len(twin.patches) == 1
+        # the {100} planes of MoS2 (0.27 nm) dominate the image's spectrum
+        power = numpy.abs(numpy.fft.fftshift(numpy.fft.fft2(image - image.mean())))
+        k = numpy.fft.fftshift(numpy.fft.fftfreq(256, d=frame.pixel_size_nm))
+        kr = numpy.hypot(*numpy.meshgrid(k, k, indexing="ij"))
+        assert power[(kr > 1 / 0.30) & (kr < 1 / 0.25)].max() > 5 * power[(kr > 1 / 0.6) & (kr < 1 / 0.45)].max()
+        # dwell on an S2 column until it loses atoms
+        patch = twin.patches[0][1]
+        truth = patch.ground_truth()
+        near = numpy.hypot(*truth.position_nm.T) < 1.0
+        s2 = truth.position_nm[near & (truth.column_class == lattice.S2)][0]
+        before = len(patch.damage_events)
+        scope.park_probe((float(s2[0]), float(s2[1])))
+        scope.adf_trace(50_000, 20.0)  # 1 s of beam on one column
+        assert len(patch.damage_events) > before
+        damaged = patch.ground_truth().column_class.copy()
+        # a field 4 µm wide shows the flake, not atoms, and makes no patch; back at 4 nm the same atoms, damage included
+        scope.survey(ScanFrame((128, 128), 4000.0), pixel_time_us=1.0)
+        assert len(twin.patches) == 1
+        scope.survey(ScanFrame((128, 128), 4.0, (1.0, -1.0)), pixel_time_us=1.0)
+        assert len(twin.patches) == 1
+        assert numpy.array_equal(patch.ground_truth().column_class[near], damaged[near])
+    finally:
+        scope.blank()
