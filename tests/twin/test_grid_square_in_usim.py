@@ -86,6 +86,7 @@ def test_a_spectrum_on_a_platelet_shows_its_cobalt_edge(twin_harness: typing.Any
 
 def test_a_flake_at_atomic_resolution_shows_the_mos2_lattice_and_keeps_its_damage(twin_harness: typing.Any) -> None:
     from nion_autoem.twin import lattice
+    from nion_autoem.twin.mos2 import MoS2Sample
 
     harness = twin_harness("grid-square", seed=0)
     twin = harness.configuration.twin
@@ -106,6 +107,7 @@ def test_a_flake_at_atomic_resolution_shows_the_mos2_lattice_and_keeps_its_damag
         assert power[(kr > 1 / 0.30) & (kr < 1 / 0.25)].max() > 5 * power[(kr > 1 / 0.6) & (kr < 1 / 0.45)].max()
         # dwell on an S2 column until it loses atoms
         patch = twin.patches[0][1]
+        assert isinstance(patch, MoS2Sample)
         truth = patch.ground_truth()
         near = numpy.hypot(*truth.position_nm.T) < 1.0
         s2 = truth.position_nm[near & (truth.column_class == lattice.S2)][0]
