@@ -364,6 +364,67 @@ async def scenario(document_controller: DocumentController.DocumentController, o
         heartbeat.label = ""
         results["experiments"]["tiles"] = record
 
+    async def search_the_grid_square() -> None:
+        """Choose the grid square in usim's sample chooser, survey an overview, draw the region and search it for a platelet from the panel."""
+        import tempfile
+
+        from nion.swift.model import DataItem
+        from nion.swift.model import Graphics
+        from nion.utils import Registry
+
+        from nion_autoem.geometry import ScanFrame
+        from nion_autoem.swift import panel as experiment_panel
+        from nion_autoem.swift.microscope import SwiftMicroscope
+        from nion_autoem.twin import catalog
+        from nion_autoem.twin.stage_sample import RARE_CLASS
+        from tests.montage.helpers import run_montage
+        from tests.montage.helpers import support_from_truth
+        from tests.montage.helpers import twin
+
+        def examples() -> str:
+            # yesterday's clicks: examples cut from the montage of another grid square
+            work = pathlib.Path(tempfile.mkdtemp(prefix="nion-autoem-examples-"))
+            pure = twin(101, min_rare=8)
+            montage, _ = run_montage(pure, work / "montage")
+            return str(support_from_truth(pure, montage).save(work / "examples").parent)
+
+        loop = asyncio.get_running_loop()
+        folder = await asyncio.wait_for(loop.run_in_executor(None, examples), 120)
+        stem = typing.cast(typing.Any, Registry.get_component("stem_controller"))
+        generator = stem.scan_data_generator
+        generator.sample_index = list(generator.sample_titles).index(catalog.TITLES["grid-square"])  # as a click in usim's sample chooser
+        platelet = next(o for o in generator.twin.sample.objects if o.kind == RARE_CLASS)
+        centre = (round(platelet.centre_nm[0] / 1000.0) * 1000.0, round(platelet.centre_nm[1] / 1000.0) * 1000.0)
+
+        def overview() -> typing.Any:
+            scope = SwiftMicroscope()
+            scope.move_stage(centre)
+            scope.unblank()
+            try:
+                return scope.survey(ScanFrame((256, 256), 16000.0), pixel_time_us=1.0).xdata
+            finally:
+                scope.blank()
+
+        xdata = await asyncio.wait_for(loop.run_in_executor(None, overview), 60)
+        item = DataItem.new_data_item(xdata)
+        item.title = "Grid square overview (mine)"
+        document_controller.document_model.append_data_item(item)
+        await asyncio.sleep(0.5)
+        display_item = document_controller.document_model.get_display_item_for_data_item(item)
+        assert display_item is not None
+        region = Graphics.RectangleGraphic()
+        region.bounds = ((0.28, 0.28), (0.44, 0.44))  # 7 µm around the centre
+        display_item.add_graphic(region)
+        workspace_controller.display_panels[0].set_display_panel_display_item(display_item)
+        document_controller.selected_display_panel = None
+        document_controller.select_display_items_in_data_panel([display_item])
+        tile_dock = next(p for p in workspace_controller.dock_panels if p.panel_id == "nion-autoem-tile-panel")
+        tile_dock.hide()
+        panel.show()
+        await asyncio.sleep(0.5)
+        index = next(i for i, e in enumerate(experiment_panel.EXPERIMENTS) if "search" in e.fields)
+        await run("search", index, {"points": 1, "examples": folder, "target_class": RARE_CLASS, "verify_edge_eV": 0.0}, timeout_s=240)
+
     try:
         await live_elit_on_the_users_scan()
         if scan is not None and scan.is_playing:
@@ -377,6 +438,7 @@ async def scenario(document_controller: DocumentController.DocumentController, o
         await run("forecast", 6, {"points": 60, "exposure_ms": 50.0})
         await find_atoms_in_a_large_image()
         await few_shot_tiles_on_an_image()
+        await search_the_grid_square()
     except Exception:
         results["scenario_error"] = traceback.format_exc()
     return results
@@ -386,7 +448,7 @@ def main(argv: typing.Sequence[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=pathlib.Path, required=True)
     parser.add_argument("--profile-dir", type=pathlib.Path, required=True)
-    parser.add_argument("--quit-after", type=float, default=300.0)
+    parser.add_argument("--quit-after", type=float, default=480.0)
     args = parser.parse_args(argv)
     out: pathlib.Path = args.out
     out.mkdir(parents=True, exist_ok=True)

@@ -59,7 +59,7 @@ def swift_run(tmp_path_factory: pytest.TempPathFactory) -> typing.Iterator[dict[
             swift = subprocess.Popen([sys.executable, str(ROOT / "tests" / "gui" / "swift_driver.py"), "--out", str(OUT), "--profile-dir", str(work / "profile")],
                                      cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
             try:
-                swift.wait(timeout=420)  # the scenario takes about a minute; the driver quits by itself after 300 s
+                swift.wait(timeout=600)  # the scenario takes about 3 minutes; the driver quits by itself after 480 s
             except subprocess.TimeoutExpired:
                 swift.kill()
         result_file = OUT / "result.json"
@@ -73,7 +73,7 @@ def swift_run(tmp_path_factory: pytest.TempPathFactory) -> typing.Iterator[dict[
         xvfb.wait()
 
 
-EXPERIMENTS = ["point_spectroscopy", "dkl", "atom_finding", "vacancy_line", "stopped", "dkl_4dstem", "forecast", "atoms_2000", "tiles"]
+EXPERIMENTS = ["point_spectroscopy", "dkl", "atom_finding", "vacancy_line", "stopped", "dkl_4dstem", "forecast", "atoms_2000", "tiles", "search"]
 
 
 def tracebacks_in_the_log() -> list[str]:

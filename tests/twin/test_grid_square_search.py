@@ -97,6 +97,11 @@ def test_the_panel_searches_a_region_drawn_on_an_overview(tmp_path: pathlib.Path
             controller.start()
             assert controller.runner is None and "'platelets' has no examples in" in str(controller.status.value), controller.status.value
             controller.target_class.value = RARE_CLASS
+            controller.dry_run()
+            deadline = time.time() + 120
+            while controller.plan_summary.value == panel._("Planning…") and time.time() < deadline:
+                session.pump(0.05)
+            assert str(controller.plan_summary.value).startswith("Dry run:"), controller.plan_summary.value
             controller.start()
             runner = controller.runner
             assert runner is not None, controller.status.value
