@@ -41,6 +41,7 @@ setuptools.setup(
         "dask>=2026.8",
         "distributed>=2026.8",  # ELIT training as Dask tasks (a LocalCluster, or a lab's scheduler)
         "safetensors>=0.4",  # model repository weights: tensors only, no pickle
+        "mlflow>=3.17",  # a lab's MLflow model registry behind the model repository's interface; the tests start a real `mlflow server` (mlflow-skinny has no server)
     ],
     extras_require={
         "dev": ["pytest>=8", "ruff>=0.5", "mypy>=1.10", "sparse>=0.15"],  # sparse: RosettaSciIO reads Velox EDS spectrum images with it

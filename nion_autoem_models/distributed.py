@@ -3,9 +3,12 @@
 Each ensemble member is an independent network, so members train as separate
 tasks (one per member) and are packed back into one grouped-convolution
 network afterwards; the packed layout is member-major, so packing is a
-concatenation. A task checkpoints its member every few steps, and a task that
-starts again after its worker died resumes from the checkpoint instead of from
-step 0; with ``retries`` a task that raised is run again too.
+concatenation. A task checkpoints its member every few steps (one safetensors
+file: tensors, and a JSON header with the step, optimiser settings and RNG
+states; no pickle), and a task that starts again after its worker died, or is
+submitted again after the whole training was stopped, resumes from the
+checkpoint instead of from step 0 and ends after the same number of steps,
+with the same weights; with ``retries`` a task that raised is run again too.
 
 The Dask nanny exports ``MALLOC_TRIM_THRESHOLD_=65536`` to its workers
 (``distributed.nanny.pre-spawn-environ``) to return memory to the system
@@ -32,6 +35,8 @@ import dask.config
 import distributed
 import numpy
 import numpy.typing
+import safetensors
+import safetensors.torch
 import torch
 import torch.nn.functional as F
 
@@ -41,8 +46,14 @@ from nion_autoem_elit import lattices
 from nion_autoem_elit import model
 from nion_autoem_elit import synthetic
 from nion_autoem_elit import training
+from nion_autoem_models.progress import JobProgress
 
 _NDArray = numpy.typing.NDArray[typing.Any]
+
+#: A member's checkpoint: one safetensors file, its non-tensor state as JSON under this key of the header.
+CHECKPOINT_SUFFIX = ".safetensors"
+CHECKPOINT_HEADER = "nion_autoem_checkpoint"
+CHECKPOINT_FORMAT = 1
 
 #: Seeds of members are this far apart, so member ``m`` draws its own frames and initialisation.
 MEMBER_SEED_STRIDE = 1009
@@ -173,6 +184,9 @@ class MemberResult:
         0 for a fresh start, else the checkpointed step it carried on from.
     worker_pid : int
         Process that finished it.
+    steps_run : int
+        Optimiser steps this task ran; ``resumed_from_step + steps_run`` is
+        always the recipe's ``steps``, resumed or not.
     """
 
     member: int
@@ -180,6 +194,12 @@ class MemberResult:
     seconds: float
     resumed_from_step: int
     worker_pid: int
+    steps_run: int = 0
+
+    @property
+    def steps(self) -> int:
+        """Optimiser steps behind the weights: those before the checkpoint it resumed from and those it ran."""
+        return self.resumed_from_step + self.steps_run
 
 
 def train_member(
@@ -243,12 +263,13 @@ def _train_member(
     n_averaged = 0
     step0 = 0
     path = pathlib.Path(checkpoint) if checkpoint else None
-    saved = _read_checkpoint(path) if path is not None else None
+    saved = _read_checkpoint(path, member, spec.steps) if path is not None else None
     if saved is not None:
         network.load_state_dict(saved["network"])
         optimiser.load_state_dict(saved["optimiser"])
-        averaged, n_averaged, step0 = dict(saved["averaged"]), int(saved["n_averaged"]), int(saved["step"])
-        rng.bit_generator.state = json.loads(saved["rng"])
+        averaged = {name: tensor.to(device) for name, tensor in saved["averaged"].items()}
+        n_averaged, step0 = int(saved["n_averaged"]), int(saved["step"])
+        rng.bit_generator.state = saved["rng"]
         torch.set_rng_state(saved["torch_rng"])
     network.train()
     for step in range(step0, spec.steps):
@@ -269,12 +290,12 @@ def _train_member(
                 mean = averaged.get(name)
                 averaged[name] = tensor.detach().clone() if mean is None else mean + (tensor.detach() - mean) / n_averaged
         if path is not None and (step + 1) % checkpoint_every == 0 and step + 1 < spec.steps:
-            _save_checkpoint(path, network, optimiser, averaged, n_averaged, step + 1, rng)
+            _save_checkpoint(path, member, spec.steps, network, optimiser, averaged, n_averaged, step + 1, rng)
     final = averaged if n_averaged else network.state_dict()
     state = {name: tensor.detach().cpu().numpy().copy() for name, tensor in final.items()}
     if path is not None:
         path.unlink(missing_ok=True)
-    return MemberResult(member, state, time.perf_counter() - started, step0, os.getpid())
+    return MemberResult(member, state, time.perf_counter() - started, step0, os.getpid(), spec.steps - step0)
 
 
 def pack_members(results: typing.Sequence[MemberResult], lattice: lattices.LatticeSpec, config: training.TrainingConfig) -> ensemble.Ensemble:
@@ -307,6 +328,7 @@ def train_ensemble(
     checkpoint_every: int = 25,
     retries: int = 2,
     torch_threads: int = 1,
+    progress: JobProgress | None = None,
 ) -> tuple[ensemble.Ensemble, list[MemberResult]]:
     """Train an ELIT ensemble with one Dask task per member.
 
@@ -330,6 +352,8 @@ def train_ensemble(
         Times Dask reruns a member whose task raised.
     torch_threads : int
         Torch threads per task.
+    progress : JobProgress, optional
+        Updated as members finish, then finished or failed.
 
     Returns
     -------
@@ -358,24 +382,153 @@ def train_ensemble(
 
     def checkpoint_of(member: int) -> str | None:
         # The recipe's hash in the name: a checkpoint is only ever resumed by the training that wrote it.
-        return str(folder / f"{spec.name}_{recipe}_member{member}.pt") if folder is not None else None
+        return str(folder / f"{spec.name}_{recipe}_member{member}{CHECKPOINT_SUFFIX}") if folder is not None else None
 
     args = [(spec, config.as_dict(), m, imaging.as_dict()) for m in range(config.members)]
     options = {"checkpoint_every": checkpoint_every, "torch_threads": torch_threads}
-    if client is None:
-        results = [train_member(*a, checkpoint=checkpoint_of(a[2]), **options) for a in args]  # type: ignore[arg-type]
-    else:
-        futures = [client.submit(train_member, *a, checkpoint=checkpoint_of(a[2]), **options, retries=retries, pure=False,
-                                 key=f"elit-member-{spec.name}-{config.seed}-{time.time_ns()}-{a[2]}") for a in args]
-        try:
-            results = client.gather(futures)  # type: ignore[no-untyped-call]
-        except distributed.KilledWorker as error:
-            raise RuntimeError(f"training of {spec.name} failed: {error}; a worker died on this member more than "
-                               "distributed.scheduler.allowed-failures times (out of memory?): give workers more memory or fewer threads") from None
+    job = progress if progress is not None else JobProgress(f"train {spec.name} ({config.members} members)")
+    where = " on the cluster" if client is not None else ""
+    job.start(f"training {config.members} members of {spec.name}{where}")
+    try:
+        if client is None:
+            results = []
+            for a in args:
+                job.update(a[2] / config.members, f"training member {a[2] + 1} of {config.members} of {spec.name}")
+                results.append(train_member(*a, checkpoint=checkpoint_of(a[2]), **options))  # type: ignore[arg-type]
+        else:
+            futures = [client.submit(train_member, *a, checkpoint=checkpoint_of(a[2]), **options, retries=retries, pure=False,
+                                     key=f"elit-member-{spec.name}-{config.seed}-{time.time_ns()}-{a[2]}") for a in args]
+            try:
+                for finished, _ in enumerate(distributed.as_completed(futures), start=1):  # type: ignore[no-untyped-call]
+                    job.update(finished / config.members, f"{finished} of {config.members} members of {spec.name} trained{where}")
+                results = client.gather(futures)  # type: ignore[no-untyped-call]
+            except distributed.KilledWorker as error:
+                raise RuntimeError(f"training of {spec.name} failed: {error}; a worker died on this member more than "
+                                   "distributed.scheduler.allowed-failures times (out of memory?): give workers more memory or fewer threads") from None
+    except BaseException as error:
+        job.fail(f"training {spec.name} failed: {type(error).__name__}: {error}")
+        raise
     ens = pack_members(results, spec, config)
     ens.metadata.update({"lattice": spec.name, "training": config.as_dict(), "imaging_ranges": imaging.as_dict(),
                          "training_seconds_per_member": [round(r.seconds, 2) for r in results]})
+    job.finish(f"{config.members} members of {spec.name} trained" + (f", {sum(r.resumed_from_step > 0 for r in results)} resumed from a checkpoint"
+                                                                       if any(r.resumed_from_step for r in results) else ""))
     return ens, list(results)
+
+
+def pretrain_backbone(recipe: typing.Mapping[str, typing.Any] | None = None, *, client: distributed.Client | None = None, torch_threads: int = 1,
+                      retries: int = 1) -> torch.nn.Module:
+    """The few-shot tile backbone's contrastive pretraining (:func:`nion_autoem_fewshot.pretrain.pretrain`) as one Dask task.
+
+    Parameters
+    ----------
+    recipe : mapping, optional
+        Default: the shipped backbone's :data:`~nion_autoem_fewshot.pretrain.RECIPE`.
+    client : distributed.Client, optional
+        Where to train (a :func:`local_cluster` or :func:`connect` client); here without one.
+    torch_threads : int
+        Torch threads of the task.
+    retries : int
+        Times Dask reruns the task if it raised.
+
+    Returns
+    -------
+    nion_autoem_fewshot.backbone.TileEncoder
+        The trained encoder (in eval mode), here.
+
+    Examples
+    --------
+    >>> from nion_autoem_fewshot import pretrain
+    >>> pretrain_backbone(dict(pretrain.RECIPE, steps=1, batch=4, patches=8, patch_px=64)).features
+    128
+    """
+    from nion_autoem_fewshot import backbone
+    from nion_autoem_fewshot import pretrain
+
+    settings = dict(pretrain.RECIPE if recipe is None else recipe)
+    state = _run_task(_pretrain_task, settings, _checks.whole(torch_threads, "torch_threads", 1), client=client, retries=retries, what="few-shot backbone pretraining")
+    encoder = backbone.TileEncoder()
+    encoder.load_state_dict({name: torch.from_numpy(array) for name, array in state.items()})
+    encoder.eval()
+    return encoder
+
+
+def train_weight_forecaster(series: typing.Sequence[_NDArray], *, client: distributed.Client | None = None, torch_threads: int = 1, retries: int = 1,
+                            lookback: int = 16, steps: int = 4000, batch: int = 512, learning_rate: float = 2e-3, seed: int = 0) -> torch.nn.Module:
+    """The forecaster's training (:func:`nion_autoem_forecast.train.train_weight_forecaster`) as one Dask task.
+
+    Parameters are those of the training, plus ``client``, ``torch_threads``
+    and ``retries`` as in :func:`pretrain_backbone`.
+
+    Returns
+    -------
+    nion_autoem_forecast.models.WeightForecaster
+        The trained network (in eval mode), here.
+
+    Examples
+    --------
+    >>> series = [numpy.random.default_rng(i).standard_normal((60, 1)) for i in range(2)]
+    >>> train_weight_forecaster(series, steps=2, batch=8).lookback
+    16
+    """
+    from nion_autoem_forecast.models import WeightForecaster
+
+    lookback = _checks.whole(lookback, "lookback", 2)
+    options: dict[str, typing.Any] = {"lookback": lookback, "steps": _checks.whole(steps, "steps", 1), "batch": _checks.whole(batch, "batch", 1),
+               "learning_rate": float(learning_rate), "seed": _checks.whole(seed, "seed", 0)}
+    arrays = [numpy.asarray(item, dtype=float) for item in series]
+    if not arrays or not all(a.ndim == 2 for a in arrays):
+        raise ValueError(f"series must be one or more arrays of shape (steps, k), got {_checks.describe(list(series))}")
+    state = _run_task(_forecaster_task, arrays, options, _checks.whole(torch_threads, "torch_threads", 1), client=client, retries=retries,
+                      what="forecaster training")
+    network = WeightForecaster(lookback)
+    network.load_state_dict({name: torch.from_numpy(array) for name, array in state.items()})
+    network.eval()
+    return network
+
+
+def _pretrain_task(recipe: dict[str, typing.Any], torch_threads: int) -> dict[str, _NDArray]:
+    from nion_autoem_fewshot import pretrain
+
+    with _torch_threads(torch_threads):
+        return _numpy_state(pretrain.pretrain(recipe, log=lambda line: None))
+
+
+def _forecaster_task(series: list[_NDArray], options: dict[str, typing.Any], torch_threads: int) -> dict[str, _NDArray]:
+    from nion_autoem_forecast import train
+
+    with _torch_threads(torch_threads):
+        return _numpy_state(train.train_weight_forecaster(series, **options))
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int) -> typing.Iterator[None]:
+    """Torch's thread count for one task; the caller's comes back (a task may run in this process)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _numpy_state(network: torch.nn.Module) -> dict[str, _NDArray]:
+    """Weights as numpy arrays: what a task sends back, whatever the worker's torch build."""
+    return {name: tensor.detach().cpu().numpy().copy() for name, tensor in network.state_dict().items()}
+
+
+def _run_task(function: typing.Callable[..., dict[str, _NDArray]], *args: typing.Any, client: distributed.Client | None, retries: int, what: str) -> dict[str, _NDArray]:
+    """``function(*args)`` here, or as one task on ``client``'s cluster."""
+    retries = _checks.whole(retries, "retries", 0)
+    if client is None:
+        return function(*args)
+    future = client.submit(function, *args, pure=False, retries=retries, key=f"{function.__name__.strip('_')}-{time.time_ns()}")
+    try:
+        result: dict[str, _NDArray] = future.result()
+        return result
+    except distributed.KilledWorker as error:
+        raise RuntimeError(f"{what} failed: {error}; a worker died on it more than distributed.scheduler.allowed-failures times "
+                           "(out of memory?): give workers more memory or fewer threads") from None
 
 
 def _learning_rate(step: int, swa_start: int, start: float, swa: float) -> float:
@@ -400,29 +553,74 @@ def _draw_batch(pool: training.TrainingPool, batch: int, rng: numpy.random.Gener
     return torch.from_numpy(images).view(batch, 1, crop, crop), torch.from_numpy(labels).view(batch, 1, crop, crop)
 
 
-def _read_checkpoint(path: pathlib.Path) -> dict[str, typing.Any] | None:
-    """The checkpoint at ``path``, or None if there is none or it cannot be used (then the member starts again from step 0)."""
+def _read_checkpoint(path: pathlib.Path, member: int, steps: int) -> dict[str, typing.Any] | None:
+    """The checkpoint at ``path``, or None if there is none or it cannot be used (then the member starts again from step 0).
+
+    A checkpoint is one safetensors file: the tensors (network, running
+    average, optimiser moments, torch's RNG state) and, in its header, a small
+    JSON of the rest (step, optimiser settings, numpy's RNG state). Reading it
+    runs no code.
+    """
     if not path.exists():
         return None
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)  # the RNG state must stay on the CPU
-    except Exception as error:  # torch raises RuntimeError, EOFError, pickle errors ... for a damaged file
+        with safetensors.safe_open(str(path), framework="pt") as stored:
+            header = stored.metadata() or {}
+            tensors = {key: stored.get_tensor(key) for key in stored.keys()}
+        state = json.loads(header[CHECKPOINT_HEADER])
+    except Exception as error:  # safetensors raises its own errors, OSError, KeyError, JSON errors ... for a damaged file
         warnings.warn(f"checkpoint {path} cannot be read ({type(error).__name__}: {error}); training this member again from step 0", stacklevel=2)
         return None
-    keys = {"network", "optimiser", "averaged", "n_averaged", "step", "rng", "torch_rng"}
-    if not isinstance(saved, dict) or not keys <= set(saved):
+    keys = {"format", "member", "steps", "step", "n_averaged", "rng", "optimiser_groups", "optimiser_scalars"}
+    if not isinstance(state, dict) or not keys <= set(state) or state["format"] != CHECKPOINT_FORMAT:
         warnings.warn(f"checkpoint {path} is not one this module wrote; training this member again from step 0", stacklevel=2)
         return None
-    return saved
+    if (state["member"], state["steps"]) != (member, steps):
+        warnings.warn(f"checkpoint {path} is of member {state['member']} of a {state['steps']}-step training, not of member {member} "
+                      f"of a {steps}-step one; training this member again from step 0", stacklevel=2)
+        return None
+    network = {key.removeprefix("network."): t for key, t in tensors.items() if key.startswith("network.")}
+    averaged = {key.removeprefix("averaged."): t for key, t in tensors.items() if key.startswith("averaged.")}
+    moments: dict[int, dict[str, typing.Any]] = {}
+    for key, tensor in tensors.items():
+        if key.startswith("optimiser."):
+            _, index, name = key.split(".", 2)
+            moments.setdefault(int(index), {})[name] = tensor
+    for index, values in state["optimiser_scalars"].items():
+        moments.setdefault(int(index), {}).update(values)
+    return {"network": network, "averaged": averaged, "optimiser": {"state": moments, "param_groups": state["optimiser_groups"]},
+            "n_averaged": state["n_averaged"], "step": state["step"], "rng": state["rng"], "torch_rng": tensors["torch_rng"]}
 
 
-def _save_checkpoint(path: pathlib.Path, network: torch.nn.Module, optimiser: torch.optim.Optimizer, averaged: dict[str, torch.Tensor],
-                     n_averaged: int, step: int, rng: numpy.random.Generator) -> None:
+def _save_checkpoint(path: pathlib.Path, member: int, steps: int, network: torch.nn.Module, optimiser: torch.optim.Optimizer,
+                     averaged: dict[str, torch.Tensor], n_averaged: int, step: int, rng: numpy.random.Generator) -> None:
     """Write to a temporary name and rename: a worker killed mid-write leaves the previous checkpoint intact."""
+    tensors: dict[str, torch.Tensor] = {f"network.{k}": v for k, v in network.state_dict().items()}
+    tensors.update({f"averaged.{k}": v for k, v in averaged.items()})
+    optimiser_state = optimiser.state_dict()
+    scalars: dict[str, dict[str, typing.Any]] = {}
+    for index, values in optimiser_state["state"].items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimiser.{index}.{name}"] = value
+            else:
+                scalars.setdefault(str(index), {})[name] = value
+    tensors["torch_rng"] = torch.get_rng_state()
+    header = {"format": CHECKPOINT_FORMAT, "member": member, "steps": steps, "step": step, "n_averaged": n_averaged,
+              "rng": rng.bit_generator.state, "optimiser_groups": optimiser_state["param_groups"], "optimiser_scalars": scalars}
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    torch.save({"network": network.state_dict(), "optimiser": optimiser.state_dict(), "averaged": averaged, "n_averaged": n_averaged,
-                "step": step, "rng": json.dumps(rng.bit_generator.state), "torch_rng": torch.get_rng_state()}, tmp)
+    safetensors.torch.save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, str(tmp),
+                                metadata={CHECKPOINT_HEADER: json.dumps(header, default=_plain)})
     os.replace(tmp, path)
+
+
+def _plain(value: typing.Any) -> typing.Any:
+    """JSON for what optimiser settings and numpy's RNG state hold besides plain numbers (tuples are lists already)."""
+    if isinstance(value, numpy.integer):
+        return int(value)
+    if isinstance(value, numpy.floating):
+        return float(value)
+    raise TypeError(f"a checkpoint header must hold plain values, got {type(value).__name__}")
 
 
 def speedup(sequential_s: float, parallel_s: float) -> float:

@@ -10,6 +10,11 @@ so promoting is one write and rolling back is stepping back in that history.
 The folder can be shared (a network drive): a version number is claimed by
 creating its folder, which fails for the second of two writers, and every
 file is written to a temporary name and renamed into place.
+
+A lab's MLflow model registry holds the same records behind the same
+interface (:class:`ModelStore`; :mod:`nion_autoem_models.mlflow_registry`):
+:func:`open_repository` picks the folder or the registry from a path or an
+``http(s)://`` address.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ RECORD_FILE = "record.json"
 ALIASES_FILE = "aliases.json"
 ALIASES_LOCK = "aliases.lock"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+#: The environment variable naming the suite's repository: a folder, or an MLflow registry's address.
+LOCATION_VARIABLE = "NION_AUTOEM_MODELS"
 
 
 class ModelHashError(storage.ModelIntegrityError):
@@ -156,6 +163,55 @@ def manifest_entry(path: str | os.PathLike[str], run_id: str) -> dict[str, typin
     return {"run_id": run_id, "path": str(path), "sha256": file_sha256(path)}
 
 
+@typing.runtime_checkable
+class ModelStore(typing.Protocol):
+    """What every model repository offers: a folder (:class:`ModelRepository`) or a lab's MLflow registry.
+
+    Code that registers, promotes or loads models takes a ``ModelStore`` and
+    works with either; :func:`open_repository` makes one from a path or an address.
+    """
+
+    @property
+    def location(self) -> str:
+        """Where the models are: a folder path or a registry address (for messages)."""
+        ...
+
+    def register(
+        self,
+        name: str,
+        weights: ensemble.Ensemble | typing.Mapping[str, torch.Tensor],
+        *,
+        recipe: typing.Mapping[str, typing.Any],
+        code_version: str,
+        parent: str | None = None,
+        data_manifest: typing.Sequence[typing.Mapping[str, typing.Any]] = (),
+        metrics: typing.Mapping[str, typing.Any] | None = None,
+        imaging_ranges: typing.Mapping[str, typing.Any] | None = None,
+        kind: str = "elit-ensemble",
+        network: typing.Mapping[str, typing.Any] | None = None,
+        class_names: typing.Sequence[str] = (),
+        extra: typing.Mapping[str, typing.Any] | None = None,
+    ) -> ModelVersion: ...
+
+    def promote(self, ref: str, alias: str) -> ModelVersion: ...
+
+    def rollback(self, name: str, alias: str) -> ModelVersion: ...
+
+    def resolve(self, ref: str) -> ModelVersion: ...
+
+    def aliases(self) -> dict[str, str]: ...
+
+    def list(self, name: str | None = None) -> builtins.list[ModelVersion]: ...
+
+    def search(self, text: str | None = None, *, run_id: str | None = None, parent: str | None = None, kind: str | None = None) -> builtins.list[ModelVersion]: ...
+
+    def lineage(self, ref: str) -> builtins.list[ModelVersion]: ...
+
+    def load_weights(self, ref: str) -> tuple[dict[str, torch.Tensor], ModelVersion]: ...
+
+    def load_ensemble(self, ref: str) -> ensemble.Ensemble: ...
+
+
 class ModelRepository:
     """Versioned models with provenance in a local (or shared) folder.
 
@@ -186,6 +242,11 @@ class ModelRepository:
             raise TypeError(f"folder must be a directory path (str or Path), got {type(folder).__name__}")
         self.folder = pathlib.Path(folder).expanduser()
         self.folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def location(self) -> str:
+        """The folder, as a string (for messages)."""
+        return str(self.folder)
 
     # -- writing ---------------------------------------------------------------------------------------------
 
@@ -246,52 +307,23 @@ class ModelRepository:
         >>> repo.register("plain", {"w": torch.zeros(2)}, recipe={}, code_version="doc", kind="test").ref
         'plain@1'
         """
-        name = _check_name(name)
-        if not isinstance(code_version, str) or not code_version:
-            raise ValueError(f"code_version must be a non-empty string naming the software that trained the model, got {code_version!r}")
-        if not isinstance(recipe, typing.Mapping):
-            raise TypeError(f"recipe must be a mapping of training settings, got {type(recipe).__name__}")
+        name, code_version, recipe = check_registration(name, code_version, recipe)
         parent_ref = None
         if parent is not None:
             try:
                 parent_ref = self.resolve(parent).ref
             except UnknownModelError as error:
                 raise MissingParentError(f"parent must be a model in the repository at {self.folder}, got {parent!r}: {error}") from None
-        if isinstance(weights, ensemble.Ensemble):
-            state = weights.network.state_dict()
-            network = dict(weights.network.config())
-            class_names = weights.class_names
-            carried = {k: v for k, v in weights.metadata.items() if k not in {"imaging_ranges", "model_ref"}}
-            extra = {**carried, **dict(extra or {})}
-            if imaging_ranges is None and "imaging_ranges" in weights.metadata:
-                imaging_ranges = weights.metadata["imaging_ranges"]
-        elif isinstance(weights, typing.Mapping) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
-            state = dict(weights)
-        else:
-            raise TypeError(f"weights must be an Ensemble or a state dict of str to Tensor, got {type(weights).__name__}")
+        state, network, class_names, extra, imaging_ranges = split_weights(weights, network, class_names, extra, imaging_ranges)
         manifest = tuple(_check_manifest_item(item) for item in data_manifest)
         folder, version = self._claim_version(name)
         weights_path = folder / WEIGHTS_FILE
-        tensors = {key: tensor.detach().cpu().contiguous().clone() for key, tensor in state.items()}
         tmp = weights_path.with_suffix(".tmp")
-        safetensors.torch.save_file(tensors, str(tmp))
+        safetensors.torch.save_file(state, str(tmp))
         os.replace(tmp, weights_path)
-        record = ModelVersion(
-            name=name,
-            version=version,
-            content_hash=storage.sha256_of(weights_path),
-            kind=str(kind),
-            network=dict(network or {}),
-            class_names=tuple(class_names),
-            recipe=_jsonable(recipe),
-            code_version=code_version,
-            parent=parent_ref,
-            data_manifest=manifest,
-            metrics=_jsonable(metrics or {}),
-            imaging_ranges=_jsonable(imaging_ranges or {}),
-            extra=_jsonable(extra or {}),
-            created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        )
+        record = new_record(name, version, storage.sha256_of(weights_path), kind=kind, network=network, class_names=class_names, recipe=recipe,
+                            code_version=code_version, parent=parent_ref, data_manifest=manifest, metrics=metrics,
+                            imaging_ranges=imaging_ranges, extra=extra)
         _write_json(folder / RECORD_FILE, record.as_dict())
         return record
 
@@ -363,10 +395,7 @@ class ModelRepository:
         ...
         nion_autoem_models.repository.UnknownModelError: no alias 'mos2@production' ...
         """
-        if not isinstance(ref, str) or "@" not in ref:
-            raise ValueError(f"ref must be 'name@version' or 'name@alias' (e.g. 'mos2@production'), got {ref!r}")
-        name, _, tag = ref.partition("@")
-        name = _check_name(name)
+        name, tag = split_ref(ref)
         if tag.isdigit():
             version = int(tag)
         else:
@@ -426,25 +455,11 @@ class ModelRepository:
         ['plain@1']
         """
         parent_ref = self.resolve(parent).ref if parent is not None else None
-        found: builtins.list[ModelVersion] = []
-        for record in self.list():
-            if text is not None and text.lower() not in json.dumps([record.name, record.recipe, record.extra.get("lattice", "")]).lower():
-                continue
-            if run_id is not None and not any(item.get("run_id") == run_id for item in record.data_manifest):
-                continue
-            if parent_ref is not None and record.parent != parent_ref:
-                continue
-            if kind is not None and record.kind != kind:
-                continue
-            found.append(record)
-        return found
+        return [record for record in self.list() if matches(record, text, run_id=run_id, parent=parent_ref, kind=kind)]
 
     def lineage(self, ref: str) -> builtins.list[ModelVersion]:
         """The model and its ancestors, newest first: the full provenance chain."""
-        chain: builtins.list[ModelVersion] = [self.resolve(ref)]
-        while chain[-1].parent is not None:
-            chain.append(self.resolve(chain[-1].parent))
-        return chain
+        return lineage_of(self, ref)
 
     def load_weights(self, ref: str) -> tuple[dict[str, torch.Tensor], ModelVersion]:
         """The state dict of ``ref`` after checking its content hash, and its record.
@@ -467,13 +482,7 @@ class ModelRepository:
     def load_ensemble(self, ref: str) -> ensemble.Ensemble:
         """An ELIT ensemble from the repository, hash checked; ``metadata["model_ref"]`` says exactly which version."""
         state, record = self.load_weights(ref)
-        if record.kind != "elit-ensemble":
-            raise ValueError(f"ref must name an ELIT ensemble, {record.ref} is a {record.kind!r} model")
-        network = model.build(record.network)
-        network.load_state_dict({key: tensor.to(torch.float32) for key, tensor in state.items()})
-        network.eval()
-        metadata = {**record.extra, "imaging_ranges": record.imaging_ranges, "model_ref": record.ref}
-        return ensemble.Ensemble(network, record.class_names, metadata)
+        return ensemble_from(state, record)
 
     # -- internals -------------------------------------------------------------------------------------------
 
@@ -523,11 +532,80 @@ class ModelRepository:
 
 
 def default_folder() -> pathlib.Path:
-    """Where the suite keeps its model repository: ``$NION_AUTOEM_MODELS``, or ``~/nion-autoem/models``."""
-    return pathlib.Path(os.environ.get("NION_AUTOEM_MODELS", pathlib.Path.home() / "nion-autoem" / "models")).expanduser()
+    """Where the suite keeps its model folder: ``$NION_AUTOEM_MODELS``, or ``~/nion-autoem/models``.
+
+    Raises
+    ------
+    ValueError
+        If ``$NION_AUTOEM_MODELS`` is a registry address (``http(s)://``), which
+        is not a folder: use :func:`open_repository` there.
+    """
+    location = os.environ.get(LOCATION_VARIABLE, "")
+    if is_registry_address(location):
+        raise ValueError(f"${LOCATION_VARIABLE} is the registry address {location!r}, not a folder; open it with "
+                         "nion_autoem_models.open_repository(), which returns the folder repository or the MLflow registry")
+    return pathlib.Path(location or pathlib.Path.home() / "nion-autoem" / "models").expanduser()
 
 
-def seed_from_package(repo: ModelRepository) -> builtins.list[ModelVersion]:
+def is_registry_address(location: str | os.PathLike[str]) -> bool:
+    """True for an MLflow registry address (``http://`` or ``https://``), False for a folder.
+
+    Examples
+    --------
+    >>> is_registry_address("http://models.lab:5000"), is_registry_address("~/nion-autoem/models")
+    (True, False)
+    """
+    return isinstance(location, str) and location.lower().startswith(("http://", "https://"))
+
+
+def open_repository(location: str | os.PathLike[str] | None = None) -> ModelStore:
+    """The model repository at ``location``: a folder, or a lab's MLflow registry given its address.
+
+    Parameters
+    ----------
+    location : str or Path, optional
+        A folder path (or ``file://`` URI), or the ``http(s)://host:port``
+        address of an MLflow tracking server with its model registry. Default:
+        ``$NION_AUTOEM_MODELS``, else ``~/nion-autoem/models``.
+
+    Returns
+    -------
+    ModelStore
+        A :class:`ModelRepository` or an
+        :class:`~nion_autoem_models.mlflow_registry.MlflowModelRepository`; both
+        list, search, load by ``name@version`` or alias, promote and roll back.
+
+    Raises
+    ------
+    nion_autoem_models.mlflow_registry.RegistryUnreachableError
+        If no MLflow server answers at the address.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> type(open_repository(tempfile.mkdtemp())).__name__
+    'ModelRepository'
+    >>> open_repository("http://127.0.0.1:1")
+    Traceback (most recent call last):
+    ...
+    nion_autoem_models.mlflow_registry.RegistryUnreachableError: no MLflow registry answered at 'http://127.0.0.1:1' ...
+    """
+    if location is None:
+        location = os.environ.get(LOCATION_VARIABLE) or default_folder()
+    if not isinstance(location, (str, os.PathLike)):
+        raise TypeError(f"location must be a folder path or an http(s):// registry address, got {type(location).__name__}")
+    if is_registry_address(location):
+        from nion_autoem_models import mlflow_registry  # MLflow takes seconds to import: only when a registry is used
+
+        return mlflow_registry.MlflowModelRepository(str(location))
+    if isinstance(location, str) and location.startswith("file://"):
+        location = location.removeprefix("file://")
+    elif isinstance(location, str) and "://" in location:
+        raise ValueError(f"location must be a folder path, a file:// URI or an http(s):// MLflow registry address, got {location!r}")
+    return ModelRepository(location)
+
+
+def seed_from_package(repo: ModelStore) -> builtins.list[ModelVersion]:
     """Register the ELIT ensembles shipped in ``nion_autoem_elit/models`` and promote them to ``production``.
 
     Idempotent: a packaged model already registered (same content hash) is not registered again.
@@ -541,8 +619,8 @@ def seed_from_package(repo: ModelRepository) -> builtins.list[ModelVersion]:
     >>> [v.ref for v in seed_from_package(repo)]
     ['graphene@1', 'mos2@1']
     """
-    if not isinstance(repo, ModelRepository):
-        raise TypeError(f"repo must be a ModelRepository, got {type(repo).__name__}")
+    if not isinstance(repo, ModelStore):
+        raise TypeError(f"repo must be a ModelStore (a ModelRepository or an MLflow registry), got {type(repo).__name__}")
     seeded = []
     for json_path in sorted(storage.PACKAGED_MODELS.glob("*.json")):
         ens = storage.load_ensemble(json_path)  # verifies the packaged checksum
@@ -565,6 +643,127 @@ def seed_from_package(repo: ModelRepository) -> builtins.list[ModelVersion]:
         repo.promote(record.ref, "production")
         seeded.append(record)
     return seeded
+
+
+# -- shared by every ModelStore ------------------------------------------------------------------------------
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """``"mos2@3"`` to ``("mos2", "3")``, ``"mos2@production"`` to ``("mos2", "production")``, with the name checked.
+
+    Examples
+    --------
+    >>> split_ref("mos2@production")
+    ('mos2', 'production')
+    """
+    if not isinstance(ref, str) or "@" not in ref:
+        raise ValueError(f"ref must be 'name@version' or 'name@alias' (e.g. 'mos2@production'), got {ref!r}")
+    name, _, tag = ref.partition("@")
+    if not tag:
+        raise ValueError(f"ref must be 'name@version' or 'name@alias' (e.g. 'mos2@production'), got {ref!r}")
+    return _check_name(name), tag
+
+
+def split_weights(
+    weights: ensemble.Ensemble | typing.Mapping[str, torch.Tensor],
+    network: typing.Mapping[str, typing.Any] | None,
+    class_names: typing.Sequence[str],
+    extra: typing.Mapping[str, typing.Any] | None,
+    imaging_ranges: typing.Mapping[str, typing.Any] | None,
+) -> tuple[dict[str, torch.Tensor], dict[str, typing.Any], tuple[str, ...], dict[str, typing.Any], dict[str, typing.Any] | None]:
+    """The tensors to store and the record fields that come with them (an ensemble carries its network, classes and metadata)."""
+    if isinstance(weights, ensemble.Ensemble):
+        state = dict(weights.network.state_dict())
+        network = dict(weights.network.config())
+        class_names = weights.class_names
+        carried = {k: v for k, v in weights.metadata.items() if k not in {"imaging_ranges", "model_ref"}}
+        extra = {**carried, **dict(extra or {})}
+        if imaging_ranges is None and "imaging_ranges" in weights.metadata:
+            imaging_ranges = weights.metadata["imaging_ranges"]
+    elif isinstance(weights, typing.Mapping) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
+        state = dict(weights)
+    else:
+        raise TypeError(f"weights must be an Ensemble or a state dict of str to Tensor, got {type(weights).__name__}")
+    tensors = {key: tensor.detach().cpu().contiguous().clone() for key, tensor in state.items()}
+    return tensors, dict(network or {}), tuple(class_names), dict(extra or {}), dict(imaging_ranges) if imaging_ranges is not None else None
+
+
+def new_record(name: str, version: int, content_hash: str, *, kind: str, network: typing.Mapping[str, typing.Any], class_names: typing.Sequence[str],
+               recipe: typing.Mapping[str, typing.Any], code_version: str, parent: str | None, data_manifest: typing.Sequence[typing.Mapping[str, typing.Any]],
+               metrics: typing.Mapping[str, typing.Any] | None, imaging_ranges: typing.Mapping[str, typing.Any] | None,
+               extra: typing.Mapping[str, typing.Any] | None) -> ModelVersion:
+    """The record of a version being registered now (JSON round-tripped, so it equals the record read back)."""
+    return ModelVersion(
+        name=name,
+        version=version,
+        content_hash=content_hash,
+        kind=str(kind),
+        network=dict(network or {}),
+        class_names=tuple(class_names),
+        recipe=_jsonable(recipe),
+        code_version=code_version,
+        parent=parent,
+        data_manifest=tuple(dict(item) for item in data_manifest),
+        metrics=_jsonable(metrics or {}),
+        imaging_ranges=_jsonable(imaging_ranges or {}),
+        extra=_jsonable(extra or {}),
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    )
+
+
+def matches(record: ModelVersion, text: str | None = None, *, run_id: str | None = None, parent: str | None = None, kind: str | None = None) -> bool:
+    """Whether ``record`` passes :meth:`ModelStore.search`'s filters (``parent`` already resolved to ``name@version``)."""
+    if text is not None and text.lower() not in json.dumps([record.name, record.recipe, record.extra.get("lattice", "")]).lower():
+        return False
+    if run_id is not None and not any(item.get("run_id") == run_id for item in record.data_manifest):
+        return False
+    if parent is not None and record.parent != parent:
+        return False
+    return kind is None or record.kind == kind
+
+
+def lineage_of(repo: ModelStore, ref: str) -> builtins.list[ModelVersion]:
+    """The model and its ancestors in ``repo``, newest first."""
+    chain: builtins.list[ModelVersion] = [repo.resolve(ref)]
+    while chain[-1].parent is not None:
+        chain.append(repo.resolve(chain[-1].parent))
+    return chain
+
+
+def ensemble_from(state: typing.Mapping[str, torch.Tensor], record: ModelVersion) -> ensemble.Ensemble:
+    """The ELIT ensemble of a loaded state dict; ``metadata["model_ref"]`` says exactly which version it is."""
+    if record.kind != "elit-ensemble":
+        raise ValueError(f"ref must name an ELIT ensemble, {record.ref} is a {record.kind!r} model")
+    network = model.build(record.network)
+    network.load_state_dict({key: tensor.to(torch.float32) for key, tensor in state.items()})
+    network.eval()
+    metadata = {**record.extra, "imaging_ranges": record.imaging_ranges, "model_ref": record.ref}
+    return ensemble.Ensemble(network, record.class_names, metadata)
+
+
+def check_registration(name: str, code_version: str, recipe: typing.Mapping[str, typing.Any]) -> tuple[str, str, typing.Mapping[str, typing.Any]]:
+    """``register``'s own arguments, checked: a valid name, a non-empty code version, a mapping recipe."""
+    name = _check_name(name)
+    if not isinstance(code_version, str) or not code_version:
+        raise ValueError(f"code_version must be a non-empty string naming the software that trained the model, got {code_version!r}")
+    if not isinstance(recipe, typing.Mapping):
+        raise TypeError(f"recipe must be a mapping of training settings, got {type(recipe).__name__}")
+    return name, code_version, recipe
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is a valid model name (lower-case letters, digits, ``_.-``), else ValueError saying so."""
+    return _check_name(name)
+
+
+def check_alias(alias: str) -> str:
+    """``alias`` if it is a valid alias (a lower-case word that is not a number), else ValueError saying so."""
+    return _check_alias(alias)
+
+
+def check_manifest_item(item: typing.Mapping[str, typing.Any]) -> dict[str, typing.Any]:
+    """A data-manifest item with ``run_id``, ``path`` and ``sha256``, else ValueError saying so."""
+    return _check_manifest_item(item)
 
 
 def _check_name(name: str) -> str:

@@ -29,6 +29,7 @@ from nion_autoem_elit import iterative
 from nion_autoem_elit import lattices
 from nion_autoem_elit import model
 from nion_autoem_models import repository
+from nion_autoem_models.progress import JobProgress
 
 _NDArray = numpy.typing.NDArray[typing.Any]
 
@@ -71,7 +72,7 @@ def adapt_on_frames(
 
 
 def retrain(
-    repo: repository.ModelRepository,
+    repo: repository.ModelStore,
     base: str,
     frames: typing.Sequence[FrameRecord],
     lattice: lattices.LatticeSpec | str,
@@ -80,13 +81,14 @@ def retrain(
     config: iterative.IterationConfig = _DEFAULT_ITERATION,
     alias: str = "candidate",
     code_version: str = "nion_autoem_models.retraining",
+    progress: JobProgress | None = None,
 ) -> repository.ModelVersion:
     """Adapt model ``base`` to ``frames`` (on ``client``'s cluster, or here) and register the result.
 
     Parameters
     ----------
-    repo : ModelRepository
-        Where ``base`` is and the result goes.
+    repo : ModelStore
+        Where ``base`` is and the result goes: a folder repository or an MLflow registry.
     base : str
         ``name@version`` or alias of the model to adapt; resolved once, now.
     frames : sequence of FrameRecord
@@ -99,32 +101,68 @@ def retrain(
         ELIT iteration settings.
     alias : str
         Alias the new version is promoted to (not ``production``: see the module notes).
+    progress : JobProgress, optional
+        Updated as the job goes (a step per frame, then registering), then
+        finished with the registered ``name@version`` or failed with the error.
 
     Returns
     -------
     ModelVersion
         The registered version: parent ``base``, a data manifest of ``frames`` and the iteration reports as metrics.
     """
-    if not isinstance(repo, repository.ModelRepository):
-        raise TypeError(f"repo must be a ModelRepository, got {type(repo).__name__}")
-    if not frames or not all(isinstance(f, FrameRecord) for f in frames):
-        raise ValueError(f"frames must be one or more FrameRecords, got {_checks.describe(list(frames))}")
-    if not isinstance(config, iterative.IterationConfig):
-        raise TypeError(f"config must be an IterationConfig, got {type(config).__name__}")
+    if progress is not None and not isinstance(progress, JobProgress):
+        raise TypeError(f"progress must be a JobProgress (or None), got {type(progress).__name__}")
+    job = progress if progress is not None else JobProgress(f"retrain {base} on {len(frames)} frame(s)")
+    try:
+        if not isinstance(repo, repository.ModelStore):
+            raise TypeError(f"repo must be a ModelStore (a ModelRepository or an MLflow registry), got {type(repo).__name__}")
+        if not frames or not all(isinstance(f, FrameRecord) for f in frames):
+            raise ValueError(f"frames must be one or more FrameRecords, got {_checks.describe(list(frames))}")
+        if not isinstance(config, iterative.IterationConfig):
+            raise TypeError(f"config must be an IterationConfig, got {type(config).__name__}")
+        job.start(f"loading {base}")
+        record = _retrain(repo, base, frames, lattice, client, config, alias, code_version, job)
+    except BaseException as error:
+        job.fail(f"retraining {base} failed, nothing was registered: {type(error).__name__}: {error}")
+        raise
+    job.finish(f"registered {record.ref} as {record.name}@{alias}, adapted from {record.parent} on {len(frames)} frame(s)", result=record.ref)
+    return record
+
+
+def _retrain(
+    repo: repository.ModelStore,
+    base: str,
+    frames: typing.Sequence[FrameRecord],
+    lattice: lattices.LatticeSpec | str,
+    client: distributed.Client | None,
+    config: iterative.IterationConfig,
+    alias: str,
+    code_version: str,
+    job: JobProgress,
+) -> repository.ModelVersion:
     base_record = repo.resolve(base)
     ens = repo.load_ensemble(base_record.ref)
     arrays = [numpy.load(frame.path, allow_pickle=False) for frame in frames]
     manifest = [repository.manifest_entry(frame.path, frame.run_id) for frame in frames]
     state = {name: tensor.detach().numpy().copy() for name, tensor in ens.network.state_dict().items()}
     metadata = {k: v for k, v in ens.metadata.items() if k != "model_ref"}
-    args = (state, ens.network.config(), ens.class_names, metadata, arrays, lattice, config)
     started = time.perf_counter()
-    if client is None:
-        new_state, reports = adapt_on_frames(*args, torch_threads=torch.get_num_threads())
-    else:
-        new_state, reports = client.submit(adapt_on_frames, *args, pure=False, retries=1).result()
+    reports: list[dict[str, typing.Any]] = []
+    # One task per frame, each starting from the weights the previous one returned: the same result as one
+    # task over all frames (an iteration's only metadata change is the count set below), and progress per frame.
+    units = len(arrays) + 1  # the frames, and registering
+    where = " on the cluster" if client is not None else ""
+    for i, array in enumerate(arrays):
+        job.update(i / units, f"adapting {base_record.ref} to frame {i + 1} of {len(arrays)}{where}")
+        args = (state, ens.network.config(), ens.class_names, metadata, [array], lattice, config)
+        if client is None:
+            state, frame_reports = adapt_on_frames(*args, torch_threads=torch.get_num_threads())
+        else:
+            state, frame_reports = client.submit(adapt_on_frames, *args, pure=False, retries=1).result()
+        reports.extend(frame_reports)
+    job.update(len(arrays) / units, f"registering the adapted {base_record.name} in {repo.location}")
     network = model.build(ens.network.config())
-    network.load_state_dict({name: torch.from_numpy(array) for name, array in new_state.items()})
+    network.load_state_dict({name: torch.from_numpy(array) for name, array in state.items()})
     adapted = ensemble.Ensemble(network, ens.class_names, {**metadata, "elit_iterations": int(metadata.get("elit_iterations", 0)) + len(frames)})
     record = repo.register(
         base_record.name,
@@ -164,10 +202,12 @@ class RetrainingPolicy:
     """Counts new frames and starts a background retraining when a rule's count is reached.
 
     One retraining at a time; frames that arrive meanwhile count towards the next.
+    Each retraining reports its progress in a :class:`~nion_autoem_models.progress.JobProgress`
+    (:attr:`progress` is the latest, :attr:`jobs` all of them), which a panel polls.
 
     Parameters
     ----------
-    repo : ModelRepository
+    repo : ModelStore
         Where models come from and go.
     rule : RetrainingRule
         When and what to retrain.
@@ -175,7 +215,7 @@ class RetrainingPolicy:
         Cluster to train on.
     """
 
-    def __init__(self, repo: repository.ModelRepository, rule: RetrainingRule, client: distributed.Client | None = None) -> None:
+    def __init__(self, repo: repository.ModelStore, rule: RetrainingRule, client: distributed.Client | None = None) -> None:
         if not isinstance(rule, RetrainingRule):
             raise TypeError(f"rule must be a RetrainingRule, got {type(rule).__name__}")
         self.repo, self.rule, self.client = repo, rule, client
@@ -183,6 +223,7 @@ class RetrainingPolicy:
         self.__pending: list[FrameRecord] = []
         self.__seen: set[str] = set()
         self.__running: concurrent.futures.Future[repository.ModelVersion] | None = None
+        self.__jobs: list[JobProgress] = []
         self.__executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="retraining")
 
     def offer(self, frames: typing.Iterable[FrameRecord]) -> concurrent.futures.Future[repository.ModelVersion] | None:
@@ -196,8 +237,23 @@ class RetrainingPolicy:
             if len(self.__pending) < self.rule.every_frames or (self.__running is not None and not self.__running.done()):
                 return None
             batch, self.__pending = self.__pending, []
-            self.__running = self.__executor.submit(retrain, self.repo, self.rule.base, batch, self.rule.lattice, client=self.client, config=self.rule.config)
+            job = JobProgress(f"retrain {self.rule.base} on {len(batch)} new {self.rule.lattice} frame(s)")
+            self.__jobs.append(job)
+            self.__running = self.__executor.submit(retrain, self.repo, self.rule.base, batch, self.rule.lattice, client=self.client,
+                                                    config=self.rule.config, progress=job)
             return self.__running
+
+    @property
+    def progress(self) -> JobProgress | None:
+        """The progress of the latest retraining (running or ended), or None before the first."""
+        with self.__lock:
+            return self.__jobs[-1] if self.__jobs else None
+
+    @property
+    def jobs(self) -> list[JobProgress]:
+        """The progress of every retraining this policy started, oldest first (a copy of the list)."""
+        with self.__lock:
+            return list(self.__jobs)
 
     @property
     def pending_frames(self) -> int:

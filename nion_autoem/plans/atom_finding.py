@@ -150,10 +150,10 @@ class AtomFinding:
         #: A model from the repository ("mos2@production"), resolved once here: a promotion during the run never swaps it.
         self.model_ref: str | None = None
         if ensemble is not None and "@" in ensemble and not pathlib.Path(ensemble).exists():
-            from nion_autoem_models.repository import ModelRepository
-            from nion_autoem_models.repository import default_folder
+            from nion_autoem_models.repository import open_repository
 
-            self.model_ref = ModelRepository(default_folder()).resolve(ensemble).ref
+            # the folder or the lab's MLflow registry that $NION_AUTOEM_MODELS names
+            self.model_ref = open_repository().resolve(ensemble).ref
             self.__version = f"elit/{self.model_ref}"
 
     @property
@@ -185,10 +185,9 @@ class AtomFinding:
         from nion_autoem_elit import api
 
         if self.__ensemble is None and self.model_ref is not None:
-            from nion_autoem_models.repository import ModelRepository
-            from nion_autoem_models.repository import default_folder
+            from nion_autoem_models.repository import open_repository
 
-            self.__ensemble = ModelRepository(default_folder()).load_ensemble(self.model_ref)  # its hash is checked
+            self.__ensemble = open_repository().load_ensemble(self.model_ref)  # its hash is checked
         if self.__ensemble is None:
             self.__ensemble = api.resolve_ensemble(self.ensemble_name)
         if self.adapt and index == 0:

@@ -37,7 +37,7 @@ from nion.utils import Model
 if typing.TYPE_CHECKING:
     from nion.swift import DocumentController
 
-    from nion_autoem_models.repository import ModelRepository
+    from nion_autoem_models.repository import ModelStore
     from nion_autoem_models.repository import ModelVersion
     from nion_autoem_models.retraining import FrameRecord
     from nion_autoem_models.retraining import RetrainingPolicy
@@ -92,16 +92,16 @@ def describe(version: ModelVersion, aliases: typing.Mapping[str, str]) -> str:
 class ModelsPanelController(Declarative.Handler):
     """Declarative handler behind the panel; also usable headless in tests."""
 
-    def __init__(self, repository: ModelRepository | None = None, *, runs_folder: str | os.PathLike[str] | None = None,
+    def __init__(self, repository: ModelStore | None = None, *, runs_folder: str | os.PathLike[str] | None = None,
                  queue_task: typing.Callable[[typing.Callable[[], None]], None] | None = None, rule: RetrainingRule | None = None,
                  poll_s: float = 5.0) -> None:
         super().__init__()
         from nion_autoem.swift.console import runs_root
-        from nion_autoem_models.repository import ModelRepository
-        from nion_autoem_models.repository import default_folder
+        from nion_autoem_models.repository import open_repository
         from nion_autoem_models.retraining import RetrainingRule
 
-        self.repository = repository or ModelRepository(default_folder())
+        # $NION_AUTOEM_MODELS: a folder, or the address of a lab's MLflow registry
+        self.repository: ModelStore = repository or open_repository()
         self.runs_folder = pathlib.Path(runs_folder) if runs_folder is not None else runs_root()
         # UI models are changed on the UI thread: a panel passes its document controller's queue_task, tests run it at once
         self.__queue_task = queue_task or (lambda task: task())
@@ -125,7 +125,7 @@ class ModelsPanelController(Declarative.Handler):
         self.__versions: list[ModelVersion] = []
         u = Declarative.DeclarativeUI()
         self.ui_view = u.create_column(
-            u.create_label(text=f"{_('Repository')}: {self.repository.folder}", word_wrap=True),
+            u.create_label(text=f"{_('Repository')}: {self.repository.location}", word_wrap=True),
             u.create_row(u.create_combo_box(items_ref="@binding(refs.value)", current_index="@binding(index.value)"),
                          u.create_push_button(text=_("Refresh"), on_clicked="refresh"), u.create_stretch(), spacing=8),
             u.create_label(text="@binding(details.value)", word_wrap=True),
@@ -274,14 +274,15 @@ class ModelsPanelController(Declarative.Handler):
 
 def production_ensemble(name: str = "mos2") -> str | None:
     """``"mos2@production"`` when the repository has that alias, else None (the packaged model): what the panel's ELIT runs use."""
-    from nion_autoem_models.repository import ModelRepository
     from nion_autoem_models.repository import default_folder
+    from nion_autoem_models.repository import is_registry_address
+    from nion_autoem_models.repository import open_repository
 
-    folder = default_folder()
-    if not folder.is_dir():
-        return None
+    location = os.environ.get("NION_AUTOEM_MODELS", "")
+    if not is_registry_address(location) and not default_folder().is_dir():
+        return None  # no repository yet: the packaged model, and no empty folder made
     alias = f"{name}@{PRODUCTION}"
-    return alias if alias in ModelRepository(folder).aliases() else None
+    return alias if alias in open_repository().aliases() else None
 
 
 class ModelsPanel(Panel.Panel):

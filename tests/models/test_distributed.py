@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
+import multiprocessing
 import os
 import pathlib
 import signal
 import socket
 import time
+import typing
 
 import dask.config
 import distributed
 import numpy
 import pytest
+import safetensors
 import torch
 
 from nion_autoem_elit import lattices
+from nion_autoem_elit import model
 from nion_autoem_elit import training
+from nion_autoem_fewshot import pretrain
 from nion_autoem_models import distributed as elit_dask
 
 TINY = training.TrainingConfig(members=2, base_channels=4, crop=32, frames=4, steps=6, batch_per_member=1)
@@ -46,7 +52,7 @@ def test_a_worker_killed_mid_training_resumes_from_its_checkpoint(client: distri
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         running = pool.submit(elit_dask.train_ensemble, lattices.mos2_lattice(), config, client=client, checkpoint_dir=tmp_path, checkpoint_every=10)
         deadline = time.monotonic() + 30
-        while not list(tmp_path.glob("*member0.pt")):
+        while not list(tmp_path.glob("*member0.safetensors")):
             assert time.monotonic() < deadline and not running.done(), "member 0 never wrote a checkpoint"
             time.sleep(0.05)
         processing = client.processing()  # type: ignore[no-untyped-call]
@@ -57,8 +63,9 @@ def test_a_worker_killed_mid_training_resumes_from_its_checkpoint(client: distri
             os.kill(pid, signal.SIGKILL)
         ens, parts = running.result(timeout=60)
     assert ens.members == 2
-    assert parts[0].resumed_from_step >= 10
-    assert not list(tmp_path.glob("*.pt"))  # finished members clean up their checkpoints
+    assert parts[0].resumed_from_step >= 10 and parts[0].resumed_from_step % 10 == 0
+    assert [p.steps for p in parts] == [400, 400]  # the resumed member ran the rest of its steps, not all of them again
+    assert not list(tmp_path.glob("*.safetensors"))  # finished members clean up their checkpoints
 
 
 def test_the_same_training_runs_on_a_scheduler_given_its_address(client: distributed.Client) -> None:
@@ -95,7 +102,7 @@ def test_a_member_whose_worker_keeps_dying_fails_with_a_clear_error(tmp_path: pa
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             running = pool.submit(elit_dask.train_ensemble, "mos2", config, client=client, checkpoint_dir=tmp_path, checkpoint_every=10)
             deadline = time.monotonic() + 30
-            while not list(tmp_path.glob("*member0.pt")):
+            while not list(tmp_path.glob("*member0.safetensors")):
                 assert time.monotonic() < deadline and not running.done(), "member 0 never wrote a checkpoint"
                 time.sleep(0.05)
             for pid in client.run(os.getpid).values():
@@ -105,8 +112,68 @@ def test_a_member_whose_worker_keeps_dying_fails_with_a_clear_error(tmp_path: pa
 
 
 def test_a_damaged_checkpoint_means_starting_again(tmp_path: pathlib.Path) -> None:
-    checkpoint = tmp_path / "member.pt"
+    checkpoint = tmp_path / "member.safetensors"
     checkpoint.write_bytes(b"not a checkpoint")
     with pytest.warns(UserWarning, match="cannot be read"):
         result = elit_dask.train_member("mos2", TINY.as_dict(), 0, checkpoint=str(checkpoint))
-    assert result.resumed_from_step == 0 and not checkpoint.exists()
+    assert result.resumed_from_step == 0 and result.steps == TINY.steps and not checkpoint.exists()
+
+
+def test_a_killed_and_resubmitted_training_resumes_from_its_checkpoint_to_the_same_weights(tmp_path: pathlib.Path) -> None:
+    config = training.TrainingConfig(members=1, base_channels=4, crop=32, frames=4, steps=300, batch_per_member=1, seed=7).as_dict()
+    checkpoint = tmp_path / "member0.safetensors"
+    # The first submission runs in a process of its own, SIGKILLed (no clean-up) once it has checkpointed.
+    first = multiprocessing.get_context("spawn").Process(target=elit_dask.train_member, args=("mos2", config, 0),
+                                                         kwargs={"checkpoint": str(checkpoint), "checkpoint_every": 10})
+    first.start()
+    deadline = time.monotonic() + 60
+    while not checkpoint.exists():
+        assert time.monotonic() < deadline and first.is_alive(), "the first submission never wrote a checkpoint"
+        time.sleep(0.01)
+    os.kill(typing.cast(int, first.pid), signal.SIGKILL)
+    first.join()
+    assert first.exitcode == -signal.SIGKILL and checkpoint.exists()
+    # What is in the checkpoint: tensors, and a JSON header of the rest. No pickle.
+    with safetensors.safe_open(str(checkpoint), framework="pt") as stored:
+        header = json.loads(stored.metadata()[elit_dask.CHECKPOINT_HEADER])
+        assert {"network", "optimiser", "torch_rng"} <= {key.split(".")[0] for key in stored.keys()}
+    assert header["step"] % 10 == 0 and 10 <= header["step"] < 300
+    # The same task, submitted again, carries on from the checkpoint and ends where an uninterrupted training ends.
+    resumed = elit_dask.train_member("mos2", config, 0, checkpoint=str(checkpoint), checkpoint_every=10)
+    assert resumed.resumed_from_step >= header["step"] and resumed.steps == 300 and resumed.steps_run == 300 - resumed.resumed_from_step
+    assert not checkpoint.exists()
+    uninterrupted = elit_dask.train_member("mos2", config, 0)
+    assert uninterrupted.resumed_from_step == 0 and uninterrupted.steps_run == 300
+    for name, array in uninterrupted.state.items():
+        numpy.testing.assert_allclose(resumed.state[name], array, atol=1e-5, err_msg=name)
+
+
+def test_a_checkpoint_of_another_member_is_not_resumed(tmp_path: pathlib.Path) -> None:
+    config = training.TrainingConfig(members=2, base_channels=4, crop=32, frames=4, steps=20, batch_per_member=1)
+    checkpoint = tmp_path / "member.safetensors"
+    network = model.EnsembleUNet(1, 5, 4)
+    optimiser = torch.optim.Adam(network.parameters())
+    elit_dask._save_checkpoint(checkpoint, 0, 20, network, optimiser, {}, 0, 5, numpy.random.default_rng(0))
+    with pytest.warns(UserWarning, match="is of member 0 of a 20-step training, not of member 1"):
+        result = elit_dask.train_member("mos2", config.as_dict(), 1, checkpoint=str(checkpoint), checkpoint_every=5)
+    assert result.resumed_from_step == 0 and result.steps == 20
+
+
+def test_fewshot_pretraining_and_forecaster_training_run_as_tasks_on_the_cluster(client: distributed.Client) -> None:
+    recipe = dict(pretrain.RECIPE, steps=3, batch=8, patches=8, patch_px=64)
+    rng = numpy.random.default_rng(0)
+    series = [rng.standard_normal((60, 1)) for _ in range(3)]
+    with distributed.get_task_stream(client) as stream:
+        backbone_there = elit_dask.pretrain_backbone(recipe, client=client)
+        forecaster_there = elit_dask.train_weight_forecaster(series, client=client, steps=5, batch=16)
+    ran = {str(task["key"]).split("-")[0] for task in stream.data}
+    assert {"pretrain_task", "forecaster_task"} <= ran, ran
+    # The same seeded trainings here give the same weights: the cluster runs the same code, not an approximation of it.
+    backbone_here = elit_dask.pretrain_backbone(recipe)
+    forecaster_here = elit_dask.train_weight_forecaster(series, steps=5, batch=16)
+    for there, here in ((backbone_there, backbone_here), (forecaster_there, forecaster_here)):
+        for name, tensor in here.state_dict().items():
+            assert torch.allclose(tensor, there.state_dict()[name], atol=1e-4), name
+    assert not backbone_there.training and backbone_there(torch.zeros(2, 1, 32, 32)).shape == (2, 128)
+    with pytest.raises(ValueError, match=r"series must be one or more arrays of shape \(steps, k\)"):
+        elit_dask.train_weight_forecaster([numpy.zeros(10)], client=client)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import time
 
 import distributed
 import numpy
@@ -13,6 +14,7 @@ from nion_autoem_elit import lattices
 from nion_autoem_elit import synthetic
 from nion_autoem_models import repository
 from nion_autoem_models import retraining
+from nion_autoem_models.progress import JobProgress
 
 TINY = iterative.IterationConfig(steps=3, crop=64, synthetic_frames=4, batch_per_member=1)
 
@@ -35,9 +37,20 @@ def test_enough_new_frames_retrain_on_the_cluster_and_register_with_provenance(c
     frames = twin_frames(tmp_path / "run-1", 2, "run-1")
     assert policy.offer(frames[:1]) is None and policy.offer(frames[:1]) is None  # a frame counts once
     started = policy.offer(frames)
-    assert started is not None
-    record = started.result(timeout=120)
+    assert started is not None and policy.progress is not None
+    # What a panel does: poll the job's progress from its own thread until it ends.
+    seen = [policy.progress.snapshot()]
+    deadline = time.monotonic() + 120
+    while not seen[-1].finished and time.monotonic() < deadline:
+        time.sleep(0.01)
+        seen.append(policy.progress.snapshot())
+    record = started.result(timeout=1)
     policy.close()
+    stages = {s.stage for s in seen}
+    assert {"adapting mos2@1 to frame 1 of 2 on the cluster", "adapting mos2@1 to frame 2 of 2 on the cluster"} <= stages, stages
+    assert [s.fraction for s in seen] == sorted(s.fraction for s in seen)
+    assert seen[-1].done and seen[-1].result == record.ref and "registered mos2@2 as mos2@candidate" in seen[-1].message
+    assert policy.jobs == [policy.progress]
     assert record.ref == "mos2@2" and record.parent == "mos2@1"
     assert [(item["run_id"], item["sha256"]) for item in record.data_manifest] == [("run-1", repository.file_sha256(f.path)) for f in frames]
     assert len(record.metrics["elit_reports"]) == 2 and record.recipe["elit_iteration"]["steps"] == 3
@@ -54,8 +67,11 @@ def test_a_failed_retraining_registers_nothing(tmp_path: pathlib.Path) -> None:
     repository.seed_from_package(repo)
     small = tmp_path / "small.npy"
     numpy.save(small, numpy.random.default_rng(0).random((48, 48)))  # smaller than a training crop
+    progress = JobProgress("retrain")
     with pytest.raises(ValueError, match="at least 64 pixels"):
-        retraining.retrain(repo, "mos2@production", [retraining.FrameRecord(str(small), "run-x")], "mos2", config=TINY)
+        retraining.retrain(repo, "mos2@production", [retraining.FrameRecord(str(small), "run-x")], "mos2", config=TINY, progress=progress)
+    failed = progress.snapshot()
+    assert failed.failed and failed.message.startswith("retraining mos2@production failed, nothing was registered: ValueError:") and "64 pixels" in failed.message
     assert [v.ref for v in repo.list("mos2")] == ["mos2@1"]
     assert repo.resolve("mos2@production").ref == "mos2@1"
     with pytest.raises(ValueError, match="every_frames must be"):
