@@ -25,10 +25,15 @@ coverage of the measured quantity, pooled.
 
 Plan: :class:`~nion_autoem.plans.forecast_watch.ForecastWatch` on fresh twin
 seeds (200..), response "fresh area", condition "white-line ratio below 2.1
-within 8 s".  At the first response the twin's hidden state says when the
-ratio would truly have crossed had the probe stayed: the lead time is that
-minus the time of the response; a response with no true crossing within the
-condition's 8 s (plus one period) is a false trigger.
+within 8 s" with the default confidence and plan settings (chosen on seeds
+300-459: ``--plan-seeds 300-459`` runs the plan on those only).  At the first
+response the twin's hidden state says when the ratio would truly have crossed
+had the probe stayed: the lead time is that minus the time of the response; a
+response with no true crossing within the condition's 8 s (plus one period) is
+a false trigger.  "Had the probe stayed" runs the beam 1 s in every 1.05 s
+period (the definition of record); the twin in fact keeps the beam on the
+parked probe through the 50 ms readout as well, so ``*_full_duty`` gives the
+same two figures with the beam on all the time, for comparison.
 
 Last line: JSON with mae_ratio_h1, mae_ratio_h4, mae_ratio_h8, coverage90,
 lead_time_s, false_trigger_frac, forecast_ms, plus per-data-set details.
@@ -58,6 +63,7 @@ from nion_autoem.plans.forecast_watch import ForecastWatch  # noqa: E402
 from nion_autoem.plans.forecast_watch import WatchSettings  # noqa: E402
 from nion_autoem.twin.insitu import InSituMicroscope  # noqa: E402
 from nion_autoem.twin.insitu import InSituOxide  # noqa: E402
+from nion_autoem.twin.insitu import ReductionKinetics  # noqa: E402
 from nion_autoem.twin.insitu import draw_conditions  # noqa: E402
 from nion_autoem.twin.insitu import oxide_spectrum  # noqa: E402
 from nion_autoem.twin.insitu import parked_probe_series  # noqa: E402
@@ -75,7 +81,7 @@ from nion_autoem_forecast.online import OnlineForecaster  # noqa: E402
 from nion_autoem_forecast.preprocess import Preprocessor  # noqa: E402
 
 HORIZONS = (1, 4, 8)
-CONDITION = Condition("white-line ratio", "below", 2.1, within_s=8.0, confidence=0.7)
+CONDITION = Condition("white-line ratio", "below", 2.1, within_s=8.0)  # the default confidence and plan settings, chosen on seeds 300-379
 
 
 def real_end_members() -> tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
@@ -141,10 +147,22 @@ def true_ratio_of_fraction() -> tuple[numpy.ndarray, numpy.ndarray]:
     return fractions, ratios
 
 
+def _true_lead_s(kinetics: ReductionKinetics, x: float, j: float, dose_rate: float, crossing: float, limit_s: float = 120.0) -> float | None:
+    """Seconds until the reduced fraction, run forward from ``(x, j)`` at ``dose_rate``, reaches ``crossing`` (None within ``limit_s``)."""
+    t = 0.0
+    while t < limit_s:
+        x, j = kinetics.step(x, j, dose_rate, 0.05)
+        t += 0.05
+        if x >= crossing:
+            return t
+    return None
+
+
 def plan_runs(seeds: range) -> dict[str, typing.Any]:
     fractions, ratios = true_ratio_of_fraction()
     crossing = fractions[numpy.flatnonzero(ratios < CONDITION.threshold)[0]]  # ratios fall as the oxide is reduced
     leads, false, late, missed, quiet, dose_saved, acted = [], 0, 0, 0, 0, [], 0
+    leads_full, false_full = [], 0
     update_ms: list[float] = []
     for seed in seeds:
         kinetics, current = draw_conditions(seed)
@@ -162,7 +180,6 @@ def plan_runs(seeds: range) -> dict[str, typing.Any]:
         run_on_twin(plan, scope, on_report=snapshot)
         update_ms.extend(plan.update_ms)
         period = 1.05
-        duty = 1.0 / period
         times = numpy.asarray([h[0] for h in history])
         xs = numpy.asarray([h[1] for h in history])
         crossed_in_history = numpy.flatnonzero(xs >= crossing)
@@ -180,35 +197,46 @@ def plan_runs(seeds: range) -> dict[str, typing.Any]:
         if x_action >= crossing:
             first = times[crossed_in_history[0]]
             leads.append(float(first - t_action))
+            leads_full.append(float(first - t_action))
             late += 1
             continue
-        x, j, t = x_action, j_action, 0.0
-        lead = None
-        while t < 120.0:
-            x, j = kinetics.step(x, j, duty * current / 50e-12, 0.05)
-            t += 0.05
-            if x >= crossing:
-                lead = t
-                break
-        if lead is None or lead > CONDITION.within_s + period:
-            false += 1
+        # "had the probe stayed": the definition of record runs the beam 1 s in every 1.05 s period; the twin keeps
+        # the beam on the parked probe through the 50 ms readout too, so the full-duty lead is the twin's own truth
+        for duty, into, count_false in ((1.0 / period, leads, True), (1.0, leads_full, False)):
+            lead = _true_lead_s(kinetics, x_action, j_action, duty * current / 50e-12, float(crossing))
+            is_false = lead is None or lead > CONDITION.within_s + period
             if lead is not None:
-                leads.append(float(lead))
-        else:
-            leads.append(float(lead))
+                into.append(float(lead))
+            if is_false:
+                if count_false:
+                    false += 1
+                else:
+                    false_full += 1
     runs = len(seeds)
     return {"runs": runs, "acted": acted, "late": late, "missed": missed, "quiet": quiet, "false": false,
             "lead_time_s": float(numpy.median(leads)) if leads else float("nan"), "leads": leads,
             "false_trigger_frac": false / max(acted, 1), "acted_before_frac": sum(1 for v in leads if v > 0) / max(acted + missed, 1),
+            "false_full_duty": false_full, "false_trigger_frac_full_duty": false_full / max(acted, 1),
+            "lead_time_s_full_duty": float(numpy.median(leads_full)) if leads_full else float("nan"),
             "dose_saved_e_median": float(numpy.median(dose_saved)) if dose_saved else 0.0, "update_ms": update_ms}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer series and runs (a smoke test)")
+    parser.add_argument("--plan-seeds", default=None, metavar="FIRST-LAST",
+                        help="run the plan on these twin seeds only (development: 300-379; the benchmark's own are 200-239)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # one update is a few tiny tensors: one thread is the fastest, and leaves the other core to the instrument
     started = time.time()
+    if args.plan_seeds:
+        first, last = (int(v) for v in args.plan_seeds.split("-"))
+        development = plan_runs(range(first, last + 1))
+        print(f"plan on seeds {first}-{last}: acted {development['acted']} (late {development['late']}, false {development['false']}, "
+              f"false at full duty {development['false_full_duty']}), missed {development['missed']}, quiet {development['quiet']}; "
+              f"leads {numpy.round(development['leads'], 1).tolist()}")
+        print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in development.items() if k not in ("leads", "update_ms")}))
+        return
     lstm = load_model("lstm_v1")
     assert isinstance(lstm, SpectrumLSTM)
     twin = forecast_twin(range(0, 6 if args.quick else 24), lstm)
@@ -240,7 +268,8 @@ def main() -> None:
                       + " | ".join(f"{rel[h - 1]:.2f}" for h in HORIZONS) + " |")
     print(f"coverage90 of the measured quantity: twin {hits[0]:.3f}, real mix {hits[1]:.3f}; of the truth: twin {twin['coverage_truth']:.3f}, "
           f"real mix {mix['coverage_truth']:.3f}")
-    print(f"plan: {plan['runs']} runs, acted {plan['acted']} (late {plan['late']}, false {plan['false']}), missed {plan['missed']}, "
+    print(f"plan: {plan['runs']} runs, acted {plan['acted']} (late {plan['late']}, false {plan['false']}; at full duty false {plan['false_full_duty']}), "
+          f"missed {plan['missed']}, "
           f"no transition and no action {plan['quiet']}; leads {numpy.round(plan['leads'], 1).tolist()}")
     load = os.getloadavg()
     result = {
@@ -248,6 +277,7 @@ def main() -> None:
         "coverage90": round(float((twin["coverage_measured"] * len(twin["update_ms"]) + mix["coverage_measured"] * len(mix["update_ms"]))
                                   / max(len(twin["update_ms"]) + len(mix["update_ms"]), 1)), 3),
         "lead_time_s": round(plan["lead_time_s"], 2), "false_trigger_frac": round(plan["false_trigger_frac"], 3),
+        "lead_time_s_full_duty": round(plan["lead_time_s_full_duty"], 2), "false_trigger_frac_full_duty": round(plan["false_trigger_frac_full_duty"], 3),
         "forecast_ms": round(float(numpy.median(update_ms)), 2),
         "forecast_ms_p90": round(float(numpy.percentile(update_ms, 90)), 2),
         "mae_ratio_twin": [round(float(ratios["twin_model"][h - 1]), 3) for h in HORIZONS],

@@ -11,7 +11,8 @@ Each :meth:`~OnlineForecaster.update` takes one raw spectrum and its time and
    on this series' own past (pairs whose future has been measured), for at most
    ``fine_tune_ms`` per update;
 4. forecasts the weights 1-8 steps ahead as quantiles, turns them into
-   spectra and into the watched quantity (by sampling), and calibrates the
+   spectra and into the watched quantity (by sampling whole paths, from
+   which a plan reads the probability of a crossing within its time), and calibrates the
    quantity's 90 % band online (:class:`~nion_autoem_forecast.uncertainty.OnlineCalibration`).
 """
 
@@ -68,7 +69,9 @@ class Forecast:
     low, high : ndarray (horizon,)
         The calibrated 90 % band for the *measured* quantity (noise included).
     samples : ndarray (samples, horizon)
-        Draws of the quantity (denoised), for crossing probabilities.
+        Draws of the quantity's path (denoised), for crossing probabilities:
+        each row is one path through the forecast steps, not independent
+        draws per step.
     measured : float
         The quantity measured on the latest spectrum.
     denoised : float
@@ -90,7 +93,14 @@ class Forecast:
     elapsed_ms: float
 
     def crossing_probability(self, condition: Condition) -> float:
-        """Probability that the quantity meets ``condition`` at some forecast step within ``condition.within_s``."""
+        """Probability that the quantity meets ``condition`` at some forecast step due within ``condition.within_s``.
+
+        The fraction of the drawn paths that meet it at one step or more.
+        With draws independent from step to step this union would grow with
+        the number of steps (seven steps at 25 % each give 87 %) although no
+        step is likely to cross; with paths it is about the largest step's
+        probability when the forecast hovers, and near 1 when it crosses.
+        """
         due = self.times_s - self.times_s[0] + (self.times_s[1] - self.times_s[0] if len(self.times_s) > 1 else 0.0)
         inside = due <= condition.within_s + 1e-9
         if not numpy.any(inside):
@@ -102,6 +112,65 @@ class Forecast:
         """When the median forecast first meets ``condition`` (absolute time, s), or None within the horizon."""
         met = numpy.flatnonzero(condition.met(self.quantity))
         return float(self.times_s[met[0]]) if met.size else None
+
+
+def path_normals(rng: numpy.random.Generator, shape: tuple[int, ...], correlation: float) -> _NDArray:
+    """Standard normal draws whose last axis (the forecast steps) is an AR(1) path with neighbour ``correlation``.
+
+    Every entry is standard normal (so each step keeps its own quantiles);
+    along the last axis ``z[h] = correlation * z[h - 1] + sqrt(1 - correlation**2) * e[h]``.
+
+    Examples
+    --------
+    >>> z = path_normals(numpy.random.default_rng(0), (4000, 8), 1.0)
+    >>> bool(numpy.all(z == z[:, :1]))  # one level per path
+    True
+    >>> z = path_normals(numpy.random.default_rng(0), (4000, 8), 0.0)
+    >>> abs(float(numpy.corrcoef(z[:, 0], z[:, 1])[0, 1])) < 0.05
+    True
+    """
+    e = rng.standard_normal(shape)
+    z = numpy.empty_like(e)
+    z[..., 0] = e[..., 0]
+    keep = math.sqrt(max(1.0 - correlation ** 2, 0.0))
+    for h in range(1, shape[-1]):
+        z[..., h] = correlation * z[..., h - 1] + keep * e[..., h]
+    return z
+
+
+def weight_paths(quantiles: _NDArray, sigma: _NDArray, z: _NDArray) -> _NDArray:
+    """Draws of each weight's future path (samples, k, horizon) from its quantile forecast, without its shot noise.
+
+    Parameters
+    ----------
+    quantiles : ndarray (k, horizon, 3)
+        The 5 %, 50 % and 95 % forecast of each *measured* weight.
+    sigma : ndarray (k,)
+        Each weight's shot noise (one measurement).
+    z : ndarray (samples, k, horizon)
+        Standard normal draws, e.g. :func:`path_normals`: their correlation
+        along the steps makes the draws paths.
+
+    Returns
+    -------
+    ndarray (samples, k, horizon)
+        Split-normal draws (the lower or upper half-spread by the sign of
+        ``z``) about the median, their spread less the shot noise: draws of
+        what the sample does, since a noisy spectrum that dips below a
+        threshold is no reason to act.
+
+    Examples
+    --------
+    >>> q = numpy.array([[[-1.645, 0.0, 1.645]] * 8])  # one weight, 8 steps, unit spread
+    >>> paths = weight_paths(q, numpy.array([0.0]), path_normals(numpy.random.default_rng(0), (2000, 1, 8), 1.0))
+    >>> round(float(paths[:, 0, 3].std()), 1), bool(numpy.all(paths[:, 0, 0] == paths[:, 0, 7]))
+    (1.0, True)
+    """
+    q = numpy.asarray(quantiles, dtype=float)
+    s = numpy.asarray(sigma, dtype=float)
+    spread = numpy.where(z > 0, q[:, :, 2] - q[:, :, 1], q[:, :, 1] - q[:, :, 0]) / 1.645
+    spread = numpy.sqrt(numpy.maximum(spread ** 2 - s[numpy.newaxis, :, numpy.newaxis] ** 2, (0.1 * spread) ** 2))
+    return typing.cast(_NDArray, q[:, :, 1] + z * spread)
 
 
 class OnlineForecaster:
@@ -127,6 +196,16 @@ class OnlineForecaster:
         A direction of change counts only if its strength exceeds this many
         times what shot noise alone would give its strongest direction
         (``channel variance * (sqrt(steps) + sqrt(channels))**2``).
+    horizon_correlation : float
+        How a draw's error at one forecast step goes on to the next (0 to 1):
+        the quantiles give each step's spread, not how the steps go together,
+        so the draws join them with a Gaussian copula whose correlation
+        between neighbouring steps is this (AR(1)).  1 (the default) makes
+        every draw one coherent path: a forecast that is too high stays too
+        high, as on twin series not used in training (seeds 300-329, the
+        truth's normal scores under the forecast correlate 0.95-0.98 from one
+        step to the next).  0 draws every step independently, which makes
+        "crossed at *some* step" far more likely than any one step says.
 
     Examples
     --------
@@ -141,11 +220,13 @@ class OnlineForecaster:
 
     def __init__(self, quantity: Quantity, *, preprocessor: Preprocessor | None = None, net: WeightForecaster | None = None, components: int = 2,
                  fine_tune_ms: float = 6.0, learning_rate: float = 3e-4, min_spectra: int = 4, significance: float = 1.2,
-                 seed: int = 0) -> None:
+                 horizon_correlation: float = 1.0, seed: int = 0) -> None:
         if min_spectra < 2:
             raise ValueError(f"min_spectra must be >= 2 (a forecast needs a history), got {min_spectra}")
         if fine_tune_ms < 0:
             raise ValueError(f"fine_tune_ms must be >= 0 ms, got {fine_tune_ms}")
+        if not 0.0 <= horizon_correlation <= 1.0:
+            raise ValueError(f"horizon_correlation must be between 0 (independent steps) and 1 (one path per draw), got {horizon_correlation!r}")
         self.quantity = quantity
         self.preprocessor = preprocessor or Preprocessor()
         pretrained = net if net is not None else load_model("weights_v1")
@@ -153,6 +234,7 @@ class OnlineForecaster:
             raise TypeError(f"net must be a WeightForecaster, got {type(pretrained).__name__}")
         self.net = copy.deepcopy(pretrained)
         self.components, self.fine_tune_ms, self.min_spectra, self.significance = components, fine_tune_ms, min_spectra, significance
+        self.horizon_correlation = float(horizon_correlation)
         self.horizon = self.net.horizon
         self.__optimizer = torch.optim.Adam(self.net.parameters(), lr=learning_rate)
         self.__rng = numpy.random.default_rng(seed)
@@ -272,13 +354,10 @@ class OnlineForecaster:
         q = numpy.where(significant[:, numpy.newaxis, numpy.newaxis], q, 0.0)
         median_weights = q[:, :, 1].T
         spectra = components.reconstruct(median_weights)
-        # Split-normal draws per weight (independent), carried through the spectrum into the quantity.  The
-        # quantiles are for a *measured* weight: its shot noise is taken out, so the draws are of what the
-        # sample does (a noisy spectrum that dips below the threshold is no reason to act).
-        z = self.__rng.standard_normal((_SAMPLES, q.shape[0], q.shape[1]))
-        spread = numpy.where(z > 0, q[:, :, 2] - q[:, :, 1], q[:, :, 1] - q[:, :, 0]) / 1.645
-        spread = numpy.sqrt(numpy.maximum(spread ** 2 - sigma[numpy.newaxis, :, numpy.newaxis] ** 2, (0.1 * spread) ** 2))
-        draws = q[:, :, 1] + z * spread  # (samples, k, horizon)
+        # Draws of every weight's path, carried through the spectrum into the quantity: the crossing probability
+        # asks whether a path crosses at *some* step, which only paths can answer (see weight_paths).
+        z = path_normals(self.__rng, (_SAMPLES, q.shape[0], q.shape[1]), self.horizon_correlation)
+        draws = weight_paths(q, sigma, z)  # (samples, k, horizon)
         sampled = components.reconstruct(numpy.transpose(draws, (0, 2, 1)))  # (samples, horizon, channels)
         samples = self.quantity(sampled, axis_eV)
         median = self.quantity(spectra, axis_eV)

@@ -88,7 +88,11 @@ class WatchSettings:
     max_responses : int
         The run ends after this many responses.
     min_spectra_before_acting : int
-        Spectra of a series (at an area) before the plan may act on its forecast.
+        Spectra of a series (at an area) before the plan may act on its
+        forecast.  The forecaster's reference is the mean of a series' first
+        8 spectra, so its directions of change rest on the spectra after
+        those: 12 leaves at least 4 (with fewer, one noisy spectrum made a
+        direction and a steep forecast on a twin run not used elsewhere).
     confirmations : int
         Consecutive forecasts that must each reach the condition's confidence
         before the plan acts (one noisy spectrum is not enough).
@@ -115,13 +119,13 @@ class WatchSettings:
         Online fine-tuning per update.
     """
 
-    condition: Condition = Condition("white-line ratio", "below", 2.1, within_s=8.0, confidence=0.7)
+    condition: Condition = Condition("white-line ratio", "below", 2.1, within_s=8.0)
     response: Response = "fresh_area"
     position_nm: Position = (0.0, 0.0)
     exposure_ms: float = 1000.0
     max_spectra: int = 150
     max_responses: int = 3
-    min_spectra_before_acting: int = 8
+    min_spectra_before_acting: int = 12
     confirmations: int = 1
     spectrum_image: int = 0
     spectrum_image_step_nm: float = 0.25

@@ -23,7 +23,7 @@ from nion_autoem_forecast.conditions import Condition
 from nion_autoem_forecast.conditions import WhiteLineRatio
 from nion_autoem_forecast.preprocess import Preprocessor
 
-CONDITION = Condition("white-line ratio", "below", 2.1, within_s=8.0, confidence=0.7)
+CONDITION = Condition("white-line ratio", "below", 2.1, within_s=8.0)
 KINETICS = ReductionKinetics(rate_per_s=0.12, threshold_dose_rate=0.35, seed_fraction=0.005)
 
 
