@@ -9,8 +9,9 @@ every edge.  The montage instead:
    shows its backlash, once a row) and surveys it;
 2. registers every pair of neighbours on their commanded overlap
    (:func:`nion_autoem_targeting.drift.measure_shift`, cross-correlation
-   with a window), and scores each pair by the normalised correlation after
-   the shift; featureless or contradictory pairs are dropped and reported;
+   with a window, of the band-passed tiles: :func:`band_pass`), and scores
+   each pair by the normalised correlation after the shift; featureless or
+   contradictory pairs are dropped and reported;
 3. fits all tile positions at once (least squares on the pair shifts, with
    a weak pull towards the commanded positions so a tile with no good
    neighbour stays where it was sent), so errors do not pile up along a path;
@@ -58,7 +59,35 @@ _NDArray = numpy.typing.NDArray[typing.Any]
 #: Pairs whose overlaps correlate less than this after registration are not trusted (bare film, or a wrong peak).
 MIN_PAIR_CORRELATION = 0.25
 #: A pair whose measured shift disagrees with the global fit by more than this many pixels is dropped as an outlier.
-OUTLIER_PX = 3.0
+OUTLIER_PX = 1.5
+#: Band of the registrations (Gaussian sigmas in pixels): detail finer than ``[0]`` is shot noise, coarser than ``[1]`` is the film's
+#: slow texture, whose broad correlation peak a few counts of noise shift by pixels.
+BAND_PX = (0.7, 6.0)
+
+
+def band_pass(image: numpy.typing.ArrayLike, band_px: tuple[float, float] = BAND_PX) -> _NDArray:
+    """The image between two scales (a difference of Gaussians): what registers a frame to a fraction of a pixel.
+
+    Plain cross-correlation of shot-noisy frames is dominated by the slow
+    texture of the film, whose peak is as broad as the texture is slow: a
+    little noise moves it by pixels.  Edges and small objects give a sharp
+    peak.  Measured on the stage-scale twin (31 nm pixels, 12 counts per
+    pixel on film): the median error of neighbouring tiles' shifts fell
+    from 0.17 to 0.10 px, and the RMS from 0.7 to 0.2 px (fewer wrong peaks).
+
+    Examples
+    --------
+    >>> image = numpy.ones((32, 32)); image[10:20, 10:20] = 3.0
+    >>> flat = band_pass(numpy.ones((32, 32)))
+    >>> bool(numpy.allclose(flat, 0.0)), bool(band_pass(image)[15, 15] > 0.5)
+    (True, True)
+    """
+    low, high = band_px
+    if not 0.0 <= low < high:
+        raise ValueError(f"band_px must be (fine, coarse) Gaussian sigmas with 0 <= fine < coarse pixels, e.g. {BAND_PX}; got {band_px!r}")
+    data = numpy.asarray(image, dtype=float)
+    fine = scipy.ndimage.gaussian_filter(data, low, mode="nearest") if low > 0 else data
+    return typing.cast(_NDArray, fine - scipy.ndimage.gaussian_filter(data, high, mode="nearest"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,8 +195,11 @@ def overlap_strips(first: _NDArray, second: _NDArray, offset_px: tuple[int, int]
     return first[dy:, dx:], second[: rows - dy, : cols - dx]
 
 
-def register_pair(first: _NDArray, second: _NDArray, offset_px: tuple[int, int], pixel_size_nm: float) -> tuple[tuple[float, float], float]:
+def register_pair(first: _NDArray, second: _NDArray, offset_px: tuple[int, int], pixel_size_nm: float, *,
+                  band_px: tuple[float, float] | None = BAND_PX) -> tuple[tuple[float, float], float]:
     """How far ``second`` really lies from ``first`` beyond the commanded ``offset_px``, in nm, and how well the overlaps then agree.
+
+    Both tiles are band-passed first (:func:`band_pass`; ``band_px=None``: as they are).
 
     Returns
     -------
@@ -187,6 +219,8 @@ def register_pair(first: _NDArray, second: _NDArray, offset_px: tuple[int, int],
     """
     from nion_autoem_targeting.drift import measure_shift
 
+    if band_px is not None:
+        first, second = band_pass(first, band_px), band_pass(second, band_px)
     a, b = overlap_strips(numpy.asarray(first, dtype=float), numpy.asarray(second, dtype=float), offset_px)
     dy, dx = measure_shift(a, b, pixel_size_nm, upsample=10)
     # features move by minus the second tile's extra offset: a stage that went too far shows the sample shifted back
@@ -379,7 +413,7 @@ def register_and_stitch(layout: MontageLayout, tiles: typing.Sequence[_NDArray],
                     shift, score = register_pair(tiles[k], tiles[other], offset, pixel)
                     pairs.append(PairShift(k, other, shift, score, score >= MIN_PAIR_CORRELATION))
     errors = fit_positions(commanded_nm, pairs)
-    for _ in range(2):
+    for _ in range(max(2, len(pairs) // 10)):
         residual = [numpy.hypot(*(errors[p.second] - errors[p.first] - numpy.asarray(p.shift_nm))) / pixel for p in pairs]
         outliers = {i for i, (p, r) in enumerate(zip(pairs, residual, strict=True)) if p.used and r > OUTLIER_PX}
         if not outliers:

@@ -3,17 +3,23 @@
 After a montage (:mod:`nion_autoem.plans.montage`), the search
 
 1. classifies the montage's tiles with a few-shot support set
-   (:func:`~nion_autoem.plans.tile_classification.classify_tiles_in`) and
-   takes the tiles of the wanted class, surest first, one per object (a
-   candidate within a tile of a surer one is the same object);
-2. for each candidate: moves the stage there, surveys a *registration*
-   frame at the montage's pixel size and registers it on the montage, which
-   measures where the stage really went; the error is corrected with the
-   scan offset (a frame centred off the axis), not with another stage move,
-   because a second move would land with a new error of its own;
-3. optionally autofocuses there (the sample's height changes across it);
-4. surveys a zoomed frame on the target and, to verify it, records a
-   spectrum at its centre and looks for the wanted kind's edge.
+   (:func:`~nion_autoem.plans.tile_classification.classify_tiles_in`);
+2. takes every bright object near a tile of the wanted class as a
+   candidate (:func:`rank_candidates`), with the class's probability and
+   the object's shape on the montage (:func:`object_shape`: size, border,
+   contrast, flatness, outline);
+3. ranks them by that probability times a :class:`ShapeModel` of the
+   support set's examples, which learns from every verified and rejected
+   visit, and visits next the one with the most targets expected per second
+   of instrument time, stage travel included (:func:`next_candidate`);
+4. at each: moves the stage there, surveys a *registration* frame at the
+   montage's pixel size and registers it on the montage (both band-passed),
+   which measures where the stage really went; the error is corrected with
+   the scan offset (a frame centred off the axis), not with another stage
+   move, because a second move would land with a new error of its own;
+5. optionally autofocuses there (the sample's height changes across it);
+6. surveys a zoomed frame on the target and, to verify it, records a
+   spectrum at the object and looks for the wanted kind's edge.
 
 The search stops once ``wanted`` targets are verified or ``max_visits``
 candidates have been visited.  Each verified target is a
@@ -51,7 +57,9 @@ from nion_autoem.plan import plan
 from nion_autoem.plans.montage import Montage
 from nion_autoem.plans.montage import MontageLayout
 from nion_autoem.plans.montage import acquire_montage
+from nion_autoem.plans.montage import band_pass
 from nion_autoem.plans.subplans import autofocus
+from nion_autoem.plans.tile_classification import ClassifiedTiles
 from nion_autoem.plans.tile_classification import classify_tiles_in
 from nion_autoem.products import Product
 
@@ -155,9 +163,9 @@ def register_on_montage(montage: Montage, survey: _NDArray, commanded_nm: Positi
     high = numpy.minimum(corner + n, montage.image.shape)
     if numpy.any(high - low < min_px):
         return None
-    reference = montage.image[low[0]:high[0], low[1]:high[1]]
-    part = survey[low[0] - corner[0]:high[0] - corner[0], low[1] - corner[1]:high[1] - corner[1]]
-    dy, dx = measure_shift(reference, part, montage.pixel_size_nm, upsample=10)
+    reference = band_pass(montage.image[low[0]:high[0], low[1]:high[1]])
+    part = band_pass(survey[low[0] - corner[0]:high[0] - corner[0], low[1] - corner[1]:high[1] - corner[1]])
+    dy, dx = measure_shift(reference, part, montage.pixel_size_nm, upsample=20)
     # the crop starts on a whole montage pixel, the commanded field a fraction of one away: a perfect stage would show that fraction as a shift
     fy, fx = (corner - exact) * montage.pixel_size_nm
     # a stage that went too far shows the sample moved back: the error is minus the features' shift
@@ -168,7 +176,8 @@ def object_centre(image: _NDArray, frame: ScanFrame, *, min_area_px: int = 20, c
     """Scan-field (y, x) nm of the bright object nearest the frame's centre (or the largest in it), or None if there is none.
 
     The film is the frame's median; an object is a connected region brighter
-    than it by 4 robust standard deviations after a light smoothing.
+    than it by 4 robust standard deviations after a light smoothing.  The
+    nearest is the object under the frame's centre where there is one.
 
     Examples
     --------
@@ -190,6 +199,10 @@ def object_centre(image: _NDArray, frame: ScanFrame, *, min_area_px: int = 20, c
     centres = numpy.asarray(scipy.ndimage.center_of_mass(smooth - film, labels, index), dtype=float).reshape(-1, 2)
     middle = 0.5 * (numpy.asarray(frame.shape) - 1)
     distance = numpy.hypot(*(centres - middle).T)
+    # the object under the frame's centre is the one aimed at, though a smaller one beside it may have its centre nearer
+    under = int(labels[tuple(numpy.round(middle).astype(int))])
+    if under:
+        distance[under - 1] = 0.0
     distance[areas < min_area_px] = numpy.inf
     if not numpy.isfinite(distance).any():
         return None
@@ -219,9 +232,175 @@ def refine_on_montage(montage: Montage, candidate_nm: Position, tile_px: int) ->
     return found if found is not None else candidate_nm
 
 
+#: What :func:`object_shape` measures of the object at a candidate.
+SHAPE_COLUMNS = ("size", "border", "contrast", "spread", "solidity", "elongation")
+
+
+def film_level(image: numpy.typing.ArrayLike) -> float:
+    """The film's signal in a survey or montage: the median of the lightly smoothed image (bare film covers most of a sample).
+
+    Examples
+    --------
+    >>> image = numpy.full((40, 40), 12.0); image[:8, :8] = 40.0
+    >>> film_level(image)
+    12.0
+    """
+    import scipy.ndimage
+
+    return float(numpy.median(scipy.ndimage.gaussian_filter(numpy.asarray(image, dtype=float), 1.0, mode="nearest")))
+
+
+def object_shape(window: numpy.typing.ArrayLike, film: float, *, min_contrast: float = 0.5) -> _NDArray | None:
+    """What the bright object at the centre of a window looks like, or None where there is none.
+
+    The window is a support tile's size (what a person clicked to show the
+    kind); the object is the connected region brighter than the film by
+    ``min_contrast`` of it that covers the window's centre (or comes nearest,
+    within a quarter of the window).
+
+    Returns
+    -------
+    ndarray of :data:`SHAPE_COLUMNS`
+        ``size``: fraction of the window it covers; ``border``: fraction of the window's edge it touches (a flake
+        larger than the window: 1); ``contrast``: its mean signal over the film's, minus 1; ``spread``: its standard
+        deviation over its mean (a flat platelet: low, a sphere: high); ``solidity``: area over convex hull;
+        ``elongation``: 1 minus minor over major axis.
+
+    Examples
+    --------
+    >>> window = numpy.full((32, 32), 10.0); window[10:22, 12:20] = 25.0
+    >>> object_shape(window, 10.0).round(2).tolist()  # a 12 × 8 px block: its smoothed edge lowers the contrast and adds spread
+    [0.09, 0.0, 1.28, 0.1, 1.0, 0.34]
+    >>> object_shape(numpy.full((32, 32), 10.0), 10.0) is None
+    True
+    """
+    import scipy.ndimage
+    import skimage.measure
+
+    data = numpy.asarray(window, dtype=float)
+    if data.ndim != 2 or min(data.shape) < 8:
+        raise ValueError(f"window must be a 2-D image of at least 8 × 8 pixels, got shape {data.shape}")
+    if not (math.isfinite(film) and film > 0):
+        raise ValueError(f"film must be the film's signal, a finite number > 0 (see film_level), got {film!r}")
+    smooth = scipy.ndimage.gaussian_filter(data, 1.0, mode="nearest")
+    labels, count = scipy.ndimage.label(smooth > film * (1.0 + min_contrast))
+    if count == 0:
+        return None
+    cy, cx = data.shape[0] // 2, data.shape[1] // 2
+    k = int(labels[cy, cx])
+    if k == 0:
+        rows, cols = numpy.nonzero(labels)
+        distance = numpy.hypot(rows - cy, cols - cx)
+        j = int(distance.argmin())
+        if distance[j] > 0.25 * min(data.shape):
+            return None
+        k = int(labels[rows[j], cols[j]])
+    region = labels == k
+    edge = numpy.ones_like(region)
+    edge[1:-1, 1:-1] = False
+    props = skimage.measure.regionprops(region.astype(int))[0]  # type: ignore[no-untyped-call]
+    inside = smooth[region]
+    major = max(float(props.axis_major_length), 1e-9)
+    return numpy.array([region.mean(), region[edge].mean(), inside.mean() / film - 1.0, inside.std() / inside.mean(), float(props.solidity),
+                        1.0 - float(props.axis_minor_length) / major])
+
+
+class ShapeModel:
+    """How likely an object is of the wanted kind, from the shapes of labelled examples: the support set's, then every visit's.
+
+    A soft nearest neighbour on :func:`object_shape` descriptors: the
+    probability is ``exp(-d_w^2 / 2) / (exp(-d_w^2 / 2) + exp(-d_o^2 / 2))`` with
+    ``d_w`` and ``d_o`` the distances to the nearest example of the wanted
+    kind and of any other, in units of each descriptor's spread over all
+    examples.  A verified visit adds an example of the wanted kind, a rejected
+    one an example of the others, so a kind of look that fooled the
+    classifier once is ranked down.
+
+    Examples
+    --------
+    >>> model = ShapeModel([numpy.array([0.5, 0.0, 1.4, 0.1, 0.95, 0.0])], [numpy.array([1.0, 1.0, 1.3, 0.1, 1.0, 0.0])])
+    >>> p = model.probability([numpy.array([0.45, 0.0, 1.3, 0.1, 0.95, 0.05]), numpy.array([0.95, 0.9, 1.2, 0.1, 1.0, 0.0])])
+    >>> bool(p[0] > 0.9 and p[1] < 0.1)
+    True
+    >>> model.learn(numpy.array([0.95, 0.9, 1.2, 0.1, 1.0, 0.0]), verified=True); model.counts
+    (2, 1)
+    """
+
+    #: Smallest spread of a descriptor (its units): two examples alike in one descriptor do not make it infinitely decisive.
+    MIN_SPREAD = numpy.array([0.05, 0.1, 0.1, 0.02, 0.03, 0.05])
+
+    def __init__(self, wanted: typing.Sequence[_NDArray], others: typing.Sequence[_NDArray]) -> None:
+        if not wanted or not others:
+            raise ValueError(f"a shape model needs examples of the wanted kind and of others, got {len(wanted)} and {len(others)}")
+        self.__wanted = [numpy.asarray(w, dtype=float) for w in wanted]
+        self.__others = [numpy.asarray(o, dtype=float) for o in others]
+        pooled = numpy.asarray(self.__wanted + self.__others)
+        self.__scale = numpy.maximum(pooled.std(axis=0), self.MIN_SPREAD)
+
+    @classmethod
+    def from_support(cls, support: SupportSet, target_class: str) -> ShapeModel:
+        """The shapes of a support set's examples: those of ``target_class`` against all others (examples with no object count as others)."""
+        film = film_level(numpy.concatenate([support.tiles(c).reshape(-1) for c in support.class_names]).reshape(1, -1))
+        wanted: list[_NDArray] = []
+        others: list[_NDArray] = []
+        for name in support.class_names:
+            for tile in support.tiles(name):
+                shape = object_shape(tile, film)
+                if shape is not None:
+                    (wanted if name == target_class else others).append(shape)
+        if not wanted:
+            raise ValueError(f"no example of {target_class!r} in the support set shows an object brighter than the film; the shape model cannot learn it")
+        return cls(wanted, others or [numpy.zeros(len(SHAPE_COLUMNS))])
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        """Examples of the wanted kind and of others."""
+        return len(self.__wanted), len(self.__others)
+
+    def learn(self, shape: _NDArray | None, *, verified: bool) -> None:
+        """Add a visited object's shape as an example of the wanted kind (verified) or of the others."""
+        if shape is not None:
+            (self.__wanted if verified else self.__others).append(numpy.asarray(shape, dtype=float))
+
+    def probability(self, shapes: typing.Sequence[_NDArray | None]) -> _NDArray:
+        """Probability of the wanted kind for each shape; 0 where there is no object (None)."""
+        result = numpy.zeros(len(shapes))
+        known = [k for k, v in enumerate(shapes) if v is not None]
+        if not known:
+            return result
+        query = numpy.asarray([shapes[k] for k in known], dtype=float) / self.__scale
+        nearest = [numpy.min(((query[:, numpy.newaxis, :] - numpy.asarray(group) / self.__scale) ** 2).sum(axis=-1), axis=1)
+                   for group in (self.__wanted, self.__others)]
+        # exp(-a/2) / (exp(-a/2) + exp(-b/2)), written so neither exponent overflows
+        result[known] = 1.0 / (1.0 + numpy.exp(numpy.clip(0.5 * (nearest[0] - nearest[1]), -50.0, 50.0)))
+        return result
+
+
+def next_candidate(scores: numpy.typing.ArrayLike, positions_nm: numpy.typing.ArrayLike, here_nm: Position | None, *, visit_s: float = 1.5,
+                   stage_speed_nm_per_s: float = 20_000.0) -> int:
+    """The candidate to visit next: the most targets expected per second, its score over the visit's time plus the stage travel to it.
+
+    ``here_nm`` None (the stage's place unknown) leaves the travel out.
+
+    Examples
+    --------
+    >>> next_candidate([0.5, 0.55], [[0.0, 20_000.0], [0.0, 1_000.0]], (0.0, 0.0))  # nearly as likely, far nearer
+    1
+    >>> next_candidate([0.9, 0.3], [[0.0, 20_000.0], [0.0, 1_000.0]], (0.0, 0.0))
+    0
+    """
+    p = numpy.asarray(positions_nm, dtype=float).reshape(-1, 2)
+    if here_nm is None:
+        return int(numpy.argmax(numpy.asarray(scores, dtype=float)))
+    travel = numpy.abs(p - numpy.asarray(here_nm, dtype=float)).max(axis=1) / stage_speed_nm_per_s
+    return int(numpy.argmax(numpy.asarray(scores, dtype=float) / (visit_s + travel)))
+
+
 def visit_candidates(montage: Montage, candidates: typing.Sequence[Position], *, wanted: int, max_visits: int, zoom: ScanFrame,
-                     register_px: int = 128, pixel_time_us: float | None = 2.0, verify_edge_eV: float | None = None, min_jump: float = 0.1,
-                     exposure_ms: float = 100.0, focus_half_range_nm: float | None = None, same_target_nm: float = 1000.0, key_prefix: str = "") -> SubPlan:
+                     register_px: int = 192, pixel_time_us: float | None = 2.0, verify_edge_eV: float | None = None, min_jump: float = 0.1,
+                     exposure_ms: float = 100.0, focus_half_range_nm: float | None = None, same_target_nm: float = 1000.0, key_prefix: str = "",
+                     scores: typing.Sequence[float] | None = None, shapes: typing.Sequence[_NDArray | None] | None = None,
+                     model: ShapeModel | None = None, stage_speed_nm_per_s: float = 20_000.0) -> SubPlan:
     """Sub-plan: go to each candidate, correct the stage error by registration, zoom in and verify; returns the :class:`Visit` list.
 
     Parameters
@@ -248,22 +427,53 @@ def visit_candidates(montage: Montage, candidates: typing.Sequence[Position], *,
         Autofocus (±range, 7 steps, on a 200 nm field at the target) before the zoomed survey; None keeps the focus.
     same_target_nm : float
         A candidate, or the object its zoom shows, this close to a target already verified is that target again (seen from
-        another tile): it is skipped, or not verified again (no spectrum).
+        another tile): it is skipped, or not verified again (no spectrum).  A candidate within half of it of an object
+        rejected before is that object again, and is skipped.
+    scores : sequence of float or None
+        Each candidate's prior score (e.g. the few-shot probability of the wanted class).  Given (or with ``model``), the
+        visits are *adaptive*: each next candidate is the one with the most targets expected per second of instrument
+        time, its score over the visit plus the stage travel (:func:`next_candidate`), so a nearly as likely candidate
+        nearby goes before one across the region.  None (and no model): the order given.
+    shapes, model : optional
+        Each candidate's :func:`object_shape` on the montage, and a :class:`ShapeModel`; the score is multiplied by the
+        model's probability, and every verified or rejected visit teaches the model.  A candidate with a shape is an
+        object's centre: the spectrum is taken at the zoom's centre, where registration put it; one without (a tile's
+        centre) takes it on the object the zoom shows nearest its centre (:func:`object_centre`).
+    stage_speed_nm_per_s : float
+        The stage's travel speed, for the travel part of the order.
     """
     if wanted < 1 or max_visits < 1:
         raise ValueError(f"wanted and max_visits must be at least 1, got {wanted!r} and {max_visits!r}")
     if zoom.fov_nm >= register_px * montage.pixel_size_nm:
         raise ValueError(f"the zoomed field ({zoom.fov_nm:g} nm) must be smaller than the registration field ({register_px * montage.pixel_size_nm:g} nm)")
+    if model is not None and (shapes is None or len(shapes) != len(candidates)):
+        raise ValueError(f"a shape model needs one shape (or None) per candidate: {len(candidates)} candidates, "
+                         f"{'no' if shapes is None else len(shapes)} shapes")
+    if scores is not None and len(scores) != len(candidates):
+        raise ValueError(f"scores must hold one score per candidate: {len(candidates)} candidates, {len(scores)} scores")
     register_frame = ScanFrame((register_px, register_px), register_px * montage.pixel_size_nm)
+    positions = numpy.asarray(candidates, dtype=float).reshape(-1, 2)
+    prior = numpy.ones(len(positions)) if scores is None else numpy.asarray(scores, dtype=float)
+    adaptive = scores is not None or model is not None
+    remaining = list(range(len(positions)))
+    here: Position | None = None
     visits: list[Visit] = []
     verified_at: list[Position] = []
-    for index, candidate in enumerate(candidates):
-        if len(visits) >= max_visits:
-            break
-        if any(math.dist(candidate, v) < same_target_nm for v in verified_at):
+    rejected_at: list[Position] = []
+    while remaining and len(visits) < max_visits:
+        if adaptive:
+            rank = prior[remaining] * (model.probability([shapes[k] for k in remaining]) if model is not None and shapes is not None else 1.0)
+            index = remaining[next_candidate(rank, positions[remaining], here, stage_speed_nm_per_s=stage_speed_nm_per_s)]
+            score: float | None = float(rank[remaining.index(index)])
+        else:
+            index, score = remaining[0], None
+        remaining.remove(index)
+        candidate = (float(positions[index][0]), float(positions[index][1]))
+        if any(math.dist(candidate, v) < same_target_nm for v in verified_at) or any(math.dist(candidate, v) < 0.5 * same_target_nm for v in rejected_at):
             continue
         yield Checkpoint()
         yield MoveStage.to(y=candidate[0], x=candidate[1], label=f"candidate {index + 1}: stage")
+        here = candidate
         check = yield Survey(register_frame, pixel_time_us=pixel_time_us, label=f"candidate {index + 1}: registration")
         error = register_on_montage(montage, numpy.asarray(check.xdata.data, dtype=float), candidate)
         if error is None:
@@ -278,8 +488,12 @@ def visit_candidates(montage: Montage, candidates: typing.Sequence[Position], *,
         image = yield Survey(frame, pixel_time_us=pixel_time_us, label=f"candidate {index + 1}: zoom")
         jump = None
         verified = True
-        # the candidate is a tile's centre: the object may sit anywhere in that tile, so the probe goes to the object the zoom shows
-        target = object_centre(numpy.asarray(image.xdata.data, dtype=float), frame) or offset
+        if shapes is not None and shapes[index] is not None:
+            # the candidate is an object's centre on the montage, and registration put the frame's centre on it within nm
+            target = offset
+        else:
+            # the candidate is a tile's centre: the object may sit anywhere in that tile, so the probe goes to the object the zoom shows
+            target = object_centre(numpy.asarray(image.xdata.data, dtype=float), frame) or offset
         # where the object really is, in the montage's coordinates: where the stage went, plus where in the field it showed
         where = (candidate[0] + error[0] + target[0], candidate[1] + error[1] + target[1])
         if any(math.dist(where, v) < same_target_nm for v in verified_at):
@@ -292,11 +506,12 @@ def visit_candidates(montage: Montage, candidates: typing.Sequence[Position], *,
             verified = jump >= min_jump
         visit = Visit(candidate, (float(error[0]), float(error[1])), offset, target, jump, verified, image)
         visits.append(visit)
-        if verified:
-            verified_at.append(where)
+        (verified_at if verified else rejected_at).append(where)
+        if model is not None and shapes is not None and verify_edge_eV is not None:
+            model.learn(shapes[index], verified=verified)
         found = sum(v.verified for v in visits)
-        yield Report({"visit": index + 1, "candidate_nm": list(candidate), "stage_error_nm": [round(e, 1) for e in error], "edge_jump": jump,
-                      "verified": verified, "found": found})
+        yield Report({"visit": index + 1, "candidate_nm": list(candidate), "score": None if score is None else round(score, 4),
+                      "stage_error_nm": [round(e, 1) for e in error], "edge_jump": jump, "verified": verified, "found": found})
         if verified:
             yield Publish(Product(f"{key_prefix}target-{found}", f"Target {found}", image.xdata,
                                   caption=f"candidate {index + 1} at stage ({candidate[0]:.0f}, {candidate[1]:.0f}) nm; stage error "
@@ -313,14 +528,101 @@ def visit_candidates(montage: Montage, candidates: typing.Sequence[Position], *,
     return visits
 
 
+def bright_objects(image: numpy.typing.ArrayLike, film: float, *, min_contrast: float = 0.5, min_area_px: int = 8) -> _NDArray:
+    """Centres (row, column) of the connected regions brighter than the film by ``min_contrast`` of it, of ``min_area_px`` pixels or more.
+
+    Examples
+    --------
+    >>> image = numpy.full((40, 40), 10.0); image[5:10, 5:10] = 30.0; image[30:32, 30:32] = 30.0
+    >>> bright_objects(image, 10.0).round(1).tolist()  # the 2 × 2 speck is too small
+    [[7.0, 7.0]]
+    """
+    import scipy.ndimage
+
+    smooth = scipy.ndimage.gaussian_filter(numpy.asarray(image, dtype=float), 1.0, mode="nearest")
+    labels, count = scipy.ndimage.label(smooth > film * (1.0 + min_contrast))
+    if count == 0:
+        return numpy.zeros((0, 2))
+    index = numpy.arange(1, count + 1)
+    areas = scipy.ndimage.sum_labels(numpy.ones_like(smooth), labels, index)
+    centres = numpy.asarray(scipy.ndimage.center_of_mass(numpy.ones_like(smooth), labels, index), dtype=float).reshape(-1, 2)
+    return typing.cast(_NDArray, centres[areas >= min_area_px])
+
+
+def _window(montage: Montage, centre_nm: numpy.typing.ArrayLike, size_px: int, fill: float) -> _NDArray:
+    """The square of ``size_px`` montage pixels about a stage position; what lies beyond the montage is ``fill`` (the film)."""
+    corner = numpy.round((numpy.asarray(centre_nm, dtype=float) - numpy.asarray(montage.origin_nm)) / montage.pixel_size_nm).astype(int) - size_px // 2
+    window = numpy.full((size_px, size_px), float(fill))
+    low = numpy.maximum(corner, 0)
+    high = numpy.minimum(corner + size_px, montage.image.shape)
+    if numpy.all(high > low):
+        window[low[0] - corner[0]:high[0] - corner[0], low[1] - corner[1]:high[1] - corner[1]] = montage.image[low[0]:high[0], low[1]:high[1]]
+    return window
+
+
+def rank_candidates(montage: Montage, tiles: ClassifiedTiles, target_class: str) -> tuple[list[Position], list[float], list[_NDArray | None]]:
+    """The candidates of a classified montage: one per bright object, with the few-shot probability of ``target_class`` and its shape.
+
+    Every bright object on the montage (:func:`bright_objects`) is a
+    candidate, at its own centre; so two objects that share a tile are two
+    candidates, and an object seen by several overlapping tiles is one.  A
+    candidate's score is the highest probability of the class among the
+    tiles whose centres lie within half a tile of it, whatever class they
+    were given (so an object the classifier put elsewhere still comes, later);
+    its shape is :func:`object_shape` in a window of one tile about it.
+    Tiles of the class with no bright object near them are candidates too,
+    at their centres, after the rest (score 0: a kind that is not brighter
+    than the film is still found, by the few-shot class alone).
+    """
+    tile_px = tiles.tile_map.grid.tile_px
+    tile_nm = tile_px * montage.pixel_size_nm
+    k = tiles.tile_map.class_names.index(target_class)
+    of_class = tiles.tile_map.classes == k
+    centres = tiles.frame.pixel_to_nm(tiles.tile_map.grid.centres_px).reshape(-1, 2)
+    wanted = tiles.tile_map.probabilities[:, k]
+    film = film_level(montage.image)
+    # a blank montage (the beam blanked, or a dry run's planning microscope) shows no objects, only the classified tiles
+    objects = montage.stage_nm_of_pixel(bright_objects(montage.image, film)).reshape(-1, 2) if film > 0 else numpy.zeros((0, 2))
+    positions: list[Position] = []
+    scores: list[float] = []
+    shapes: list[_NDArray | None] = []
+    covered = numpy.zeros(len(centres), dtype=bool)
+    for c in objects:
+        near = numpy.abs(centres - c).max(axis=1) <= 0.5 * tile_nm
+        if not near.any():
+            continue
+        # every object is a candidate, scored by its likeliest tile: one the classifier put in another class (or "unknown")
+        # still comes, later, and the shape model may lift it
+        covered |= near
+        positions.append((float(c[0]), float(c[1])))
+        scores.append(float(wanted[near].max()))
+        shapes.append(object_shape(_window(montage, c, tile_px, film), film))
+    rest = [(float(y), float(x)) for (y, x), p in sorted(zip(centres[of_class & ~covered].tolist(), wanted[of_class & ~covered], strict=True),
+                                                         key=lambda t: -t[1])]
+    for kept in distinct_candidates(rest, 0.75 * tile_nm):
+        positions.append(kept)
+        scores.append(0.0)
+        shapes.append(None)
+    return positions, scores, shapes
+
+
 def search_montage(montage: Montage, support: SupportSet | str | pathlib.Path, target_class: str, *, wanted: int = 3, max_visits: int = 10,
                    zoom: ScanFrame = DEFAULT_ZOOM, overlap: float = 0.75, verify_edge_eV: float | None = None,
-                   pixel_time_us: float | None = 2.0, focus_half_range_nm: float | None = None) -> SubPlan:
-    """Sub-plan: classify a montage's tiles, then visit and verify the surest candidates of ``target_class``; returns the :class:`Visit` list.
+                   pixel_time_us: float | None = 2.0, focus_half_range_nm: float | None = None, adaptive: bool = True) -> SubPlan:
+    """Sub-plan: classify a montage's tiles, then visit and verify the likeliest candidates of ``target_class``; returns the :class:`Visit` list.
 
     ``overlap`` is that of the classified tiles: 0.75 puts some tile's centre
     within an eighth of a tile of every object, which matters when the
     support set's examples are centred on their objects.
+
+    ``adaptive`` (the default) ranks the candidates by their few-shot
+    probability times a :class:`ShapeModel` of the support set's examples
+    (size, contrast, flatness, outline of the object on the montage), learns
+    from every verified and rejected visit, and orders the visits by targets
+    expected per second, stage travel included (:func:`visit_candidates`).
+    False, or a wanted kind whose examples show nothing brighter than the
+    film (the shape model cannot learn it), visits the tiles surest first,
+    as classified, each centred on the largest bright object in it.
 
     Raises
     ------
@@ -332,10 +634,24 @@ def search_montage(montage: Montage, support: SupportSet | str | pathlib.Path, t
     chosen = resolve_support(support)
     if target_class not in chosen.class_names:
         raise ValueError(f"target_class {target_class!r} has no examples in the support set; its classes are {list(chosen.class_names)}")
+    model: ShapeModel | None = None
+    if adaptive:
+        try:
+            model = ShapeModel.from_support(chosen, target_class)
+        except ValueError:
+            model = None  # the wanted kind is no brighter than the film: its tiles, not objects, are the candidates
     tiles = yield from classify_tiles_in(montage.measurement(), chosen, overlap=overlap, key_prefix="montage-")
+    if model is not None:
+        candidates, scores, shapes = rank_candidates(montage, tiles, target_class)
+        yield Report({"candidates": len(candidates), "target_class": target_class, "with_object": sum(s is not None for s in shapes),
+                      "order": "adaptive"})
+        visits = yield from visit_candidates(montage, candidates, wanted=wanted, max_visits=max_visits, zoom=zoom, pixel_time_us=pixel_time_us,
+                                             verify_edge_eV=verify_edge_eV, focus_half_range_nm=focus_half_range_nm, scores=scores, shapes=shapes,
+                                             model=model)
+        return visits
     tile_nm = tiles.tile_map.grid.tile_px * montage.pixel_size_nm
     candidates = distinct_candidates([refine_on_montage(montage, c, tiles.tile_map.grid.tile_px) for c in tiles.centres_nm(target_class)], 0.75 * tile_nm)
-    yield Report({"candidates": len(candidates), "target_class": target_class})
+    yield Report({"candidates": len(candidates), "target_class": target_class, "order": "surest first"})
     visits = yield from visit_candidates(montage, candidates, wanted=wanted, max_visits=max_visits, zoom=zoom, pixel_time_us=pixel_time_us,
                                          verify_edge_eV=verify_edge_eV, focus_half_range_nm=focus_half_range_nm)
     return visits
@@ -343,7 +659,7 @@ def search_montage(montage: Montage, support: SupportSet | str | pathlib.Path, t
 
 @plan("search")
 def search_plan(centre_nm: tuple[float, float], size_nm: tuple[float, float], support: SupportSet | str | pathlib.Path, target_class: str, *,
-                wanted: int = 3, max_visits: int = 10, tile_fov_nm: float = 4000.0, tile_px: int = 128, overlap: float = 0.3,
+                wanted: int = 3, max_visits: int = 10, tile_fov_nm: float = 8000.0, tile_px: int = 256, overlap: float = 0.3,
                 zoom: ScanFrame = DEFAULT_ZOOM, verify_edge_eV: float | None = None, pixel_time_us: float | None = 2.0,
                 limits: StageLimits | None = None, focus_half_range_nm: float | None = None) -> PlanGenerator:
     """Montage a region, classify it, then visit and verify candidates of ``target_class`` until ``wanted`` are found.

@@ -185,8 +185,14 @@ def _search(p: PanelParameters) -> Plan:
     # the montage is taken at the examples' sampling, so the classifier sees what it was shown
     pixel_nm = support.tile_nm / support.tile_px
     centre, size = p.region_nm
-    return search_plan(centre, size, support, p.target_class, wanted=p.points, max_visits=max(3 * p.points, p.points + 5), tile_fov_nm=128 * pixel_nm,
-                       tile_px=128, verify_edge_eV=p.verify_edge_eV or None)
+    # overview tiles of up to 256 px (larger tiles register better: fewer, larger overlaps) at the examples' pixel size,
+    # never larger than the region (a region smaller than a 64 px tile is too small to montage)
+    tile_px = int(min(256, min(size) / pixel_nm))
+    if tile_px < 64:
+        raise ValueError(f"the region ({size[0]:.0f} × {size[1]:.0f} nm) is smaller than a 64 px tile at the examples' {pixel_nm:.3g} nm per pixel: "
+                         "draw a larger rectangle")
+    return search_plan(centre, size, support, p.target_class, wanted=p.points, max_visits=max(3 * p.points, p.points + 5), tile_fov_nm=tile_px * pixel_nm,
+                       tile_px=tile_px, verify_edge_eV=p.verify_edge_eV or None)
 
 
 ACQUISITIONS = list(AGENT_ACQUISITIONS)

@@ -25,6 +25,7 @@ _NDArray = numpy.typing.NDArray[typing.Any]
 
 SIZE_NM = 12_000.0
 TILE = ScanFrame((128, 128), 4000.0)  # 31 nm per pixel
+OVERVIEW = ScanFrame((256, 256), 8000.0)  # the same pixels, a quarter of the stage moves: the search's overview
 SUPPORT_CLASSES = ("hexagonal platelet", "round particle", "rod", "flake", "film", "hole")
 
 
@@ -32,13 +33,14 @@ def twin(seed: int, *, min_rare: int = 4) -> StageMicroscope:
     return StageMicroscope(StageSample(seed, size_nm=SIZE_NM, objects=150, min_rare=min_rare), seed=seed)
 
 
-def layout() -> MontageLayout:
-    return MontageLayout((0.0, 0.0), (SIZE_NM - 1000.0, SIZE_NM - 1000.0), TILE, 0.3)
+def layout(tile: ScanFrame = TILE) -> MontageLayout:
+    return MontageLayout((0.0, 0.0), (SIZE_NM - 1000.0, SIZE_NM - 1000.0), tile, 0.3)
 
 
 @plan("montage-test")
-def montage_run(box: dict[str, typing.Any], register: bool = True, limits: typing.Any = None, max_stage_error_nm: float = 1000.0) -> PlanGenerator:
-    box["montage"] = yield from acquire_montage(layout(), pixel_time_us=2.0, register=register, limits=limits, max_stage_error_nm=max_stage_error_nm)
+def montage_run(box: dict[str, typing.Any], register: bool = True, limits: typing.Any = None, max_stage_error_nm: float = 1000.0,
+                tile: ScanFrame = TILE) -> PlanGenerator:
+    box["montage"] = yield from acquire_montage(layout(tile), pixel_time_us=2.0, register=register, limits=limits, max_stage_error_nm=max_stage_error_nm)
 
 
 def run_montage(scope: StageMicroscope, run_dir: pathlib.Path, **kwargs: typing.Any) -> tuple[Montage, MemorySink]:
@@ -54,6 +56,22 @@ def montage_offset(scope: StageMicroscope, montage: Montage) -> _NDArray:
     """True minus montage stage coordinates: the constant the montage cannot know."""
     true = numpy.array([t for _, t in scope.surveys[: len(montage.tiles)]])
     return typing.cast(_NDArray, (true - montage.fitted_nm).mean(axis=0))
+
+
+def landing_errors_nm(scope: StageMicroscope, montage: Montage, visits: typing.Sequence[typing.Any], first_survey: int) -> tuple[_NDArray, _NDArray]:
+    """Where each visit's zoomed frame really landed against its candidate, without and with the scan-offset correction (nm).
+
+    The truth is the true stage at the zoom's mid-frame (every visit takes a
+    registration survey, then the zoom), in the montage's coordinates.
+    """
+    offset = montage_offset(scope, montage)
+    zooms = scope.surveys[first_survey + 1::2]
+    raw, corrected = [], []
+    for v, (_, true_nm) in zip(visits, zooms, strict=True):
+        stage = numpy.asarray(true_nm) - offset
+        raw.append(numpy.hypot(*(numpy.asarray(v.candidate_nm) - stage)))
+        corrected.append(numpy.hypot(*(numpy.asarray(v.candidate_nm) - (stage + numpy.asarray(v.scan_offset_nm)))))
+    return numpy.asarray(raw), numpy.asarray(corrected)
 
 
 def stitch_errors_px(scope: StageMicroscope, montage: Montage, positions_nm: _NDArray) -> _NDArray:

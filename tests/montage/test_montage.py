@@ -31,7 +31,7 @@ def test_registration_places_tiles_within_a_pixel_where_the_stage_alone_is_off_b
     assert len(montage.tiles) == rows * cols == 16
     fitted = stitch_errors_px(scope, montage, montage.fitted_nm)
     raw = stitch_errors_px(scope, montage, montage.commanded_nm)
-    assert numpy.sqrt(numpy.mean(fitted**2)) < 1.0, fitted
+    assert numpy.sqrt(numpy.mean(fitted**2)) < 0.3, fitted  # band-passed overlaps: a fraction of a pixel (it was 0.4 to 0.9 px on plain correlation)
     assert numpy.sqrt(numpy.mean(raw**2)) > 2.5, raw  # the stage's own errors: what registration corrects
     assert sum(p.used for p in montage.pairs) >= 0.8 * len(montage.pairs)
     # the product: calibrated in stage µm, grown row by row, the errors per move in its metadata

@@ -17,8 +17,9 @@ from nion_autoem.runner import RunState
 from nion_autoem.twin.stage_sample import EDGES_EV
 from nion_autoem.twin.stage_sample import RARE_CLASS
 from nion_autoem_fewshot import SupportSet
+from tests.montage.helpers import OVERVIEW
 from tests.montage.helpers import SIZE_NM
-from tests.montage.helpers import TILE
+from tests.montage.helpers import landing_errors_nm
 from tests.montage.helpers import montage_offset
 from tests.montage.helpers import run_montage
 from tests.montage.helpers import support_from_truth
@@ -54,13 +55,13 @@ def test_the_search_finds_rare_platelets_far_better_than_a_random_pick(tmp_path:
     assert {"montage", "montage-tile_classes", "target-1", "target-3"} <= set(sink.products)
 
 
-def test_registration_on_the_montage_measures_each_landing(tmp_path: pathlib.Path, support: SupportSet) -> None:
+def test_registration_on_the_montage_puts_the_beam_within_5_nm(tmp_path: pathlib.Path, support: SupportSet) -> None:
     from nion_autoem.plan import PlanGenerator
     from nion_autoem.plan import plan
     from nion_autoem.plans.search import search_montage
 
     scope = twin(7, min_rare=6)
-    montage, _ = run_montage(scope, tmp_path / "montage")
+    montage, _ = run_montage(scope, tmp_path / "montage", tile=OVERVIEW)
     tiles = len(scope.surveys)
     box: dict[str, list[Visit]] = {}
 
@@ -69,15 +70,10 @@ def test_registration_on_the_montage_measures_each_landing(tmp_path: pathlib.Pat
         box["visits"] = yield from search_montage(montage, support, RARE_CLASS, wanted=4, max_visits=4)
 
     assert ExperimentRunner(scope, visit(), run_dir=tmp_path / "run", sink=MemorySink()).run().state is RunState.FINISHED
-    offset = montage_offset(scope, montage)
-    registrations = scope.surveys[tiles::2]  # a registration survey, then a zoom, per visit
-    raw, corrected = [], []
-    for v, (_, true_nm) in zip(box["visits"], registrations, strict=True):
-        truth = numpy.asarray(true_nm) - offset  # where the stage really was, in the montage's coordinates
-        raw.append(numpy.hypot(*(numpy.asarray(v.candidate_nm) - truth)))
-        corrected.append(numpy.hypot(*(numpy.asarray(v.candidate_nm) + v.stage_error_nm - truth)))
-    print("stage error raw", numpy.round(raw, 1), "after registration", numpy.round(corrected, 1))
-    assert numpy.median(raw) > 50.0 and numpy.median(corrected) < TILE.pixel_size_nm, (raw, corrected)  # within a montage pixel
+    raw, corrected = landing_errors_nm(scope, montage, box["visits"], tiles)
+    print("beam landing error raw", numpy.round(raw, 1), "after registration", numpy.round(corrected, 1))
+    assert len(corrected) == 4 and numpy.median(raw) > 50.0 and numpy.median(corrected) < 5.0, (raw, corrected)  # the 5 nm
+    assert corrected.max() < 0.5 * OVERVIEW.pixel_size_nm
 
 
 def test_a_target_kind_without_examples_is_refused_before_the_beam(tmp_path: pathlib.Path, support: SupportSet) -> None:

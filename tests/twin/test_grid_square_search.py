@@ -101,7 +101,8 @@ def test_the_panel_searches_a_region_drawn_on_an_overview(tmp_path: pathlib.Path
             deadline = time.time() + 120
             while controller.plan_summary.value == panel._("Planning…") and time.time() < deadline:
                 session.pump(0.05)
-            assert str(controller.plan_summary.value).startswith("Dry run:"), controller.plan_summary.value
+            summary = str(controller.plan_summary.value)
+            assert summary.startswith("Dry run:") and "failed" not in summary, summary  # the montage planned; the visits depend on what it shows
             controller.start()
             runner = controller.runner
             assert runner is not None, controller.status.value
