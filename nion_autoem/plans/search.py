@@ -400,7 +400,8 @@ def visit_candidates(montage: Montage, candidates: typing.Sequence[Position], *,
                      register_px: int = 192, pixel_time_us: float | None = 2.0, verify_edge_eV: float | None = None, min_jump: float = 0.1,
                      exposure_ms: float = 100.0, focus_half_range_nm: float | None = None, same_target_nm: float = 1000.0, key_prefix: str = "",
                      scores: typing.Sequence[float] | None = None, shapes: typing.Sequence[_NDArray | None] | None = None,
-                     model: ShapeModel | None = None, stage_speed_nm_per_s: float = 20_000.0) -> SubPlan:
+                     model: ShapeModel | None = None, stage_speed_nm_per_s: float = 20_000.0,
+                     then: typing.Callable[[Visit], SubPlan] | None = None) -> SubPlan:
     """Sub-plan: go to each candidate, correct the stage error by registration, zoom in and verify; returns the :class:`Visit` list.
 
     Parameters
@@ -441,6 +442,11 @@ def visit_candidates(montage: Montage, candidates: typing.Sequence[Position], *,
         centre) takes it on the object the zoom shows nearest its centre (:func:`object_centre`).
     stage_speed_nm_per_s : float
         The stage's travel speed, for the travel part of the order.
+    then : callable, optional
+        ``then(visit)``, a sub-plan run at each verified target while the
+        stage is still there (the zoom's field centred on it): ELIT and
+        spectra, a vacancy line, a higher-magnification series.  What it
+        returns is not kept; it publishes its own products.
     """
     if wanted < 1 or max_visits < 1:
         raise ValueError(f"wanted and max_visits must be at least 1, got {wanted!r} and {max_visits!r}")
@@ -516,6 +522,8 @@ def visit_candidates(montage: Montage, candidates: typing.Sequence[Position], *,
             yield Publish(Product(f"{key_prefix}target-{found}", f"Target {found}", image.xdata,
                                   caption=f"candidate {index + 1} at stage ({candidate[0]:.0f}, {candidate[1]:.0f}) nm; stage error "
                                           f"({error[0]:.0f}, {error[1]:.0f}) nm corrected by the scan offset"))
+            if then is not None:
+                yield from then(visit)  # the hand-off: the stage is at the target, the zoom's field centred on it
         if found >= wanted:
             break
     rows = tuple(v.row(i + 1) for i, v in enumerate(visits))
@@ -608,7 +616,8 @@ def rank_candidates(montage: Montage, tiles: ClassifiedTiles, target_class: str)
 
 def search_montage(montage: Montage, support: SupportSet | str | pathlib.Path, target_class: str, *, wanted: int = 3, max_visits: int = 10,
                    zoom: ScanFrame = DEFAULT_ZOOM, overlap: float = 0.75, verify_edge_eV: float | None = None,
-                   pixel_time_us: float | None = 2.0, focus_half_range_nm: float | None = None, adaptive: bool = True) -> SubPlan:
+                   pixel_time_us: float | None = 2.0, focus_half_range_nm: float | None = None, adaptive: bool = True,
+                   then: typing.Callable[[Visit], SubPlan] | None = None) -> SubPlan:
     """Sub-plan: classify a montage's tiles, then visit and verify the likeliest candidates of ``target_class``; returns the :class:`Visit` list.
 
     ``overlap`` is that of the classified tiles: 0.75 puts some tile's centre
@@ -647,13 +656,13 @@ def search_montage(montage: Montage, support: SupportSet | str | pathlib.Path, t
                       "order": "adaptive"})
         visits = yield from visit_candidates(montage, candidates, wanted=wanted, max_visits=max_visits, zoom=zoom, pixel_time_us=pixel_time_us,
                                              verify_edge_eV=verify_edge_eV, focus_half_range_nm=focus_half_range_nm, scores=scores, shapes=shapes,
-                                             model=model)
+                                             model=model, then=then)
         return visits
     tile_nm = tiles.tile_map.grid.tile_px * montage.pixel_size_nm
     candidates = distinct_candidates([refine_on_montage(montage, c, tiles.tile_map.grid.tile_px) for c in tiles.centres_nm(target_class)], 0.75 * tile_nm)
     yield Report({"candidates": len(candidates), "target_class": target_class, "order": "surest first"})
     visits = yield from visit_candidates(montage, candidates, wanted=wanted, max_visits=max_visits, zoom=zoom, pixel_time_us=pixel_time_us,
-                                         verify_edge_eV=verify_edge_eV, focus_half_range_nm=focus_half_range_nm)
+                                         verify_edge_eV=verify_edge_eV, focus_half_range_nm=focus_half_range_nm, then=then)
     return visits
 
 
@@ -661,8 +670,11 @@ def search_montage(montage: Montage, support: SupportSet | str | pathlib.Path, t
 def search_plan(centre_nm: tuple[float, float], size_nm: tuple[float, float], support: SupportSet | str | pathlib.Path, target_class: str, *,
                 wanted: int = 3, max_visits: int = 10, tile_fov_nm: float = 8000.0, tile_px: int = 256, overlap: float = 0.3,
                 zoom: ScanFrame = DEFAULT_ZOOM, verify_edge_eV: float | None = None, pixel_time_us: float | None = 2.0,
-                limits: StageLimits | None = None, focus_half_range_nm: float | None = None) -> PlanGenerator:
+                limits: StageLimits | None = None, focus_half_range_nm: float | None = None,
+                then: typing.Callable[[Visit], SubPlan] | None = None) -> PlanGenerator:
     """Montage a region, classify it, then visit and verify candidates of ``target_class`` until ``wanted`` are found.
+
+    ``then(visit)`` is a sub-plan handed each verified target (see :func:`visit_candidates`).
 
     Everything that can be checked without the beam (the support set has the
     class, the region fits the stage) is checked before the first action.
@@ -682,6 +694,6 @@ def search_plan(centre_nm: tuple[float, float], size_nm: tuple[float, float], su
                            overlap)
     montage = yield from acquire_montage(layout, pixel_time_us=pixel_time_us, limits=limits)
     visits = yield from search_montage(montage, chosen, target_class, wanted=wanted, max_visits=max_visits, zoom=zoom, verify_edge_eV=verify_edge_eV,
-                                       pixel_time_us=pixel_time_us, focus_half_range_nm=focus_half_range_nm)
+                                       pixel_time_us=pixel_time_us, focus_half_range_nm=focus_half_range_nm, then=then)
     found = sum(v.verified for v in visits)
     return f"{found} of {wanted} {target_class} target(s) verified in {len(visits)} visit(s)"

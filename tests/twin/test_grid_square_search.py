@@ -8,6 +8,10 @@ import typing
 
 import numpy
 
+from nion_autoem.actions import Survey
+from nion_autoem.geometry import ScanFrame
+from nion_autoem.plan import SubPlan
+from nion_autoem.plans.search import Visit
 from nion_autoem.plans.search import search_plan
 from nion_autoem.products import MemorySink
 from nion_autoem.runner import ExperimentRunner
@@ -32,8 +36,15 @@ def test_a_search_on_usims_stage_finds_and_verifies_a_platelet(twin_harness: typ
     platelet = next(o for o in grid.sample.objects if o.kind == RARE_CLASS)
     centre = (round(platelet.centre_nm[0] / 1000.0) * 1000.0, round(platelet.centre_nm[1] / 1000.0) * 1000.0)
     sink = MemorySink()
+    handed: list[tuple[Visit, typing.Any]] = []
+
+    def closer_look(visit: Visit) -> SubPlan:
+        """The sub-plan each verified target is handed: a 300 nm field centred on it."""
+        look = yield Survey(ScanFrame((64, 64), 300.0, visit.scan_offset_nm), pixel_time_us=2.0, label="closer look")
+        handed.append((visit, look))
+
     plan = search_plan(centre, (7000.0, 7000.0), support, RARE_CLASS, wanted=1, max_visits=4, tile_fov_nm=4000.0, tile_px=128,
-                       verify_edge_eV=EDGES_EV["Co L3"])
+                       verify_edge_eV=EDGES_EV["Co L3"], then=closer_look)
     runner = ExperimentRunner(harness.microscope(), plan, run_dir=tmp_path / "search", sink=sink)
     progress = runner.run()
     assert progress.state is RunState.FINISHED, progress.message
@@ -42,6 +53,9 @@ def test_a_search_on_usims_stage_finds_and_verifies_a_platelet(twin_harness: typ
     assert table is not None and len(table.rows) >= 1
     # the spectrum that verified it was taken on a platelet (the twin's truth), and no spectrum on anything else passed
     assert grid.spectra and grid.spectra[-1][1] is not None and grid.spectra[-1][1].kind == RARE_CLASS, grid.spectra
+    # the verified target was handed to the sub-plan, with the stage still there
+    assert len(handed) == 1 and handed[0][0].verified
+    assert handed[0][1].frame is not None and handed[0][1].frame.center_nm == handed[0][0].scan_offset_nm
     # every stage move landed off target (usim's control plus the twin's imprecise stage), and the plan saw it
     errors = [numpy.hypot(*numpy.subtract(landed, commanded)) for commanded, landed in grid.moves]
     assert max(errors) > 60.0, errors
