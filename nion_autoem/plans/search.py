@@ -58,6 +58,7 @@ from nion_autoem.plans.montage import Montage
 from nion_autoem.plans.montage import MontageLayout
 from nion_autoem.plans.montage import acquire_montage
 from nion_autoem.plans.montage import band_pass
+from nion_autoem.plans.sample_map import map_montage
 from nion_autoem.plans.subplans import autofocus
 from nion_autoem.plans.tile_classification import ClassifiedTiles
 from nion_autoem.plans.tile_classification import classify_tiles_in
@@ -70,6 +71,8 @@ _NDArray = numpy.typing.NDArray[typing.Any]
 
 #: The zoomed survey a search takes of each candidate by default: 1.5 µm, 128 × 128 pixels (12 nm per pixel).
 DEFAULT_ZOOM = ScanFrame((128, 128), 1500.0)
+#: Tile side (px of the montage) of the sample map a search publishes with its montage.
+MAP_TILE_PX = 64
 
 VISIT_COLUMNS = ("visit", "candidate_y_nm", "candidate_x_nm", "stage_error_y_nm", "stage_error_x_nm", "edge_jump", "verified")
 
@@ -693,6 +696,8 @@ def search_plan(centre_nm: tuple[float, float], size_nm: tuple[float, float], su
     layout = MontageLayout((float(centre_nm[0]), float(centre_nm[1])), (float(size_nm[0]), float(size_nm[1])), ScanFrame((tile_px, tile_px), tile_fov_nm),
                            overlap)
     montage = yield from acquire_montage(layout, pixel_time_us=pixel_time_us, limits=limits)
+    # the map of the sample (lattice, orientation, focus, contamination per 64 px tile), for signposts and for the record
+    yield Publish(map_montage(montage, MAP_TILE_PX).product())
     visits = yield from search_montage(montage, chosen, target_class, wanted=wanted, max_visits=max_visits, zoom=zoom, verify_edge_eV=verify_edge_eV,
                                        pixel_time_us=pixel_time_us, focus_half_range_nm=focus_half_range_nm, then=then)
     found = sum(v.verified for v in visits)

@@ -126,6 +126,7 @@ def test_the_panel_searches_a_region_drawn_on_an_overview(tmp_path: pathlib.Path
             assert grid.spectra and grid.spectra[-1][1] is not None and grid.spectra[-1][1].kind == RARE_CLASS
             titles = [d.title or "" for d in session.document_model.data_items]
             assert any(t.startswith("Montage") for t in titles) and any("target-1" in t or "Target 1" in t for t in titles), titles
+            assert any(t.startswith("Sample map (lattice, quality)") for t in titles), titles  # the montage's map comes with it
             assert scope.is_blanked
             # revisit: select the target and go there; the stage brings it back to the field's centre, the beam stays blanked
             target = next(d for d in session.document_model.data_items if (d.title or "").startswith("Target 1"))
