@@ -21,6 +21,7 @@ it loads no weights on the UI thread.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gettext
 import json
@@ -113,6 +114,12 @@ class ModelsPanelController(Declarative.Handler):
         self.__watcher: threading.Thread | None = None
         self.__announced: set[int] = set()
         self.__existing: set[str] = set()
+        self.__wanted: tuple[RetrainingRule, str] | None = None
+        self.__made: tuple[RetrainingRule, str] | None = None
+        self.__cluster = contextlib.ExitStack()
+        self.__client: typing.Any = None
+        self.__cluster_text = ""
+        self.train_on = Model.PropertyModel("local")
         self.retrain = Model.PropertyModel(False)
         self.retrain.on_value_changed = lambda on: self.set_retraining(bool(on))
         self.retrain_every = Model.PropertyModel(self.__rule.every_frames)
@@ -134,7 +141,8 @@ class ModelsPanelController(Declarative.Handler):
             u.create_row(u.create_push_button(text=_("Add the packaged models"), on_clicked="add_packaged"), u.create_stretch(), spacing=8),
             u.create_row(u.create_check_box(text=f"{_('Adapt')} {self.__rule.base} {_('to every')}", checked="@binding(retrain.value)"),
                          u.create_line_edit(text="@binding(retrain_every.value)", width=48),
-                         u.create_label(text=_("new ELIT frames (in the background)")), u.create_stretch(), spacing=8),
+                         u.create_label(text=_("new ELIT frames, on")), u.create_line_edit(text="@binding(train_on.value)", width=160),
+                         u.create_stretch(), spacing=8),
             u.create_label(text="@binding(jobs.value)", word_wrap=True, name="jobs_label"),
             u.create_label(text="@binding(status.value)", word_wrap=True, name="status_label"),
             u.create_stretch(), spacing=8, margin=8)
@@ -200,8 +208,13 @@ class ModelsPanelController(Declarative.Handler):
     # --- retraining on new frames ------------------------------------------------------------------
 
     def set_retraining(self, on: bool) -> None:
-        """Switch the retraining rule on (a background thread looks for new ELIT frames every few seconds) or off (a running retraining finishes)."""
-        from nion_autoem_models.retraining import RetrainingPolicy
+        """Switch the retraining rule on or off (a retraining already running finishes and is offered).
+
+        On: a background thread starts the Dask cluster (:attr:`train_on`:
+        ``"local"``, a one-worker cluster on this workstation, or a scheduler's
+        address such as ``tcp://cluster-head:8786``) and then looks for new
+        ELIT frames every few seconds.  Runs on the UI thread; nothing here waits.
+        """
         from nion_autoem_models.retraining import RetrainingRule
 
         if not on:
@@ -211,18 +224,19 @@ class ModelsPanelController(Declarative.Handler):
         try:
             every = int(self.retrain_every.value or 0)
             rule = RetrainingRule(self.__rule.lattice, self.__rule.base, every_frames=every, config=self.__rule.config)
+            where = str(self.train_on.value or "").strip() or "local"
+            if where != "local" and "://" not in where:
+                raise ValueError(f"train on 'local' (a Dask cluster on this workstation) or a scheduler's address such as tcp://cluster-head:8786, got {where!r}")
         except (TypeError, ValueError) as e:
             self.retrain.value = False  # unticks the box (and says "off"), then the reason
             self.jobs.value = f"{_('Cannot retrain')}: {e}"
             return
-        if self.__policy is None or self.__policy.rule != rule:
-            if self.__policy is not None:
-                self.__policy.close()
-            self.__policy = RetrainingPolicy(self.repository, rule)
-            # frames already on disk are the old models' data, not new ones: count from now
+        if self.__made != (rule, where):
+            # frames already on disk are the old models' data, not new ones: count from the moment the box is ticked
             self.__existing = {record.path for record in elit_frames_in(self.runs_folder)}
+        self.__wanted = (rule, where)
         self.__watching.set()
-        self.jobs.value = f"{_('Watching')} {self.runs_folder} {_('for new ELIT frames')}: 0 of {every}."
+        self.jobs.value = f"{_('Starting the Dask cluster')} ({where})…" if self.__policy is None else self.jobs.value
         if self.__watcher is None:
             self.__watcher = threading.Thread(target=self.__watch, name="nion-autoem retraining watcher", daemon=True)
             self.__watcher.start()
@@ -230,6 +244,30 @@ class ModelsPanelController(Declarative.Handler):
     def __idle(self) -> bool:
         progress = self.__policy.progress if self.__policy is not None else None
         return progress is None or progress.snapshot().finished
+
+    def __follow_the_rule(self) -> None:
+        """On the watcher thread: the cluster and the policy the rule asks for, made or remade when the rule changed."""
+        from nion_autoem_models import distributed as elit_dask
+        from nion_autoem_models.retraining import RetrainingPolicy
+
+        wanted = self.__wanted
+        if wanted is None or (self.__policy is not None and self.__made == wanted):
+            return
+        rule, where = wanted
+        if self.__policy is not None:
+            self.__policy.close()  # a running retraining finishes first
+            self.__policy = None
+        if self.__made is None or self.__made[1] != where:
+            self.__cluster.close()
+            self.__cluster = contextlib.ExitStack()
+            # one worker on this workstation: the other core stays with Swift and the experiment
+            client = (self.__cluster.enter_context(elit_dask.local_cluster(workers=1, torch_threads=1)) if where == "local"
+                      else self.__cluster.enter_context(elit_dask.connect(where)))
+            self.__client = client
+            workers = len(client.scheduler_info().get("workers", {}))
+            self.__cluster_text = f"{_('on a local Dask cluster')} ({workers} {_('worker')})" if where == "local" else f"{_('on')} {where} ({workers} {_('workers')})"
+        self.__policy = RetrainingPolicy(self.repository, rule, self.__client)
+        self.__made = wanted
 
     def check_for_new_frames(self) -> None:
         """Offer the frames recorded since retraining was switched on to the rule, and show where the jobs are (any thread)."""
@@ -246,7 +284,8 @@ class ModelsPanelController(Declarative.Handler):
                 self.__announced.add(index)
                 self.__queue_task(functools.partial(self.__offer, snapshot.result))
         pending = policy.pending_frames
-        lines.append(f"{pending} of {policy.rule.every_frames} new frame(s) towards the next retraining" if self.__watching.is_set() else _("Retraining is off."))
+        lines.append(f"{pending} of {policy.rule.every_frames} new frame(s) towards the next retraining, {self.__cluster_text}"
+                     if self.__watching.is_set() else _("Retraining is off."))
         text = "\n".join(lines)
         self.__queue_task(lambda: setattr(self.jobs, "value", text))
 
@@ -258,17 +297,24 @@ class ModelsPanelController(Declarative.Handler):
         self.status.value = f"{ref} {_('is ready (the rule registered it as a candidate): check its metrics, then Promote to production to use it in the next run.')}"
 
     def __watch(self) -> None:
-        while not self.__closed.wait(self.__poll_s):
+        while True:
             try:
+                if self.__watching.is_set():
+                    self.__follow_the_rule()
                 self.check_for_new_frames()
-            except Exception as e:  # a folder that vanished, a repository that does not read: say so and keep watching
-                self.__queue_task(functools.partial(setattr, self.jobs, "value", f"{_('Retraining watcher')}: {e}"))
+            except Exception as e:  # a scheduler that does not answer, a folder that vanished: say so, and keep watching
+                self.__queue_task(functools.partial(setattr, self.jobs, "value", f"{_('Cannot retrain')}: {e}"))
+            if self.__closed.wait(self.__poll_s):
+                return
 
     def close(self) -> None:
         self.__closed.set()
         self.__watching.clear()
+        if self.__watcher is not None:
+            self.__watcher.join(timeout=60.0)  # it may be starting the cluster
         if self.__policy is not None:
             self.__policy.close()
+        self.__cluster.close()
         super().close()
 
 

@@ -82,13 +82,14 @@ def test_new_elit_frames_retrain_in_the_background_and_are_offered_not_swapped_i
     try:
         controller.retrain_every.value = 2
         controller.retrain.value = True
-        assert "Watching" in str(controller.jobs.value)
+        assert "Starting the Dask cluster (local)" in str(controller.jobs.value)
         _elit_run(runs, "after", 2)
         deadline = time.time() + 120
         while "is ready" not in str(controller.status.value) and time.time() < deadline:
             time.sleep(0.1)
         jobs = str(controller.jobs.value)
         assert "retrain mos2@production on 2 new mos2 frame(s): done: registered mos2@2" in jobs, jobs
+        assert "on a local Dask cluster (1 worker)" in jobs, jobs  # trained as Dask tasks, not in Swift's process
         assert str(controller.status.value).startswith("mos2@2 is ready")
         assert controller.refs.value is not None and "mos2@2" in controller.refs.value
         new = repo.resolve("mos2@2")
@@ -107,5 +108,9 @@ def test_a_retraining_rule_that_makes_no_sense_is_refused_in_words(tmp_path: pat
         controller.retrain.value = True
         assert str(controller.jobs.value).startswith("Cannot retrain") and "every_frames" in str(controller.jobs.value)
         assert controller.retrain.value is False
+        controller.retrain_every.value = 5
+        controller.train_on.value = "cluster-head"
+        controller.retrain.value = True
+        assert "tcp://cluster-head:8786" in str(controller.jobs.value) and controller.retrain.value is False
     finally:
         controller.close()
