@@ -62,6 +62,7 @@ Run: ``python benchmarks/montage_bench.py [--quick]``; the last line is JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -244,6 +245,8 @@ def main(argv: typing.Sequence[str] | None = None) -> int:
     parser.add_argument("--support-seed", type=int, default=1000, help="the sample the support set is cut from")
     parser.add_argument("--surest-first", action="store_true", help="the earlier search: tiles visited surest first, no shape model, no travel")
     parser.add_argument("--tile", type=float, nargs=2, metavar=("PX", "UM"), help="the overview's tiles, e.g. 128 4 (the earlier overview)")
+    parser.add_argument("--workers", type=int, default=0, help="run the seeds as Dask tasks on a local cluster of this many workers (0: one after another here)")
+    parser.add_argument("--scheduler", help="run the seeds as Dask tasks on this scheduler (e.g. tcp://cluster-head:8786)")
     args = parser.parse_args(argv)
     global TILE
     if args.tile:
@@ -256,11 +259,16 @@ def main(argv: typing.Sequence[str] | None = None) -> int:
     size_nm, objects = (20_000.0, 400) if args.quick else (32_000.0, 1000)
     started = time.perf_counter()
     support = support_set(args.support_seed)
-    rows = []
-    for seed in seeds:
-        row = run_seed(seed, support, size_nm=size_nm, objects=objects, max_visits=50, adaptive=not args.surest_first)
+    with contextlib.ExitStack() as stack:
+        from nion_autoem_models import distributed as elit_dask
+
+        # the seeds as Dask tasks (one per seed) when a cluster is asked for, else one after another here
+        client = (stack.enter_context(elit_dask.connect(args.scheduler)) if args.scheduler
+                  else stack.enter_context(elit_dask.local_cluster(args.workers)) if args.workers > 0 else None)
+        rows = elit_dask.sweep(run_seed, seeds, client=client, support=support, size_nm=size_nm, objects=objects, max_visits=50,
+                               adaptive=not args.surest_first)
+    for row in rows:
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
-        rows.append(row)
     keys = ("area_frac_to_find_10", "raster_area_frac_to_find_10", "area_frac_imaged", "time_to_first_target_s", "raster_time_to_first_target_s", "stage_error_after_registration_nm",
             "stage_error_raw_nm", "settling_registration_to_zoom_nm", "stitch_error_px", "stitch_error_raw_px", "false_targets_frac", "candidate_precision", "rare_recall", "targets_per_hour", "s_per_acquisition",
             "wall_s_per_acquisition")

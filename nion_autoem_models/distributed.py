@@ -623,6 +623,30 @@ def _plain(value: typing.Any) -> typing.Any:
     raise TypeError(f"a checkpoint header must hold plain values, got {type(value).__name__}")
 
 
+_Item = typing.TypeVar("_Item")
+_Result = typing.TypeVar("_Result")
+
+
+def sweep(function: typing.Callable[..., _Result], items: typing.Iterable[_Item], *, client: distributed.Client | None = None, retries: int = 1,
+          **kwargs: typing.Any) -> list[_Result]:
+    """``function(item, **kwargs)`` for every item, one Dask task each on ``client``'s cluster (or here, in order, without one).
+
+    A benchmark's seeds, a parameter scan: the results come back in the
+    items' order whichever worker ran them.  A task whose worker dies is run
+    again elsewhere (``retries`` times if it raises).
+
+    Examples
+    --------
+    >>> sweep(pow, [1, 2, 3], exp=2)
+    [1, 4, 9]
+    """
+    listed = list(items)
+    if client is None:
+        return [function(item, **kwargs) for item in listed]
+    futures = client.map(function, listed, retries=_checks.whole(retries, "retries", 0), pure=False, **kwargs)
+    return typing.cast(list[_Result], client.gather(futures))  # type: ignore[no-untyped-call]
+
+
 def speedup(sequential_s: float, parallel_s: float) -> float:
     """Sequential over parallel wall time.
 

@@ -177,3 +177,15 @@ def test_fewshot_pretraining_and_forecaster_training_run_as_tasks_on_the_cluster
     assert not backbone_there.training and backbone_there(torch.zeros(2, 1, 32, 32)).shape == (2, 128)
     with pytest.raises(ValueError, match=r"series must be one or more arrays of shape \(steps, k\)"):
         elit_dask.train_weight_forecaster([numpy.zeros(10)], client=client)
+
+
+def _square_of_seed(seed: int, *, offset: float) -> float:
+    return float(numpy.random.default_rng(seed).standard_normal()) ** 2 + offset
+
+
+def test_a_sweep_runs_one_task_per_item_on_the_cluster_in_order(client: distributed.Client) -> None:
+    seeds = [5, 1, 4, 2, 3]
+    with distributed.get_task_stream(client) as stream:
+        there = elit_dask.sweep(_square_of_seed, seeds, client=client, offset=0.5)
+    assert len([task for task in stream.data if str(task["key"]).startswith("_square_of_seed")]) == len(seeds)
+    assert there == elit_dask.sweep(_square_of_seed, seeds, offset=0.5)  # the same numbers, in the seeds' order
