@@ -46,7 +46,11 @@ from nion.data import DataAndMetadata
 from nion_autoem import views
 from nion_autoem.geometry import ScanFrame
 from nion_autoem.instrument import Position
+from nion_autoem.instrument import StageLimits
+from nion_autoem.plan import PlanGenerator
+from nion_autoem.plan import Publish
 from nion_autoem.plan import SubPlan
+from nion_autoem.plan import plan
 from nion_autoem.plans.montage import Montage
 from nion_autoem.products import Product
 
@@ -55,6 +59,8 @@ _NDArray = numpy.typing.NDArray[typing.Any]
 #: The values of every tile, in the table's order.
 MAP_COLUMNS = ("tile", "row", "col", "y_nm", "x_nm", "lattice", "lattice_strength", "spacing_nm", "orientation_deg", "orientation_change_deg",
                "focus", "contamination")
+#: The zoomed survey at each signposted tile.
+SIGNPOST_ZOOM = ScanFrame((128, 128), 1500.0)
 #: The values a rule may test.
 RULE_VALUES = MAP_COLUMNS[5:]
 _OPERATORS: dict[str, typing.Callable[[typing.Any, typing.Any], bool]] = {
@@ -310,13 +316,14 @@ def map_montage(montage: Montage, tile_px: int, *, min_strength: float = 20.0, s
 
 
 def go_to_tiles(montage: Montage, sample_map: SampleMap, rule: Rule | str, *, zoom: ScanFrame, max_visits: int = 10,
-                pixel_time_us: float | None = 2.0, key_prefix: str = "signpost-") -> SubPlan:
+                pixel_time_us: float | None = 2.0, key_prefix: str = "signpost-", then: typing.Callable[[typing.Any], SubPlan] | None = None) -> SubPlan:
     """Sub-plan: go to the tiles whose map value satisfies ``rule`` (strongest lattice first), correct the stage by registration, and zoom in.
 
     Each visit is :func:`~nion_autoem.plans.search.visit_candidates` without
     a verifying spectrum: every visit is a target, a zoomed survey published
-    as ``<key_prefix>target-<n>``.  Returns the visits (an empty list, and no
-    action, where no tile satisfies the rule).
+    as ``<key_prefix>target-<n>``, handed to ``then(visit)`` if given.
+    Returns the visits (an empty list, and no action, where no tile
+    satisfies the rule).
     """
     from nion_autoem.plans.search import visit_candidates
 
@@ -325,5 +332,33 @@ def go_to_tiles(montage: Montage, sample_map: SampleMap, rule: Rule | str, *, zo
         return []
     visits = yield from visit_candidates(montage, positions, wanted=min(max_visits, len(positions)), max_visits=max_visits, zoom=zoom,
                                          pixel_time_us=pixel_time_us, same_target_nm=0.5 * sample_map.tile_px * sample_map.pixel_size_nm,
-                                         key_prefix=key_prefix)
+                                         key_prefix=key_prefix, then=then)
     return typing.cast(list[typing.Any], visits)
+
+
+@plan("signposts")
+def signpost_plan(centre_nm: tuple[float, float], size_nm: tuple[float, float], rule: Rule | str, *, wanted: int = 3, tile_fov_nm: float = 8000.0,
+                  tile_px: int = 256, overlap: float = 0.3, map_tile_px: int = 64, zoom: ScanFrame = SIGNPOST_ZOOM,
+                  pixel_time_us: float | None = 2.0, limits: StageLimits | None = None, symmetry_deg: float = 180.0,
+                  then: typing.Callable[[typing.Any], SubPlan] | None = None) -> PlanGenerator:
+    """Montage a region, map it, and go to the tiles whose map value satisfies ``rule`` ("go where the lattice turns").
+
+    The rule is checked before anything is acquired.
+
+    Examples
+    --------
+    >>> p = signpost_plan((0.0, 0.0), (16000.0, 16000.0), "orientation_change_deg > 10")
+    >>> p.name, p.parameters["wanted"]
+    ('signposts', 3)
+    """
+    from nion_autoem.plans.montage import MontageLayout
+    from nion_autoem.plans.montage import acquire_montage
+
+    chosen = Rule.parse(rule) if isinstance(rule, str) else rule
+    layout = MontageLayout((float(centre_nm[0]), float(centre_nm[1])), (float(size_nm[0]), float(size_nm[1])), ScanFrame((tile_px, tile_px), tile_fov_nm),
+                           overlap)
+    montage = yield from acquire_montage(layout, pixel_time_us=pixel_time_us, limits=limits)
+    sample_map = map_montage(montage, map_tile_px, symmetry_deg=symmetry_deg)
+    yield Publish(sample_map.product())
+    visits = yield from go_to_tiles(montage, sample_map, chosen, zoom=zoom, max_visits=wanted, pixel_time_us=pixel_time_us, then=then)
+    return f"{len(visits)} tile(s) where {chosen.value} {chosen.op} {chosen.threshold:g}, of {len(sample_map.rows)} mapped"

@@ -669,6 +669,26 @@ def search_montage(montage: Montage, support: SupportSet | str | pathlib.Path, t
     return visits
 
 
+def closer_look(visit: Visit, *, fov_nm: float = 300.0, shape: tuple[int, int] = (128, 128), pixel_time_us: float | None = 4.0) -> SubPlan:
+    """A ``then`` for a search: a smaller, slower field centred on the target; returns the survey."""
+    look = yield Survey(ScanFrame(shape, fov_nm, visit.target_nm), pixel_time_us=pixel_time_us, label="closer look")
+    return look
+
+
+def spectra_across(visit: Visit, *, count: int = 5, span_nm: float = 400.0, exposure_ms: float = 100.0) -> SubPlan:
+    """A ``then`` for a search: ``count`` spectra on a line across the target (its edge to its centre to its other edge); returns them."""
+    from nion_autoem.plans.subplans import spectra_at
+
+    y, x = visit.target_nm
+    line = [(y, x + offset) for offset in numpy.linspace(-0.5 * span_nm, 0.5 * span_nm, count)]
+    spectra = yield from spectra_at(line, exposure_ms, label="across the target")
+    return spectra
+
+
+#: What a search can hand each verified target to, by name (the panel's choice).
+HAND_OFFS: dict[str, typing.Callable[[Visit], SubPlan] | None] = {"nothing": None, "closer look": closer_look, "spectra across it": spectra_across}
+
+
 @plan("search")
 def search_plan(centre_nm: tuple[float, float], size_nm: tuple[float, float], support: SupportSet | str | pathlib.Path, target_class: str, *,
                 wanted: int = 3, max_visits: int = 10, tile_fov_nm: float = 8000.0, tile_px: int = 256, overlap: float = 0.3,

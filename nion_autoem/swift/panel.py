@@ -87,6 +87,8 @@ class PanelParameters:
     examples: str = ""
     target_class: str = ""
     verify_edge_eV: float = 0.0
+    #: What each verified target is handed to: a name of nion_autoem.plans.search.HAND_OFFS.
+    then: str = "nothing"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,12 +173,27 @@ def _drawn_targets(p: PanelParameters) -> Plan:
     return BeamTargeting(TargetingSettings(p.drawn_frame, points_nm=p.drawn_points_nm, max_targets=max(p.points, len(p.drawn_points_nm))))
 
 
+def _is_map_rule(text: str) -> bool:
+    """'lattice_strength >= 20' (a rule on the sample map) rather than a class name."""
+    return any(op in text for op in ("<", ">", "="))
+
+
 def _search(p: PanelParameters) -> Plan:
+    from nion_autoem.plans.sample_map import Rule
+    from nion_autoem.plans.sample_map import signpost_plan
+    from nion_autoem.plans.search import HAND_OFFS
     from nion_autoem.plans.search import search_plan
     from nion_autoem.plans.tile_classification import resolve_support
 
     if p.region_nm is None:
         raise ValueError("draw a rectangle (not labelled) over the region to search on the selected overview or montage first")
+    then = HAND_OFFS[p.then]
+    if _is_map_rule(p.target_class):
+        # a signpost on the map: montage, map, then the tiles whose value passes the rule (no examples needed)
+        rule = Rule.parse(p.target_class)
+        centre, size = p.region_nm
+        fov = min(8000.0, min(size))
+        return signpost_plan(centre, size, rule, wanted=p.points, tile_fov_nm=fov, tile_px=256, then=then)
     support = resolve_support(p.examples)
     if p.target_class not in support.class_names:
         raise ValueError(f"{p.target_class!r} has no examples in {p.examples}; its classes are {list(support.class_names)}")
@@ -192,10 +209,12 @@ def _search(p: PanelParameters) -> Plan:
         raise ValueError(f"the region ({size[0]:.0f} × {size[1]:.0f} nm) is smaller than a 64 px tile at the examples' {pixel_nm:.3g} nm per pixel: "
                          "draw a larger rectangle")
     return search_plan(centre, size, support, p.target_class, wanted=p.points, max_visits=max(3 * p.points, p.points + 5), tile_fov_nm=tile_px * pixel_nm,
-                       tile_px=tile_px, verify_edge_eV=p.verify_edge_eV or None)
+                       tile_px=tile_px, verify_edge_eV=p.verify_edge_eV or None, then=then)
 
 
 ACQUISITIONS = list(AGENT_ACQUISITIONS)
+#: What a search hands each verified target to (names of nion_autoem.plans.search.HAND_OFFS), in the panel's words.
+HAND_OFF_TITLES = {"nothing": _("nothing more"), "closer look": _("a closer look (300 nm)"), "spectra across it": _("5 spectra across it")}
 #: What a 4D-STEM DKL run can learn, in the panel's words.
 SCALARIZER_TITLES = {"com_magnitude": _("centre-of-mass shift (magnitude)"), "com_angle": _("centre-of-mass shift (direction)")}
 
@@ -232,12 +251,16 @@ def check_parameters(choice: ExperimentChoice, p: PanelParameters) -> None:
                              "choose a band inside it, or change the energy offset / dispersion first")
     if "patch" in choice.fields and not 3 <= p.patch_size <= 128:
         raise ValueError(f"the patch must be 3 to 128 survey pixels, got {p.patch_size}")
-    if "search" in choice.fields:
+    if "search" in choice.fields and _is_map_rule(p.target_class):
+        from nion_autoem.plans.sample_map import Rule
+
+        Rule.parse(p.target_class)  # says what a rule must look like
+    elif "search" in choice.fields:
         if not p.examples or not (pathlib.Path(p.examples).is_dir() or pathlib.Path(p.examples).name == "support.json") or not pathlib.Path(p.examples).exists():
             raise ValueError(f"the examples must be a saved support set: its folder or its support.json (the Tile Classes panel saves one with each run), "
                              f"got {p.examples!r}")
         if not p.target_class:
-            raise ValueError("say which class to look for (one of the examples' class names)")
+            raise ValueError("say what to look for: one of the examples' class names, or a rule on the sample map such as 'orientation_change_deg > 10'")
         if not 0 <= p.verify_edge_eV <= 3000:
             raise ValueError(f"the verifying edge must be 0 (no spectrum) or an edge onset up to 3000 eV, got {p.verify_edge_eV:g} eV")
     if "field" in choice.fields and not 0.5 <= p.field_nm <= 20:
@@ -296,6 +319,7 @@ class ExperimentPanelController(Declarative.Handler):
         self.examples = Model.PropertyModel("")
         self.target_class = Model.PropertyModel("")
         self.verify_edge_eV = Model.PropertyModel(0.0)
+        self.then_index = Model.PropertyModel(0)
         self.condition = Model.PropertyModel(PanelParameters.condition)
         self.response_index = Model.PropertyModel(0)
         self.running = Model.PropertyModel(False)
@@ -342,6 +366,8 @@ class ExperimentPanelController(Declarative.Handler):
                          u.create_stretch(), spacing=8, visible="@binding(show_search.value)"),
             u.create_row(u.create_label(text=_("Find")), u.create_line_edit(text="@binding(target_class.value)", placeholder_text=_("class name"), width=120),
                          u.create_label(text=_("verify at (eV)")), u.create_line_edit(text="@binding(verify_edge_eV.value, converter=float_converter)", width=60),
+                         u.create_stretch(), spacing=8, visible="@binding(show_search.value)"),
+            u.create_row(u.create_label(text=_("Then at each target")), u.create_combo_box(items=list(HAND_OFF_TITLES.values()), current_index="@binding(then_index.value)"),
                          u.create_stretch(), spacing=8, visible="@binding(show_search.value)"),
             u.create_row(u.create_label(text=_("Region: a rectangle on the selected overview or montage"), word_wrap=True),
                          u.create_stretch(), spacing=8, visible="@binding(show_search.value)"),
@@ -436,7 +462,8 @@ class ExperimentPanelController(Declarative.Handler):
         choice = EXPERIMENTS[self.experiment_index.value or 0]
         if "search" in choice.fields:
             parameters = dataclasses.replace(parameters, region_nm=self.__drawn_region_nm(), examples=str(self.examples.value or "").strip(),
-                                             target_class=str(self.target_class.value or "").strip(), verify_edge_eV=float(self.verify_edge_eV.value or 0))
+                                             target_class=str(self.target_class.value or "").strip(), verify_edge_eV=float(self.verify_edge_eV.value or 0),
+                                             then=list(HAND_OFF_TITLES)[self.then_index.value or 0])
         if "band" in choice.fields:
             parameters = dataclasses.replace(parameters, energy_range_eV=self.__energy_range_eV())
         check_parameters(choice, parameters)

@@ -111,6 +111,7 @@ def test_the_panel_searches_a_region_drawn_on_an_overview(tmp_path: pathlib.Path
             controller.start()
             assert controller.runner is None and "'platelets' has no examples in" in str(controller.status.value), controller.status.value
             controller.target_class.value = RARE_CLASS
+            controller.then_index.value = list(panel.HAND_OFF_TITLES).index("spectra across it")
             controller.dry_run()
             deadline = time.time() + 120
             while controller.plan_summary.value == panel._("Planning…") and time.time() < deadline:
@@ -123,7 +124,10 @@ def test_the_panel_searches_a_region_drawn_on_an_overview(tmp_path: pathlib.Path
             session.pump_until_done(runner, 120)
             assert runner.state is RunState.FINISHED, runner.progress.message
             assert runner.progress.message.startswith("1 of 1"), runner.progress.message
-            assert grid.spectra and grid.spectra[-1][1] is not None and grid.spectra[-1][1].kind == RARE_CLASS
+            # the verifying spectrum on the platelet, then the 5 spectra across it that the target was handed to
+            verifying = grid.spectra[-6]
+            assert verifying[1] is not None and verifying[1].kind == RARE_CLASS, grid.spectra
+            assert len({round(where[1]) for where, _ in grid.spectra[-5:]}) == 5 and any(b is not None and b.kind == RARE_CLASS for _, b in grid.spectra[-5:])
             titles = [d.title or "" for d in session.document_model.data_items]
             assert any(t.startswith("Montage") for t in titles) and any("target-1" in t or "Target 1" in t for t in titles), titles
             assert any(t.startswith("Sample map (lattice, quality)") for t in titles), titles  # the montage's map comes with it
@@ -140,9 +144,22 @@ def test_the_panel_searches_a_region_drawn_on_an_overview(tmp_path: pathlib.Path
             while not str(controller.status.value).startswith(("Stage at", "Cannot")) and time.time() < deadline:
                 session.pump(0.05)
             assert str(controller.status.value).startswith("Stage at"), controller.status.value
-            verified = grid.spectra[-1][1]
+            verified = verifying[1]
             assert numpy.hypot(*numpy.subtract(scope.stage_position_nm, verified.centre_nm)) < verified.radius_nm
             assert scope.is_blanked
+            # a rule on the sample map instead of a class: "go where the map says", no examples needed
+            controller.target_class.value = "colour > 1"
+            controller.start()
+            assert "rule must read '<value> <op> <number>'" in str(controller.status.value), controller.status.value
+            controller.target_class.value = "focus > 0"
+            controller.then_index.value = 0
+            session.document_controller.select_display_items_in_data_panel([display_item])
+            session.pump(0.2)
+            controller.start()
+            runner = controller.runner
+            assert runner is not None, controller.status.value
+            session.pump_until_done(runner, 120)
+            assert runner.state is RunState.FINISHED and runner.progress.message.startswith("1 tile(s) where focus > 0"), runner.progress.message
         finally:
             widget.close()
     assert leaked_components() == {}
