@@ -125,8 +125,8 @@ def tile_lattice(tile: numpy.typing.ArrayLike, pixel_size_nm: float, *, min_peri
     ky, kx = numpy.meshgrid(k, k, indexing="ij")
     radius = numpy.hypot(ky, kx)  # cycles per tile
     band = (radius >= 1.0 / max_period_fraction) & (radius <= n / min_period_px) & (ky >= 0)  # half the plane: the spectrum is symmetric
-    if not band.any():
-        return Lattice(0.0, math.nan, math.nan)
+    if not band.any() or not power[band].max() > 0:
+        return Lattice(0.0, math.nan, math.nan)  # no band, or a flat tile (a blanked beam, a dry run): no lattice
     masked = numpy.where(band, power, -1.0)
     r, c = numpy.unravel_index(int(masked.argmax()), power.shape)
     ring = band & (numpy.abs(radius - radius[r, c]) <= 1.0)
