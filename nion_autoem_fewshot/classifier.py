@@ -3,9 +3,11 @@
 1. Every support tile is augmented (8 flips and quarter turns, each once as
    is and once with a small scale change, a contrast change and noise), so
    two clicked tiles stand for the ways that class can look.
-2. Tiles and augmented examples go through the backbone (or the texture
-   baseline); the features are standardised over this image's tiles, so a
-   feature that does not vary across the image does not drown the others.
+2. Tiles and augmented examples go through the backbone and the texture
+   baseline (``features="combined"``, the default; or either alone); the
+   features are standardised over this image's tiles, so a feature that
+   does not vary across the image does not drown the others, and the two
+   blocks are weighted to count equally.
 3. Each class's prototype is the mean of its augmented examples; a tile's
    distance to a prototype is the RMS difference of standardised features.
    Probabilities are a softmax of squared distances at the image's typical
@@ -13,6 +15,13 @@
    ``unknown`` (class -1).
 4. Optionally (``fine_tune=True``) a linear head is trained on the augmented
    examples, starting from the prototypes, and gives the probabilities.
+5. The grid neighbours' probabilities count as a prior whose strength the
+   image's own map chooses (``smooth="auto"``, the default; see
+   :mod:`nion_autoem_fewshot.neighbours`).
+6. A tile with no structure, only noise around a level or nothing at all
+   (:mod:`nion_autoem_fewshot.structure`), is ``unknown`` unless a class
+   has such an example itself: standardised one by one, a tile of noise
+   would otherwise look like anything.
 """
 
 from __future__ import annotations
@@ -27,6 +36,10 @@ from nion_autoem_fewshot import suggest
 from nion_autoem_fewshot.backbone import Backbone
 from nion_autoem_fewshot.backbone import check_tile_size
 from nion_autoem_fewshot.backbone import load_backbone
+from nion_autoem_fewshot.neighbours import potts_coupling
+from nion_autoem_fewshot.neighbours import potts_smoothed
+from nion_autoem_fewshot.neighbours import smoothed
+from nion_autoem_fewshot.structure import structureless
 from nion_autoem_fewshot.support import SupportSet
 from nion_autoem_fewshot.texture import texture_features
 from nion_autoem_fewshot.tiles import TileGrid
@@ -35,7 +48,10 @@ from nion_autoem_fewshot.tiles import tile_size_px
 
 _NDArray = numpy.typing.NDArray[typing.Any]
 
-Features = typing.Literal["backbone", "texture"]
+Features = typing.Literal["combined", "backbone", "texture"]
+#: What ``features`` may be.
+FEATURE_KINDS = ("combined", "backbone", "texture")
+Smooth = float | typing.Literal["auto"]
 #: Columns of :meth:`TileMap.to_rows`, the per-tile CSV.
 ROW_COLUMNS = ("tile", "row", "col", "y_px", "x_px", "y_nm", "x_nm", "class", "probability", "distance")
 #: Class index of a tile far from every prototype.
@@ -66,6 +82,14 @@ class TileMap:
         The tiles' standardised features (for suggestions).
     labelled : tuple of int
         Tiles that are support examples themselves (never suggested).
+    structureless : ndarray of bool, shape (n,), optional
+        Tiles with no structure (noise around a level, or constant; see
+        :mod:`nion_autoem_fewshot.structure`); they are unknown unless a class
+        has such an example.
+    coupling : float
+        Strength of the neighbours' prior used (0: none; see :mod:`nion_autoem_fewshot.neighbours`).
+    own_probabilities : ndarray, shape (n, classes), optional
+        Each tile's probabilities from its own features, before its neighbours had their say (for suggestions).
     """
 
     grid: TileGrid
@@ -76,6 +100,9 @@ class TileMap:
     unknown_distance: float
     features: _NDArray
     labelled: tuple[int, ...] = ()
+    structureless: _NDArray | None = None
+    coupling: float = 0.0
+    own_probabilities: _NDArray | None = None
 
     def __len__(self) -> int:
         return len(self.classes)
@@ -102,13 +129,14 @@ class TileMap:
         return self.grid.to_map(self.classes)
 
     def suggestions(self, k: int = 3, *, exclude: typing.Iterable[int] = ()) -> list[int]:
-        """Tiles to label next: the most uncertain or novel kinds of tile, one representative each.
+        """Tiles to label next: tiles of no class first, then the least sure tiles inside regions, one per kind of tile.
 
-        See :func:`nion_autoem_fewshot.suggest.suggest_tiles`.
+        See :func:`nion_autoem_fewshot.suggest.suggest_uncertain_tiles`.
         """
         boundary = suggest.boundary_tiles(self.grid.to_map(self.classes, size="grid"))
-        return suggest.suggest_tiles(self.features, self.probabilities, self.distances, self.unknown_distance, k,
-                                     exclude=set(self.labelled) | {int(i) for i in exclude}, boundary=boundary)
+        own = self.probabilities if self.own_probabilities is None else self.own_probabilities
+        return suggest.suggest_uncertain_tiles(self.features, own, self.distances, self.unknown_distance, k,
+                                               exclude=set(self.labelled) | {int(i) for i in exclude}, boundary=boundary)
 
     def to_rows(self) -> list[tuple[typing.Any, ...]]:
         """One row per tile (columns :data:`ROW_COLUMNS`), for a CSV; nm are None without a calibration."""
@@ -175,25 +203,43 @@ def _resample(tiles: _NDArray, size: int) -> _NDArray:
     return resized.squeeze(1).numpy()
 
 
-def tile_features(tiles: _NDArray, features: Features = "backbone", *, backbone: Backbone | None = None) -> _NDArray:
-    """Features of tiles (n, t, t) from the backbone or the texture baseline.
+def tile_features(tiles: _NDArray, features: Features = "combined", *, backbone: Backbone | None = None) -> _NDArray:
+    """Features of tiles (n, t, t) from the backbone, the texture baseline, or both side by side (``"combined"``).
 
     Examples
     --------
     >>> tile_features(numpy.zeros((3, 32, 32)), "texture").shape
     (3, 36)
+    >>> tile_features(numpy.zeros((3, 32, 32)), "combined").shape
+    (3, 164)
     """
     if features == "backbone":
         return (backbone or load_backbone()).features(tiles)
     if features == "texture":
         return texture_features(tiles)
-    raise ValueError(f"features must be 'backbone' or 'texture', got {features!r}")
+    if features == "combined":
+        return numpy.concatenate([(backbone or load_backbone()).features(tiles), texture_features(tiles)], axis=1)
+    raise ValueError(f"features must be one of {FEATURE_KINDS}, got {features!r}")
+
+
+def feature_blocks(features: Features, dims: int) -> tuple[int, ...]:
+    """Lengths of the blocks in a feature vector of ``dims`` numbers: the backbone's and the texture's for ``"combined"``, else one.
+
+    Examples
+    --------
+    >>> feature_blocks("combined", 164), feature_blocks("texture", 36)
+    ((128, 36), (36,))
+    """
+    if features == "combined":
+        texture = texture_features(numpy.zeros((1, 8, 8))).shape[1]
+        return (dims - texture, texture)
+    return (dims,)
 
 
 _SUPPORT_CACHE: dict[tuple[str, str, str], tuple[_NDArray, _NDArray]] = {}
 
 
-def support_features(support: SupportSet, features: Features = "backbone", *, backbone: Backbone | None = None) -> tuple[_NDArray, _NDArray]:
+def support_features(support: SupportSet, features: Features = "combined", *, backbone: Backbone | None = None) -> tuple[_NDArray, _NDArray]:
     """Features of the support set's augmented examples and their class indices (kept while the set is unchanged).
 
     Returns
@@ -201,7 +247,7 @@ def support_features(support: SupportSet, features: Features = "backbone", *, ba
     features : ndarray, shape (examples * 16, d)
     classes : ndarray of int, shape (examples * 16,)
     """
-    model = backbone or (load_backbone() if features == "backbone" else None)
+    model = backbone or (load_backbone() if features != "texture" else None)
     # by content, not identity: a new set with the same tiles reuses the features, a changed one never does
     key = (support.fingerprint, features, f"{model.name}:{model.metadata.get('weights_sha256')}" if model else "")
     cached = _SUPPORT_CACHE.get(key)
@@ -223,8 +269,8 @@ def support_features(support: SupportSet, features: Features = "backbone", *, ba
 
 
 def classify_tiles(image: numpy.typing.ArrayLike, support: SupportSet, *, tile_px: int | None = None, tile_nm: float | None = None,
-                   pixel_size_nm: float | None = None, overlap: float = 0.0, features: Features = "backbone", unknown_distance: float | None = None,
-                   fine_tune: bool = False, smooth: float = 0.0, backbone: Backbone | None = None, origin_nm: tuple[float, float] = (0.0, 0.0)) -> TileMap:
+                   pixel_size_nm: float | None = None, overlap: float = 0.0, features: Features = "combined", unknown_distance: float | None = None,
+                   fine_tune: bool = False, smooth: Smooth = "auto", backbone: Backbone | None = None, origin_nm: tuple[float, float] = (0.0, 0.0)) -> TileMap:
     """Classify every tile of an image with a few labelled examples per class.
 
     Parameters
@@ -240,15 +286,18 @@ def classify_tiles(image: numpy.typing.ArrayLike, support: SupportSet, *, tile_p
         The image's calibration (needed for ``tile_nm`` and for positions in nm).
     overlap : float
         Fraction of a tile shared with its neighbour, in [0, 1).
-    features : ``"backbone"`` or ``"texture"``
-        The pretrained backbone, or the texture baseline.
+    features : ``"combined"``, ``"backbone"`` or ``"texture"``
+        The pretrained backbone and the texture baseline side by side (the default), or either alone.
     unknown_distance : float, optional
         Tiles farther than this from every prototype are unknown; None chooses it from
         the support set (``math.inf`` never answers unknown).
     fine_tune : bool
         Train a light linear head on the augmented examples for the probabilities.
-    smooth : float
-        Mix each tile's probabilities with its grid neighbours' by this weight (0: off; see :func:`smoothed`).
+    smooth : ``"auto"`` or float
+        ``"auto"``: the grid neighbours are a prior whose strength the image's own map chooses
+        (:func:`~nion_autoem_fewshot.neighbours.potts_smoothed`; about none where classes are scattered);
+        a number in [0, 1] mixes each tile's probabilities with its neighbours' by that fixed weight
+        (:func:`~nion_autoem_fewshot.neighbours.smoothed`); 0 treats every tile on its own.
     backbone : Backbone, optional
         A loaded backbone; None uses the shipped one.
     origin_nm : (y, x)
@@ -289,16 +338,21 @@ def classify_tiles(image: numpy.typing.ArrayLike, support: SupportSet, *, tile_p
             tile_px = support.tile_px
     size = tile_size_px(tile_px=tile_px, tile_nm=tile_nm, pixel_size_nm=pixel_size_nm)
     support.check_tile_size(size, tile_nm)
-    if features == "backbone":
+    if features not in FEATURE_KINDS:
+        raise ValueError(f"features must be one of {FEATURE_KINDS}, got {features!r}")
+    if features != "texture":
         check_tile_size(min(size, support.tile_px or size))
     grid = cut_tiles(image, tile_px=size, pixel_size_nm=pixel_size_nm, overlap=overlap, origin_nm=origin_nm)
     query_tiles = grid.tiles if support.tile_px in (None, size) else _resample(grid.tiles, int(support.tile_px))
-    model = backbone or (load_backbone() if features == "backbone" else None)
+    model = backbone or (load_backbone() if features != "texture" else None)
     query = tile_features(query_tiles, features, backbone=model)
     examples, example_classes = support_features(support, features, backbone=model)
     labelled = _labelled(grid.tiles, support) if support.tile_px == size else ()
+    # on the tiles as cut (resampling would correlate their noise); the examples in their own pixels
+    empty = structureless(grid.tiles)
+    empty_classes = numpy.array([bool(structureless(support.tiles(name)).any()) for name in support.class_names])
     return _classify(grid, support.class_names, query, examples, example_classes, unknown_distance=unknown_distance, fine_tune=fine_tune, smooth=smooth,
-                     labelled=labelled)
+                     labelled=labelled, blocks=feature_blocks(features, query.shape[1]), empty=empty, empty_classes=empty_classes)
 
 
 def _labelled(tiles: _NDArray, support: SupportSet) -> tuple[int, ...]:
@@ -308,13 +362,18 @@ def _labelled(tiles: _NDArray, support: SupportSet) -> tuple[int, ...]:
 
 
 def _classify(grid: TileGrid, class_names: tuple[str, ...], query: _NDArray, examples: _NDArray, example_classes: _NDArray, *,
-              unknown_distance: float | None, fine_tune: bool, smooth: float, labelled: tuple[int, ...]) -> TileMap:
+              unknown_distance: float | None, fine_tune: bool, smooth: Smooth, labelled: tuple[int, ...], blocks: tuple[int, ...] | None = None,
+              empty: _NDArray | None = None, empty_classes: _NDArray | None = None) -> TileMap:
+    if not (smooth == "auto" or (isinstance(smooth, (int, float)) and 0.0 <= smooth <= 1.0)):
+        raise ValueError(f"smooth must be 'auto' or a weight in [0, 1] (0: every tile on its own), got {smooth!r}")
     # standardise over this image's tiles (transductive): the features that vary here decide
     centre = query.mean(axis=0)
     scale = query.std(axis=0) + 1e-3 * (float(query.std()) + 1e-6)
-    q = (query - centre) / scale
-    e = (examples - centre) / scale
-    dims = q.shape[1]
+    dims = query.shape[1]
+    # each block (backbone, texture) weighs the same in the distance, however many numbers it has
+    weights = numpy.concatenate([numpy.full(size, numpy.sqrt(dims / (len(blocks) * size))) for size in blocks]) if blocks else numpy.ones(dims)
+    q = (query - centre) / scale * weights
+    e = (examples - centre) / scale * weights
     classes = len(class_names)
     prototypes = numpy.stack([e[example_classes == k].mean(axis=0) for k in range(classes)])
     distances = numpy.sqrt(numpy.maximum(_squared_distances(q, prototypes) / dims, 0.0))
@@ -332,32 +391,30 @@ def _classify(grid: TileGrid, class_names: tuple[str, ...], query: _NDArray, exa
         unknown_distance = automatic_unknown_distance(e, example_classes, prototypes)
     if not (isinstance(unknown_distance, (int, float)) and unknown_distance > 0):
         raise ValueError(f"unknown_distance must be a positive distance (math.inf never answers unknown) or None for automatic, got {unknown_distance!r}")
-    if not 0.0 <= smooth <= 1.0:
-        raise ValueError(f"smooth must be a weight in [0, 1] (0: every tile on its own), got {smooth!r}")
-    if smooth > 0:
-        probabilities = smoothed(probabilities, grid.shape, smooth)
-    answer = numpy.argmax(probabilities, axis=1) if fine_tune or smooth > 0 else nearest
-    answer = numpy.where(nearest_distance > unknown_distance, UNKNOWN, answer)
-    return TileMap(grid, class_names, answer.astype(int), probabilities, nearest_distance, float(unknown_distance), q.astype(numpy.float32), labelled)
-
-
-def smoothed(probabilities: _NDArray, grid_shape: tuple[int, int], weight: float) -> _NDArray:
-    """Each tile's probabilities mixed with the mean of its grid neighbours' (up, down, left, right) with ``weight``.
-
-    Regions (phases, grains, particle fields) span many tiles, so a lone tile
-    unlike its neighbours is more often a misread than a region of its own;
-    a lone tile of a real class of its own is lost, so this is off by default.
-
-    Examples
-    --------
-    >>> p = numpy.array([[1.0, 0.0]] * 4 + [[0.4, 0.6]] + [[1.0, 0.0]] * 4)
-    >>> smoothed(p, (3, 3), 0.5)[4].tolist()
-    [0.7, 0.3]
-    """
-    grid = probabilities.reshape(*grid_shape, -1)
-    padded = numpy.pad(grid, ((1, 1), (1, 1), (0, 0)), mode="edge")
-    neighbours = (padded[:-2, 1:-1] + padded[2:, 1:-1] + padded[1:-1, :-2] + padded[1:-1, 2:]) / 4
-    return typing.cast(_NDArray, ((1 - weight) * grid + weight * neighbours).reshape(probabilities.shape))
+    empty = numpy.zeros(len(q), dtype=bool) if empty is None else numpy.asarray(empty, dtype=bool)
+    empty_classes = numpy.zeros(classes, dtype=bool) if empty_classes is None else numpy.asarray(empty_classes, dtype=bool)
+    if empty.any():
+        # a tile of noise can only be of a class that has a tile of noise among its examples; with none, it tells its neighbours nothing
+        allowed = empty_classes if empty_classes.any() else numpy.ones(classes, dtype=bool)
+        masked = numpy.where(allowed[None, :], probabilities[empty] + 1e-12, 0.0)  # + 1e-12: a far class's probability may underflow to 0
+        probabilities = probabilities.copy()
+        probabilities[empty] = masked / masked.sum(axis=1, keepdims=True) if empty_classes.any() else 1.0 / classes
+        nearest = nearest.copy()
+        nearest[empty] = numpy.argmax(probabilities[empty], axis=1)
+    coupling = 0.0
+    own_probabilities = probabilities
+    if smooth == "auto":
+        known = ~empty & (nearest_distance <= unknown_distance)
+        coupling = potts_coupling(numpy.argmax(probabilities, axis=1), grid.shape, classes, valid=known)
+        probabilities = potts_smoothed(probabilities, grid.shape, coupling)
+    elif smooth > 0:
+        probabilities = smoothed(probabilities, grid.shape, float(smooth))
+    answer = numpy.argmax(probabilities, axis=1) if fine_tune or smooth != 0 else nearest
+    if empty.any() and empty_classes.any():
+        answer = numpy.where(empty, numpy.argmax(numpy.where(empty_classes[None, :], probabilities, -1.0), axis=1), answer)
+    answer = numpy.where((nearest_distance > unknown_distance) | (empty & ~empty_classes.any()), UNKNOWN, answer)
+    return TileMap(grid, class_names, answer.astype(int), probabilities, nearest_distance, float(unknown_distance), q.astype(numpy.float32), labelled,
+                   structureless=empty, coupling=coupling, own_probabilities=own_probabilities)
 
 
 def _squared_distances(a: _NDArray, b: _NDArray) -> _NDArray:

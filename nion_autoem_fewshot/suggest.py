@@ -1,19 +1,21 @@
-"""Which tiles to label next: one typical tile from each of the least understood kinds of tile.
+"""Which tiles to label next.
 
-Asking for the single most uncertain tiles picks tiles on boundaries, half
-one class and half another, which teach little.  Instead the image's tiles
-are grouped by their features (k-means), each group is scored by how
-uncertain and how novel its tiles are on average (times the square root of
-its size: a large group is worth more), and the suggestion is the group's
-most typical tile.  Uncertain: a small margin between the two most probable
-classes.  Novel: far from every prototype, measured against the unknown
-distance.  Groups that already hold a labelled tile count half.
+:func:`suggest_uncertain_tiles` (what ``TileMap.suggestions`` uses): tiles
+of no class (beyond the unknown distance) first, then the least sure tiles
+(the smallest margin between the two most probable classes of the tile's
+own probabilities, before its neighbours had their say) *inside* regions,
+one per k-means group of the features so that several suggestions are
+different kinds of tile.  Tiles on a boundary of the map (a grid neighbour
+has another class) come only after every tile inside a region: half one
+class and half another, such a tile labelled by its majority class pulls
+that class's prototype towards the other class.
 
-Tiles on a boundary of the map (a grid neighbour has another class) are
-passed over where the group has others, and a group made mostly of them
-counts less: half one class and half another,
-such a tile labelled by its majority class pulls that class's prototype
-towards the other class.
+:func:`suggest_tiles` is the first release's rule: groups ranked by the
+mean uncertainty and novelty of their tiles (times the square root of their
+size), the most typical tile of the best group.  On scenes like the
+benchmark's (other seeds) it did not beat labelling random tiles once the
+neighbours' prior was on: a group stayed "uncertain" after its typical tile
+was labelled, and the loop labelled it again and again.
 """
 
 from __future__ import annotations
@@ -148,6 +150,73 @@ def suggest_tiles(features: _NDArray, probabilities: _NDArray, distances: _NDArr
         chosen.append(typical)
     # fewer groups than asked for: the best-scoring remaining tiles
     for index in candidates[numpy.argsort(-scores[candidates], kind="stable")]:
+        if len(chosen) >= k:
+            break
+        if int(index) not in chosen:
+            chosen.append(int(index))
+    return chosen
+
+
+def suggest_uncertain_tiles(features: _NDArray, probabilities: _NDArray, distances: _NDArray, unknown_distance: float, k: int = 3, *,
+                            exclude: typing.Collection[int] = (), boundary: _NDArray | None = None) -> list[int]:
+    """The ``k`` tiles most worth labelling next: the least sure inside regions, tiles of no class first, one per kind of tile.
+
+    What :meth:`TileMap.suggestions <nion_autoem_fewshot.classifier.TileMap.suggestions>` uses.
+    A tile's own uncertainty (1 - the margin between its two most probable
+    classes, from its own features, before its neighbours had their say)
+    ranks it; tiles farther than ``unknown_distance`` from every prototype
+    (a kind of tile no class covers) come first; tiles on a class boundary
+    of the map, half one class and half another, come only after every tile
+    inside a region.  The ``k`` suggestions come from different k-means
+    groups of the features, so they are different kinds of tile.
+
+    Parameters
+    ----------
+    features : ndarray, shape (n, d)
+        Standardised tile features (``TileMap.features``), for the groups.
+    probabilities : ndarray, shape (n, classes)
+        Each tile's own class probabilities (``TileMap.own_probabilities``).
+    distances : ndarray, shape (n,)
+        Distance of each tile to its nearest prototype.
+    unknown_distance : float
+        Tiles farther than this from every prototype are of no class.
+    k : int
+        How many suggestions.
+    exclude : collection of int
+        Tiles already labelled: never suggested.
+    boundary : ndarray of bool, shape (n,), optional
+        Tiles on a class boundary of the map (:func:`boundary_tiles`).
+
+    Examples
+    --------
+    >>> probabilities = numpy.array([[0.99, 0.01], [0.55, 0.45], [0.6, 0.4], [0.52, 0.48]])
+    >>> features = numpy.array([[0.0], [1.0], [5.0], [1.1]])
+    >>> suggest_uncertain_tiles(features, probabilities, numpy.ones(4), 2.0, 2, boundary=numpy.array([False, False, False, True]))
+    [1, 2]
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1 suggestion, got {k}")
+    n = len(features)
+    excluded = numpy.zeros(n, dtype=bool)
+    excluded[[int(i) for i in exclude if 0 <= int(i) < n]] = True
+    ranked = numpy.sort(probabilities, axis=1)
+    margin = ranked[:, -1] - (ranked[:, -2] if probabilities.shape[1] > 1 else 0.0)
+    novel = distances > unknown_distance
+    inside = numpy.zeros(n, dtype=bool) if boundary is None else ~numpy.asarray(boundary, dtype=bool)
+    # lexicographic: not excluded, novel, inside a region, then least sure
+    order = numpy.lexsort((margin, ~inside, ~novel, excluded))
+    order = order[~excluded[order]]
+    groups = kmeans(features, min(max(MIN_GROUPS, GROUPS_PER_CLASS * probabilities.shape[1]), max(n, 1)))[0] if n else numpy.zeros(0, dtype=int)
+    chosen: list[int] = []
+    used: set[int] = set()
+    for index in order:
+        if len(chosen) >= k:
+            break
+        if int(groups[index]) not in used:
+            chosen.append(int(index))
+            used.add(int(groups[index]))
+    # fewer groups than suggestions asked for: the next tiles in rank
+    for index in order:
         if len(chosen) >= k:
             break
         if int(index) not in chosen:

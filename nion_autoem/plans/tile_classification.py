@@ -47,7 +47,8 @@ COUNT_COLUMNS = ("class", "tiles", "area_fraction")
 #: How strongly a tile is tinted with its class colour over the grey frame.
 TINT = 0.45
 
-Features = typing.Literal["backbone", "texture"]
+Features = typing.Literal["combined", "backbone", "texture"]
+Smooth = float | typing.Literal["auto"]
 
 
 def tile_class_overlay(image: _NDArray, class_image: _NDArray, class_names: typing.Sequence[str], *, grid_lines: _NDArray | None = None) -> _NDArray:
@@ -183,7 +184,7 @@ def resolve_support(support: SupportSet | str | pathlib.Path) -> SupportSet:
 
 
 def classify_tiles_in(frame_measurement: Measurement, support: SupportSet | str | pathlib.Path, *, tile_px: int | None = None, tile_nm: float | None = None,
-                      overlap: float = 0.0, features: Features = "backbone", unknown_distance: float | None = None, smooth: float = 0.0,
+                      overlap: float = 0.0, features: Features = "combined", unknown_distance: float | None = None, smooth: Smooth = "auto",
                       key_prefix: str = "", publish: bool = True) -> SubPlan:
     """Sub-plan: classify the tiles of a surveyed frame with a support set, report and publish them; returns :class:`ClassifiedTiles`.
 
@@ -238,21 +239,24 @@ class TileClassification:
         Tile size; by default the support set's.
     overlap : float
         Fraction of a tile shared with its neighbour.
-    features : ``"backbone"`` or ``"texture"``
-        The shipped backbone or the texture baseline.
-    smooth : float
-        Mix each tile's probabilities with its neighbours' by this weight (0: off), for maps of regions.
+    features : ``"combined"``, ``"backbone"`` or ``"texture"``
+        The shipped backbone and the texture baseline side by side (the default), or either alone.
+    smooth : ``"auto"`` or float
+        The neighbours' prior, its strength chosen by the frame's own map (``"auto"``, the default), or
+        a fixed mixing weight with the neighbours' probabilities (0: every tile on its own).
     """
 
     name = "tile-classification"
 
     def __init__(self, support: SupportSet | str | pathlib.Path, *, frames: int = 1, survey_frame: ScanFrame | None = None, pixel_time_us: float | None = None,
-                 tile_px: int | None = None, tile_nm: float | None = None, overlap: float = 0.0, features: Features = "backbone",
-                 smooth: float = 0.0) -> None:
+                 tile_px: int | None = None, tile_nm: float | None = None, overlap: float = 0.0, features: Features = "combined",
+                 smooth: Smooth = "auto") -> None:
         if frames < 1:
             raise ValueError(f"frames must be at least 1, got {frames}")
-        if features not in ("backbone", "texture"):
-            raise ValueError(f"features must be 'backbone' or 'texture', got {features!r}")
+        if features not in ("combined", "backbone", "texture"):
+            raise ValueError(f"features must be 'combined', 'backbone' or 'texture', got {features!r}")
+        if not (smooth == "auto" or (isinstance(smooth, (int, float)) and 0.0 <= smooth <= 1.0)):
+            raise ValueError(f"smooth must be 'auto' or a weight in [0, 1], got {smooth!r}")
         self.support_source = None if not isinstance(support, (str, pathlib.Path)) else str(support)
         self.support = resolve_support(support)
         self.support.check()
@@ -268,7 +272,7 @@ class TileClassification:
 
     @property
     def model_version(self) -> str:
-        backbone = self.support.backbone if self.features == "backbone" else "texture"
+        backbone = {"backbone": self.support.backbone, "combined": f"{self.support.backbone}+texture"}.get(self.features, "texture")
         return f"fewshot/{backbone}+support r{self.support.revision} {self.support.counts}"
 
     @property

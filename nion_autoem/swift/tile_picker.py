@@ -211,7 +211,7 @@ def mark_suggestions(display_item: DisplayItem.DisplayItem, tile_map: TileMap, k
 
 def classify_image(data_item: typing.Any, *, window: DocumentController.DocumentController | None = None,
                    document_controller: DocumentController.DocumentController | None = None, support: SupportSet | str | pathlib.Path | None = None,
-                   tile_px: int | None = None, tile_nm: float | None = None, overlap: float = 0.0, features: str = "backbone",
+                   tile_px: int | None = None, tile_nm: float | None = None, overlap: float = 0.0, features: str = "combined",
                    run_dir: str | pathlib.Path | None = None) -> ExperimentRunner:
     """Classify the tiles of an image in Swift with a few labelled examples; returns the (running) runner.
 
@@ -229,8 +229,10 @@ def classify_image(data_item: typing.Any, *, window: DocumentController.Document
         graphics needs one of them.
     overlap : float
         Fraction of a tile shared with its neighbour.
-    features : ``"backbone"`` or ``"texture"``
-        The shipped backbone or the texture baseline.
+    features : ``"combined"``, ``"backbone"`` or ``"texture"``
+        The shipped backbone's and the texture baseline's features side by
+        side (the default: the most accurate on both benchmark kinds), or
+        either alone.
     run_dir : path-like, optional
         Journal directory; the support set is saved in its ``support`` folder.
 
@@ -285,14 +287,16 @@ class LiveTileClassifier(LiveFrameAnalysis):
         The examples (e.g. the support set the last classification saved).
     channel : str
         Scan channel to classify.
-    features : ``"backbone"`` or ``"texture"``
-        The shipped backbone or the texture baseline.
+    features : ``"combined"``, ``"backbone"`` or ``"texture"``
+        The shipped backbone's and the texture baseline's features side by
+        side (the default: the most accurate on both benchmark kinds), or
+        either alone.
     """
 
     name = "live tiles"
 
     def __init__(self, document_controller: DocumentController.DocumentController, scan_id: str, support: SupportSet | str | pathlib.Path, *,
-                 channel: str = "HAADF", features: str = "backbone") -> None:
+                 channel: str = "HAADF", features: str = "combined") -> None:
         from nion_autoem.plans.tile_classification import resolve_support
 
         super().__init__(document_controller, scan_id, channel=channel)
@@ -308,5 +312,6 @@ class LiveTileClassifier(LiveFrameAnalysis):
         origin = frame.pixel_to_nm((0.0, 0.0))
         tile_map = classify_tiles(numpy.asarray(xdata.data, dtype=float), self.support, pixel_size_nm=frame.pixel_size_nm,
                                   features=typing.cast(typing.Any, self.__features), origin_nm=(float(origin[0]), float(origin[1])))
-        version = f"fewshot/{self.support.backbone if self.__features == 'backbone' else 'texture'}+support r{self.support.revision}"
+        used = {"backbone": self.support.backbone, "texture": "texture", "combined": f"{self.support.backbone}+texture"}[self.__features]
+        version = f"fewshot/{used}+support r{self.support.revision}"
         return tile_products(xdata, tile_map, support=self.support), tile_map.counts(), version

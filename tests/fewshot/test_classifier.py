@@ -31,7 +31,7 @@ def interface() -> Scene:
     return interface_scene((512, 512), seed=1003)
 
 
-@pytest.mark.parametrize("features", ["backbone", "texture"])
+@pytest.mark.parametrize("features", ["combined", "backbone", "texture"])
 def test_three_labels_per_class_classify_an_interface(interface: Scene, features: str) -> None:
     support, truth, pure = labelled(interface, 32, 3)
     tile_map = classify_tiles(interface.image, support, features=features)  # type: ignore[arg-type]
@@ -124,7 +124,7 @@ def test_tiles_smaller_than_the_backbone_reads_are_refused(interface: Scene) -> 
 
 def test_neighbour_smoothing_follows_the_smoothed_probabilities(interface: Scene) -> None:
     support, truth, pure = labelled(interface, 32, 2, seed=3)
-    plain = classify_tiles(interface.image, support)
+    plain = classify_tiles(interface.image, support, smooth=0.0)
     smooth = classify_tiles(interface.image, support, smooth=0.5)
     known = smooth.classes >= 0
     assert numpy.array_equal(numpy.argmax(smooth.probabilities[known], axis=1), smooth.classes[known])
@@ -132,5 +132,46 @@ def test_neighbour_smoothing_follows_the_smoothed_probabilities(interface: Scene
     scored = pure.copy()
     scored[list(smooth.labelled)] = False
     assert numpy.mean(smooth.classes[scored] == truth[scored]) >= numpy.mean(plain.classes[scored] == truth[scored]) - 0.02
-    with pytest.raises(ValueError, match=r"smooth must be a weight in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"smooth must be 'auto' or a weight in \[0, 1\]"):
         classify_tiles(interface.image, support, smooth=2.0)
+
+
+def test_the_neighbours_prior_is_strong_on_a_map_of_regions_and_keeps_a_sure_lone_tile() -> None:
+    from nion_autoem_fewshot.neighbours import potts_coupling
+    from nion_autoem_fewshot.neighbours import potts_smoothed
+
+    scene = particle_scene((1024, 1024), seed=2402)
+    support, truth, pure = labelled(scene, 64, 3, seed=4)
+    own = classify_tiles(scene.image, support, smooth=0.0)
+    auto = classify_tiles(scene.image, support)
+    assert own.coupling == 0.0 and auto.coupling > 0.3  # regions: neighbours agree far more often than by chance
+    scored = pure.copy()
+    scored[list(auto.labelled)] = False
+    assert numpy.mean(auto.classes[scored] == truth[scored]) >= numpy.mean(own.classes[scored] == truth[scored])
+    assert auto.own_probabilities is not None and numpy.allclose(auto.own_probabilities, own.probabilities)
+    # scattered classes: (almost) no prior
+    rng = numpy.random.default_rng(0)
+    assert potts_coupling(rng.integers(0, 4, 256), (16, 16), 4) <= 0.1
+    # a lone tile sure of its class keeps it; an unsure one follows its neighbours
+    sure = numpy.array([[0.02, 0.98]] * 1 + [[0.9, 0.1]] * 8)[[1, 2, 3, 4, 0, 5, 6, 7, 8]]
+    unsure = numpy.array([[0.4, 0.6]] * 1 + [[0.9, 0.1]] * 8)[[1, 2, 3, 4, 0, 5, 6, 7, 8]]
+    assert potts_smoothed(sure, (3, 3), 0.75)[4].argmax() == 1 and potts_smoothed(unsure, (3, 3), 0.75)[4].argmax() == 0
+
+
+def test_the_texture_features_are_those_of_a_plain_ring_by_ring_computation() -> None:
+    from nion_autoem_fewshot.texture import RINGS
+    from nion_autoem_fewshot.texture import texture_features
+
+    tiles = numpy.random.default_rng(5).normal(size=(3, 20, 20)) + numpy.linspace(0, 1, 20)[None, None, :]
+    features = texture_features(tiles)
+    rows = cols = 20
+    standard = (tiles - tiles.mean(axis=(1, 2), keepdims=True)) / tiles.std(axis=(1, 2), keepdims=True)
+    power = numpy.abs(numpy.fft.rfft2(standard * numpy.outer(numpy.hanning(rows), numpy.hanning(cols)))) ** 2
+    radius = numpy.sqrt(numpy.fft.fftfreq(rows)[:, None] ** 2 + numpy.fft.rfftfreq(cols)[None, :] ** 2)
+    ring = numpy.digitize(radius, numpy.geomspace(1.0 / rows, 0.5, RINGS + 1)) - 1
+    for index in range(RINGS):
+        members = power[:, ring == index]
+        if members.shape[1]:
+            assert features[:, index] == pytest.approx(numpy.log(members.mean(axis=1) + 1e-9), rel=1e-4, abs=1e-4)
+            assert features[:, RINGS + index] == pytest.approx(numpy.log((members.max(axis=1) + 1e-9) / (members.mean(axis=1) + 1e-9)), rel=1e-4, abs=1e-4)
+    assert features[:, -3] == pytest.approx((standard**4).mean(axis=(1, 2)) - 3, rel=1e-4)
