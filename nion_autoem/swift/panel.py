@@ -362,14 +362,13 @@ class ExperimentPanelController(Declarative.Handler):
                          u.create_stretch(), spacing=8, visible="@binding(show_forecast.value)"),
             u.create_row(u.create_label(text=_("by")), u.create_combo_box(items=list(RESPONSES.values()), current_index="@binding(response_index.value)"),
                          u.create_stretch(), spacing=8, visible="@binding(show_forecast.value)"),
+            # the region is a rectangle drawn on the selected overview or montage (the status says so when there is none)
             u.create_row(u.create_label(text=_("Examples")), u.create_line_edit(text="@binding(examples.value)", placeholder_text=_("saved support-set folder"), width=220),
                          u.create_stretch(), spacing=8, visible="@binding(show_search.value)"),
             u.create_row(u.create_label(text=_("Find")), u.create_line_edit(text="@binding(target_class.value)", placeholder_text=_("class name"), width=120),
                          u.create_label(text=_("verify at (eV)")), u.create_line_edit(text="@binding(verify_edge_eV.value, converter=float_converter)", width=60),
                          u.create_stretch(), spacing=8, visible="@binding(show_search.value)"),
             u.create_row(u.create_label(text=_("Then at each target")), u.create_combo_box(items=list(HAND_OFF_TITLES.values()), current_index="@binding(then_index.value)"),
-                         u.create_stretch(), spacing=8, visible="@binding(show_search.value)"),
-            u.create_row(u.create_label(text=_("Region: a rectangle on the selected overview or montage"), word_wrap=True),
                          u.create_stretch(), spacing=8, visible="@binding(show_search.value)"),
             u.create_row(u.create_push_button(text=_("Go to selected target or point"), on_clicked="go_to_selected", enabled="@binding(idle.value)"),
                          u.create_stretch(), spacing=8, visible="@binding(show_search.value)"),
@@ -388,7 +387,7 @@ class ExperimentPanelController(Declarative.Handler):
             u.create_progress_bar(value="@binding(percent.value)", minimum=0, maximum=100),
             u.create_label(text="@binding(status.value)", word_wrap=True, name="status_label"),
             u.create_label(text="@binding(dose_summary.value)", word_wrap=True),
-            u.create_stretch(), spacing=8, margin=8)
+            u.create_stretch(), spacing=4, margin=8)  # hidden rows keep their spacing: keep it small
 
     def __experiment_changed(self, index: int | None) -> None:
         choice = EXPERIMENTS[index or 0]
