@@ -201,6 +201,10 @@ class ExperimentRunner:
         Called with every measurement the instrument returned, after it was
         journaled (e.g. the session's dose history); one that raises is
         logged and does not end the run.
+    after_journal : sequence of callables
+        Run once after the journal has been ended and closed (e.g. register
+        the run in a run catalog, which reads the finished journal); one that
+        raises is logged.
     abandon_after_s : float
         After a stop (or a time budget that runs out mid-action) the beam is
         safe at once; if the instrument has not returned from the action in
@@ -216,7 +220,8 @@ class ExperimentRunner:
     def __init__(self, microscope: Microscope | None, plan: Plan, *, run_dir: str | pathlib.Path, budget: Budget = Budget(),
                  sink: ResultSink | None = None, resume: bool = False, run_id: str | None = None, suspenders: typing.Sequence[Suspender] = (),
                  journal: bool = True, abandon_after_s: float = 2.0, on_end: typing.Sequence[typing.Callable[[], str | None]] = (),
-                 on_measurement: typing.Sequence[typing.Callable[[Measurement], None]] = ()) -> None:
+                 on_measurement: typing.Sequence[typing.Callable[[Measurement], None]] = (),
+                 after_journal: typing.Sequence[typing.Callable[[], None]] = ()) -> None:
         if not callable(getattr(plan, "messages", None)):
             raise PlanError(f"{plan!r} is not a plan: a plan has a name, parameters and a messages() method; "
                             "make one with @nion_autoem.plan.plan on a generator function")
@@ -229,6 +234,7 @@ class ExperimentRunner:
         self.abandon_after_s = abandon_after_s
         self.__on_end = tuple(on_end)
         self.__on_measurement = tuple(on_measurement)
+        self.__after_journal = tuple(after_journal)
         self.suspenders = tuple(suspenders)
         self.sink: ResultSink = sink if sink is not None else MemorySink()
         self.run_dir = pathlib.Path(run_dir)
@@ -481,6 +487,11 @@ class ExperimentRunner:
             message = f"BEAM NOT SAFE: the blanker did not blank the beam; blank it by hand. {message}"
         self.__journal_quietly("write_end", state.value, message=message, steps=self.__step, dose_e=self.__dose_e, beam_safe=beam_safe)
         self.__journal_quietly("close")
+        for after in self.__after_journal:
+            try:
+                after()
+            except Exception:  # the run has ended; a follow-up that fails is logged, not raised
+                _logger.exception("run %s: %s after the journal was closed failed", self.run_id, getattr(after, "__name__", "a follow-up"))
         self.__set(state=state, current="", message=message)
         self.__done.set()
 

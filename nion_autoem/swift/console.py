@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import typing
@@ -30,6 +31,10 @@ from nion_autoem.swift.microscope import SwiftMicroscope
 
 if typing.TYPE_CHECKING:
     from nion.swift import DocumentController
+
+
+#: The run catalog's file, in the folder of the runs it lists.
+CATALOG_NAME = "catalog.sqlite"
 
 
 def runs_root() -> pathlib.Path:
@@ -86,9 +91,18 @@ def start_experiment(plan: Plan, *, window: DocumentController.DocumentControlle
         dose.update(force=True)
         return None
 
+    def register_run() -> None:
+        # every run goes into the run catalog of the folder it is in (runs_root()/catalog.sqlite for the panel's runs), once
+        # its journal is closed: "all frames of MoS2 from this week" is then one query; a catalog that cannot be written is logged
+        from nion_autoem.catalog import RunCatalog
+
+        with contextlib.closing(RunCatalog(pathlib.Path(runner.run_dir).parent / CATALOG_NAME)) as catalog:
+            catalog.register(runner.run_dir)
+
     # every measurement also goes into the session's dose history, shown as "Dose map (this session)"
     runner = ExperimentRunner(scope, plan, run_dir=run_dir or runs_root() / "pending", budget=budget or Budget(max_steps=500),
-                              sink=DataItemSink(target) if not sinks else TeeSink((DataItemSink(target), *sinks)), suspenders=suspenders, on_end=[give_back_scan, show_dose],
+                              sink=DataItemSink(target) if not sinks else TeeSink((DataItemSink(target), *sinks)), suspenders=suspenders,
+                              on_end=[give_back_scan, show_dose], after_journal=[register_run],
                               on_measurement=[session_dose().add, lambda _: dose.update(), *on_measurement])
     if run_dir is None:
         runner.run_dir = runs_root() / runner.run_id

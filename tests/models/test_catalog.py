@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import pathlib
+import typing
 
 import numpy
 import pytest
@@ -74,3 +75,24 @@ def test_bad_runs_get_clear_errors(tmp_path: pathlib.Path) -> None:
         catalog.register(tmp_path)
     with pytest.raises(TypeError, match="since must be a datetime"):
         catalog.frames(since="monday")  # type: ignore[arg-type]
+
+
+def test_every_run_started_in_swift_is_in_the_run_catalog_once_it_ends(usim_session: typing.Any, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nion_autoem.geometry import ScanFrame
+    from nion_autoem.plans import PointSpectroscopy
+    from nion_autoem.runner import RunState
+    from nion_autoem.swift.console import CATALOG_NAME
+    from nion_autoem.swift.console import start_experiment
+
+    monkeypatch.setenv("NION_AUTOEM_RUNS", str(tmp_path / "runs"))
+    runner = start_experiment(PointSpectroscopy(points=1, refine_points=0, exposure_ms=10.0, survey_frame=ScanFrame((64, 64), 16.0)),
+                              window=usim_session.document_controller)
+    usim_session.pump_until_done(runner, 60)
+    assert runner.state is RunState.FINISHED, runner.progress.message
+    catalog = RunCatalog(tmp_path / "runs" / CATALOG_NAME)  # the panel's runs folder holds the catalog of its runs
+    try:
+        [entry] = catalog.runs()
+        assert entry.run_id == runner.run_id and entry.outcome == "finished" and entry.steps >= 2 and entry.dose_e > 0
+        assert catalog.frames(plan=entry.plan)  # its survey is a frame a training set can be queried from
+    finally:
+        catalog.close()
