@@ -222,6 +222,8 @@ def register_pair(first: _NDArray, second: _NDArray, offset_px: tuple[int, int],
     if band_px is not None:
         first, second = band_pass(first, band_px), band_pass(second, band_px)
     a, b = overlap_strips(numpy.asarray(first, dtype=float), numpy.asarray(second, dtype=float), offset_px)
+    if not (numpy.ptp(a) > 0 and numpy.ptp(b) > 0):
+        return (0.0, 0.0), 0.0  # a flat overlap (a blanked beam, a dry run) holds nothing to register: the pair scores 0 and is dropped
     dy, dx = measure_shift(a, b, pixel_size_nm, upsample=10)
     # features move by minus the second tile's extra offset: a stage that went too far shows the sample shifted back
     sy, sx = -dy / pixel_size_nm, -dx / pixel_size_nm
