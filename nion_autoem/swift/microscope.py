@@ -141,6 +141,8 @@ class SwiftMicroscope:
         self.__user_scan: tuple[scan_base.ScanFrameParameters, tuple[bool, ...]] | None = None
         self.__clock = clock
         self.__user_cameras: dict[str, tuple[camera_base.CameraHardwareSource, camera_base.CameraFrameParameters]] = {}
+        self.__spot_device: scan_base.ScanDevice | None = None  # the scan device while a parked-probe trace reads it
+        self.__spot_cancelled = False
 
     def __clock_now(self) -> float | None:
         """The sample's own time, if this instrument keeps one (a simulator registers ``acquisition_clock``)."""
@@ -561,9 +563,12 @@ class SwiftMicroscope:
         enabled = tuple(device.channels_enabled)
         for name, index in SCAN_CHANNELS.items():
             device.set_channel_enabled(index, name == channel)
+        self.__spot_cancelled = False
+        self.__spot_device = device  # make_safe cancels it: Swift's abort does not know this scan
         try:
             yield device
         finally:
+            self.__spot_device = None
             for index, on in enumerate(enabled):
                 device.set_channel_enabled(index, on)
 
@@ -595,6 +600,8 @@ class SwiftMicroscope:
                     raise InstrumentError(f"the scan device did not finish a {samples}-sample spot scan in time; the ADF trace was abandoned")
         finally:
             device.stop()
+        if self.__spot_cancelled:
+            raise InstrumentError("the ADF trace was cut short: the beam was made safe (stopped or paused) while it ran")
         if bad_frame or not elements:
             raise InstrumentError("the ADF trace returned no data (the scan was aborted)")
         return numpy.array(elements[0]["data"], dtype=float).reshape(-1)
@@ -615,6 +622,10 @@ class SwiftMicroscope:
                 _logger.exception("make_safe: %s failed", getattr(step, "__name__", step))
 
     def __abort_all(self) -> None:
+        spot = self.__spot_device
+        if spot is not None:
+            self.__spot_cancelled = True
+            spot.cancel()  # a parked-probe trace read from the scan device ends at once
         for camera in (self.__eels, self.__ronchigram):
             if camera is not None:
                 camera.acquire_sequence_cancel()  # the cameras' sequence acquisition (on usim a no-op: the exposure ends by itself)

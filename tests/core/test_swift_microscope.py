@@ -174,3 +174,4 @@ def test_set_scan_frame_sets_the_context_without_scanning(usim_session: typing.A
     # the dose of the next survey is counted once, through Measurement.of
     m = scope.survey(pixel_time_us=1.0)
     assert m.frame == frame and m.dose_e == pytest.approx(electrons(scope.beam_current_A, 100 * 150 * 1e-6))
+

@@ -67,3 +67,35 @@ def test_plasmon_corner_and_centre_through_the_facade(twin_harness: typing.Any) 
         peaks.append(float(energies[loss][numpy.argmax(spectrum.data[loss])]))
     corner, centre = peaks
     assert corner < 2.2 and centre > 3.3
+
+
+def test_make_safe_cuts_a_running_adf_trace_short(twin_harness: typing.Any) -> None:
+    """The trace is read from the scan device, which Swift's own abort does not know: make_safe cancels it."""
+    import threading
+    import time
+
+    from nion_autoem.instrument import InstrumentError
+
+    scope = twin_harness("mos2", seed=0).microscope()
+    scope.park_probe((0.5, 0.5))
+    scope.unblank()
+    outcome: dict[str, typing.Any] = {}
+
+    def trace() -> None:
+        try:
+            outcome["trace"] = scope.adf_trace(4_000, 1000.0)  # 4 s of beam in 1 ms samples
+        except InstrumentError as e:
+            outcome["error"] = e
+        outcome["ended"] = time.perf_counter()
+
+    worker = threading.Thread(target=trace)
+    worker.start()
+    time.sleep(0.3)
+    made_safe = time.perf_counter()
+    scope.make_safe()
+    worker.join(timeout=10.0)
+    assert not worker.is_alive() and "trace" not in outcome, outcome
+    assert "cut short" in str(outcome["error"]) and outcome["ended"] - made_safe < 1.0
+    assert scope.is_blanked and scope.probe_position_nm is None
+    scope.park_probe((0.5, 0.5))  # and the instrument still works afterwards
+    assert scope.adf_trace(3, 10.0).xdata.data_shape == (3,)
