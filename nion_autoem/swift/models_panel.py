@@ -28,6 +28,7 @@ import json
 import os
 import pathlib
 import threading
+import time
 import typing
 
 from nion.swift import Panel
@@ -53,11 +54,13 @@ PRODUCTION = "production"
 ELIT_PLAN = "atom-finding"
 
 
-def elit_frames_in(runs_folder: str | os.PathLike[str]) -> list[FrameRecord]:
+def elit_frames_in(runs_folder: str | os.PathLike[str], headers: dict[pathlib.Path, str | None] | None = None) -> list[FrameRecord]:
     """Every survey frame the ELIT runs under ``runs_folder`` recorded, oldest run first (reads each journal's first line only).
 
     A run directory counts when its journal's header names the ELIT plan;
     its frames are the HAADF surveys the journal saved (``data/step_*_HAADF.npy``).
+    ``headers`` (journal → run id of an ELIT run, or None) keeps what was
+    read, so a watcher polling the folder reads each journal once.
     """
     from nion_autoem.journal import JOURNAL_NAME
     from nion_autoem_models.retraining import FrameRecord
@@ -66,14 +69,18 @@ def elit_frames_in(runs_folder: str | os.PathLike[str]) -> list[FrameRecord]:
     folder = pathlib.Path(runs_folder)
     if not folder.is_dir():
         return records
+    known = headers if headers is not None else {}
     for journal in sorted(folder.glob(f"*/{JOURNAL_NAME}"), key=lambda path: path.stat().st_mtime):
-        try:
-            with open(journal, encoding="utf-8") as f:
-                header = json.loads(f.readline() or "{}")
-        except (OSError, ValueError):
-            continue  # a journal being written or a foreign file: not a frame source
-        if header.get("type") == "header" and header.get("plan") == ELIT_PLAN:
-            run_id = str(header.get("run_id", journal.parent.name))
+        if journal not in known:
+            try:
+                with open(journal, encoding="utf-8") as f:
+                    header = json.loads(f.readline() or "{}")
+            except (OSError, ValueError):
+                continue  # a journal being written or a foreign file: read it again next time
+            elit = header.get("type") == "header" and header.get("plan") == ELIT_PLAN
+            known[journal] = str(header.get("run_id", journal.parent.name)) if elit else None
+        run_id = known[journal]
+        if run_id is not None:
             records.extend(FrameRecord(str(path), run_id) for path in sorted((journal.parent / "data").glob("step_*_HAADF.npy")))
     return records
 
@@ -113,7 +120,8 @@ class ModelsPanelController(Declarative.Handler):
         self.__closed = threading.Event()
         self.__watcher: threading.Thread | None = None
         self.__announced: set[int] = set()
-        self.__existing: set[str] = set()
+        self.__since = 0.0  # frames written from then on are new (set when the rule is switched on)
+        self.__headers: dict[pathlib.Path, str | None] = {}  # journal -> ELIT run id (or None), read once
         self.__wanted: tuple[RetrainingRule, str] | None = None
         self.__made: tuple[RetrainingRule, str] | None = None
         self.__cluster = contextlib.ExitStack()
@@ -232,8 +240,8 @@ class ModelsPanelController(Declarative.Handler):
             self.jobs.value = f"{_('Cannot retrain')}: {e}"
             return
         if self.__made != (rule, where):
-            # frames already on disk are the old models' data, not new ones: count from the moment the box is ticked
-            self.__existing = {record.path for record in elit_frames_in(self.runs_folder)}
+            # frames already on disk are the old models' data, not new ones: count those written from the moment the box is ticked
+            self.__since = time.time()
         self.__wanted = (rule, where)
         self.__watching.set()
         self.jobs.value = f"{_('Starting the Dask cluster')} ({where})…" if self.__policy is None else self.jobs.value
@@ -275,7 +283,7 @@ class ModelsPanelController(Declarative.Handler):
         if policy is None:
             return
         if self.__watching.is_set():
-            policy.offer([record for record in elit_frames_in(self.runs_folder) if record.path not in self.__existing])
+            policy.offer([record for record in elit_frames_in(self.runs_folder, self.__headers) if os.path.getmtime(record.path) >= self.__since])
         lines = []
         for index, job in enumerate(policy.jobs):
             snapshot = job.snapshot()

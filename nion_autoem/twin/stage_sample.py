@@ -77,7 +77,7 @@ EDGES_EV = {"C K": 284.0, "Fe L3": 708.0, "Co L3": 779.0}
 #: Spectrometer axis of :meth:`StageMicroscope.acquire_spectrum`: (offset eV, eV per channel, channels).
 SPECTRUM_AXIS = (200.0, 1.0, 800)
 #: Fraction of the probe's electrons the HAADF detector counts on film of intensity 1.
-_DETECTOR_YIELD = 0.02
+DETECTOR_YIELD = 0.02
 
 
 @dataclasses.dataclass(frozen=True)
@@ -361,6 +361,39 @@ class StageSample:
         return [o.to_dict() for o in self.objects]
 
 
+#: Which edges each kind of object adds to the film's C K edge.
+EDGES_OF_KIND = {"round particle": ("Fe L3",), "rod": ("Fe L3",), RARE_CLASS: ("Co L3",)}
+
+
+def core_loss_counts(below: StageObject | None, energies_eV: _NDArray, incident_electrons: float) -> _NDArray:
+    """Expected EELS counts per channel: a power-law background, the film's C K edge and the edges of the object under the probe.
+
+    Parameters
+    ----------
+    below : StageObject or None
+        What lies under the probe (None: bare film).
+    energies_eV : ndarray
+        The spectrometer's energy axis, any range; edges outside it do not show.
+    incident_electrons : float
+        Electrons that reached the sample during the exposure.
+
+    Examples
+    --------
+    >>> energies = numpy.arange(600.0, 900.0)
+    >>> film = core_loss_counts(None, energies, 1e6)
+    >>> platelet = core_loss_counts(StageObject("hexagonal platelet", (0.0, 0.0), 300.0, 0.0, 1.0, 1.0), energies, 1e6)
+    >>> round(float(platelet[energies > 780].sum() / film[energies > 780].sum()), 2)  # the Co L3 edge adds about 15 % past its onset
+    1.15
+    """
+    energies = numpy.clip(numpy.asarray(energies_eV, dtype=float), 1.0, None)
+    reference = 200.0
+    counts = 2e3 * (energies / reference) ** -3.0
+    for edge in ("C K", *EDGES_OF_KIND.get(below.kind if below is not None else "", ())):
+        onset = EDGES_EV[edge]
+        counts += numpy.where(energies >= onset, 0.25 * 2e3 * (onset / reference) ** -3.0 * (energies / onset) ** -2.0, 0.0)
+    return typing.cast(_NDArray, counts * (incident_electrons * 1e-6))
+
+
 @dataclasses.dataclass(frozen=True)
 class StageErrors:
     """How imprecise the stage is.
@@ -550,7 +583,7 @@ class StageMicroscope(SimulatedBeam):
             centre = (float(middle[0] + used.center_nm[0]), float(middle[1] + used.center_nm[1]))
             blur = 0.5 * CONVERGENCE_SEMI_ANGLE_RAD * abs(self.__defocus_nm - float(self.sample.height_nm(centre)))
             signal = self.sample.render(used, offset_nm=(float(middle[0]), float(middle[1])), blur_nm=blur)
-            per_pixel = 0.0 if self._blanked else electrons(self._beam_current_A, pixel * 1e-6) * _DETECTOR_YIELD
+            per_pixel = 0.0 if self._blanked else electrons(self._beam_current_A, pixel * 1e-6) * DETECTOR_YIELD
             counts = self.__noise.poisson(signal * per_pixel).astype(float)
             self.surveys.append((self.stage.commanded_nm, (float(middle[0]), float(middle[1]))))
         metadata = {ACQUISITION_CLOCK_KEY: [start, start + dwell],
@@ -572,14 +605,8 @@ class StageMicroscope(SimulatedBeam):
             below = self.sample.object_at(where)
             self.spectra.append((where, below))
             offset, scale, channels = SPECTRUM_AXIS
-            energy = offset + scale * numpy.arange(channels)
-            shape = 2e3 * (energy / offset) ** -3.0
-            for edge, element in (("C K", None), ("Fe L3", ("round particle", "rod")), ("Co L3", (RARE_CLASS,))):
-                if element is None or (below is not None and below.kind in element):
-                    onset = EDGES_EV[edge]
-                    shape += numpy.where(energy >= onset, 0.25 * 2e3 * (onset / offset) ** -3.0 * (energy / onset) ** -2.0, 0.0)
-            per_electron = 0.0 if self._blanked else electrons(self._beam_current_A, exposure_s) * 1e-6
-            counts = self.__noise.poisson(shape * per_electron).astype(float)
+            reaching = 0.0 if self._blanked else electrons(self._beam_current_A, exposure_s)
+            counts = self.__noise.poisson(core_loss_counts(below, offset + scale * numpy.arange(channels), reaching)).astype(float)
         metadata = {ACQUISITION_CLOCK_KEY: [start, start + exposure_s], "nion_autoem": {"position_nm": list(self._probe), "exposure_ms": exposure_ms}}
         spectrum = xdata_builders.spectrum_xdata(counts, offset, scale, metadata=metadata)
         return Measurement.of({"eels": spectrum}, "spectrum", dwell_s=exposure_s, beam_current_A=self._beam_current_A, blanked=self._blanked,
@@ -596,7 +623,7 @@ class StageMicroscope(SimulatedBeam):
             start = self.clock.advance(dwell)
             y, x = self.sample_position_nm(self._probe)
             level = float(self.sample.render(ScanFrame((1, 1), 1.0), offset_nm=(y, x))[0, 0])
-            per_sample = 0.0 if self._blanked else electrons(self._beam_current_A, sample_time_us * 1e-6) * _DETECTOR_YIELD
+            per_sample = 0.0 if self._blanked else electrons(self._beam_current_A, sample_time_us * 1e-6) * DETECTOR_YIELD
             trace = self.__noise.poisson(level * per_sample, samples).astype(float)
         return Measurement.of({channel: xdata_builders.trace_xdata(trace, sample_time_us, channel=channel)}, "adf_trace", dwell_s=dwell,
                               beam_current_A=self._beam_current_A, blanked=self._blanked, position_nm=self._probe, started_at=start, duration_s=dwell)

@@ -39,17 +39,15 @@ from nion_autoem.twin.sample import ProbeConditions
 from nion_autoem.twin.sample import SampleBase
 from nion_autoem.twin.sample import TwinSample
 from nion_autoem.twin.sample import defocus_blur_nm
-from nion_autoem.twin.stage_sample import EDGES_EV
-from nion_autoem.twin.stage_sample import RARE_CLASS
+from nion_autoem.twin.stage_sample import DETECTOR_YIELD
 from nion_autoem.twin.stage_sample import ImpreciseStage
 from nion_autoem.twin.stage_sample import StageErrors
 from nion_autoem.twin.stage_sample import StageObject
 from nion_autoem.twin.stage_sample import StageSample
+from nion_autoem.twin.stage_sample import core_loss_counts
 
 _NDArray = numpy.typing.NDArray[typing.Any]
 
-#: Fraction of the probe's electrons the ADF detector counts on the carbon film (film = 1 in :meth:`StageSample.render`).
-DETECTOR_YIELD = 0.02
 
 #: Fields this small (nm) on a flake show its atoms.
 ATOMIC_FIELD_NM = 20.0
@@ -57,39 +55,6 @@ ATOMIC_FIELD_NM = 20.0
 PATCH_REUSE_NM = 5.0
 #: Corner-to-centre size (nm) of a lattice patch: a field of ATOMIC_FIELD_NM up to PATCH_REUSE_NM off the anchor stays inside it.
 PATCH_RADIUS_NM = 25.0
-
-#: Which edges each kind of object adds to the film's C K edge.
-EDGES_OF_KIND = {"round particle": ("Fe L3",), "rod": ("Fe L3",), RARE_CLASS: ("Co L3",)}
-
-
-def core_loss_counts(below: StageObject | None, energies_eV: _NDArray, electrons: float) -> _NDArray:
-    """Expected EELS counts per channel: a power-law background, the film's C K edge and the edges of the object under the probe.
-
-    Parameters
-    ----------
-    below : StageObject or None
-        What lies under the probe (None: bare film).
-    energies_eV : ndarray
-        The spectrometer's energy axis, any range; edges outside it do not show.
-    electrons : float
-        Electrons that reached the sample during the exposure.
-
-    Examples
-    --------
-    >>> energies = numpy.arange(600.0, 900.0)
-    >>> film = core_loss_counts(None, energies, 1e6)
-    >>> platelet = core_loss_counts(StageObject("hexagonal platelet", (0.0, 0.0), 300.0, 0.0, 1.0, 1.0), energies, 1e6)
-    >>> round(float(platelet[energies > 780].sum() / film[energies > 780].sum()), 2)  # the Co L3 edge adds about 15 % past its onset
-    1.15
-    """
-    energies = numpy.clip(numpy.asarray(energies_eV, dtype=float), 1.0, None)
-    reference = 200.0
-    counts = 2e3 * (energies / reference) ** -3.0
-    for edge in ("C K", *EDGES_OF_KIND.get(below.kind if below is not None else "", ())):
-        onset = EDGES_EV[edge]
-        counts += numpy.where(energies >= onset, 0.25 * 2e3 * (onset / reference) ** -3.0 * (energies / onset) ** -2.0, 0.0)
-    return typing.cast(_NDArray, counts * electrons * 1e-6)
-
 
 class GridSquareSample(SampleBase):
     """A :class:`StageSample` on an :class:`ImpreciseStage`, as a :class:`~nion_autoem.twin.sample.TwinSample` for usim.
@@ -234,8 +199,10 @@ class GridSquareSample(SampleBase):
             electrons = probe.electrons_per_s * sample_time_s
             self._electrons += electrons * p.shape[0]
             origin = self.viewed_point_nm(start)
-            levels = numpy.array([self.sample.render(ScanFrame((1, 1), 1.0), offset_nm=(float(origin[0] + y), float(origin[1] + x)))[0, 0]
-                                  for y, x in p])
+            # a parked probe dwells on one point: the film is drawn once per distinct 0.1 nm spot, not per sample
+            spots, which = numpy.unique(numpy.round(p / 0.1), axis=0, return_inverse=True)
+            levels = numpy.array([self.sample.render(ScanFrame((1, 1), 1.0), offset_nm=(float(origin[0] + 0.1 * y), float(origin[1] + 0.1 * x)))[0, 0]
+                                  for y, x in spots])[which.reshape(-1)]
             expected = levels * electrons * DETECTOR_YIELD
             return {"HAADF": self._rng.poisson(expected).astype(numpy.float32), "MAADF": self._rng.poisson(2.5 * expected).astype(numpy.float32)}
 
