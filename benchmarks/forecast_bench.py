@@ -23,8 +23,8 @@ integral 525-560 eV (real mix).  ``mae_ratio_h*`` is the *worse* of the two
 data sets' model / persistence ratios.  ``coverage90`` is the 90 % band's
 coverage of the measured quantity, pooled.
 
-Plan: :class:`~nion_autoem.plans.forecast_watch.ForecastWatch` on fresh twin
-seeds (200..), response "fresh area", condition "white-line ratio below 2.1
+Plan: :class:`~nion_autoem.plans.forecast_watch.ForecastWatch` on 120 fresh
+twin seeds (200-299 and 1200-1219), response "fresh area", condition "white-line ratio below 2.1
 within 8 s" with the default confidence and plan settings (chosen on seeds
 300-459: ``--plan-seeds 300-459`` runs the plan on those only).  At the first
 response the twin's hidden state says when the ratio would truly have crossed
@@ -81,7 +81,10 @@ from nion_autoem_forecast.online import OnlineForecaster  # noqa: E402
 from nion_autoem_forecast.preprocess import Preprocessor  # noqa: E402
 
 HORIZONS = (1, 4, 8)
-CONDITION = Condition("white-line ratio", "below", 2.1, within_s=8.0)  # the default confidence and plan settings, chosen on seeds 300-379
+#: The plan's fresh twin seeds: 120 runs, so one false trigger moves the fraction by about 1 %, not 3 % (200-239 were
+#: the first 40; 300-459 chose the defaults and are not among them).
+PLAN_SEEDS = [*range(200, 300), *range(1200, 1220)]
+CONDITION = Condition("white-line ratio", "below", 2.1, within_s=8.0)  # the default confidence and plan settings, chosen on seeds 300-459
 
 
 def real_end_members() -> tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
@@ -158,11 +161,12 @@ def _true_lead_s(kinetics: ReductionKinetics, x: float, j: float, dose_rate: flo
     return None
 
 
-def plan_runs(seeds: range) -> dict[str, typing.Any]:
+def plan_runs(seeds: typing.Sequence[int]) -> dict[str, typing.Any]:
     fractions, ratios = true_ratio_of_fraction()
     crossing = fractions[numpy.flatnonzero(ratios < CONDITION.threshold)[0]]  # ratios fall as the oxide is reduced
     leads, false, late, missed, quiet, dose_saved, acted = [], 0, 0, 0, 0, [], 0
     leads_full, false_full = [], 0
+    false_seeds: list[int] = []
     update_ms: list[float] = []
     for seed in seeds:
         kinetics, current = draw_conditions(seed)
@@ -210,12 +214,13 @@ def plan_runs(seeds: range) -> dict[str, typing.Any]:
             if is_false:
                 if count_false:
                     false += 1
+                    false_seeds.append(seed)
                 else:
                     false_full += 1
     runs = len(seeds)
     return {"runs": runs, "acted": acted, "late": late, "missed": missed, "quiet": quiet, "false": false,
             "lead_time_s": float(numpy.median(leads)) if leads else float("nan"), "leads": leads,
-            "false_trigger_frac": false / max(acted, 1), "acted_before_frac": sum(1 for v in leads if v > 0) / max(acted + missed, 1),
+            "false_trigger_frac": false / max(acted, 1), "false_seeds": false_seeds, "acted_before_frac": sum(1 for v in leads if v > 0) / max(acted + missed, 1),
             "false_full_duty": false_full, "false_trigger_frac_full_duty": false_full / max(acted, 1),
             "lead_time_s_full_duty": float(numpy.median(leads_full)) if leads_full else float("nan"),
             "dose_saved_e_median": float(numpy.median(dose_saved)) if dose_saved else 0.0, "update_ms": update_ms}
@@ -225,7 +230,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer series and runs (a smoke test)")
     parser.add_argument("--plan-seeds", default=None, metavar="FIRST-LAST",
-                        help="run the plan on these twin seeds only (development: 300-379; the benchmark's own are 200-239)")
+                        help="run the plan on these twin seeds only (development: 300-459; the benchmark's own are 200-299 and 1200-1219)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # one update is a few tiny tensors: one thread is the fastest, and leaves the other core to the instrument
     started = time.time()
@@ -241,7 +246,7 @@ def main() -> None:
     assert isinstance(lstm, SpectrumLSTM)
     twin = forecast_twin(range(0, 6 if args.quick else 24), lstm)
     mix = forecast_real_mix(range(0, 3 if args.quick else 12))
-    plan = plan_runs(range(200, 206 if args.quick else 240))
+    plan = plan_runs(list(range(200, 206)) if args.quick else PLAN_SEEDS)
     ratios = {}
     for name, data in (("twin", twin), ("real_mix", mix)):
         for method in ("model", "linear", "lstm"):
@@ -288,7 +293,7 @@ def main() -> None:
         "mae_ratio_real_mix_band": [round(float(ratios["real_mix_model_quantity"][h - 1]), 3) for h in HORIZONS],
         "coverage90_twin": round(float(twin["coverage_measured"]), 3), "coverage90_real_mix": round(float(mix["coverage_measured"]), 3),
         "coverage90_truth_twin": round(float(twin["coverage_truth"]), 3), "coverage90_truth_real_mix": round(float(mix["coverage_truth"]), 3),
-        "plan_runs": plan["runs"], "plan_acted": plan["acted"], "plan_missed": plan["missed"], "plan_late": plan["late"],
+        "plan_runs": plan["runs"], "plan_acted": plan["acted"], "false_trigger_seeds": plan["false_seeds"], "plan_missed": plan["missed"], "plan_late": plan["late"],
         "acted_before_frac": round(plan["acted_before_frac"], 3), "dose_saved_e_median": float(f"{plan['dose_saved_e_median']:.3g}"),
         "torch_threads": torch.get_num_threads(), "load_average_1min": round(load[0], 2), "seconds": round(time.time() - started, 1),
     }

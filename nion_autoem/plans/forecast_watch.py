@@ -116,7 +116,8 @@ class WatchSettings:
     publish_every : int
         Refresh the products every so many spectra (and at a response and the end).
     fine_tune_ms : float
-        Online fine-tuning per update.
+        The forecaster fine-tunes one step per update unless the update has
+        already taken this long (see :class:`~nion_autoem_forecast.online.OnlineForecaster`).
     """
 
     condition: Condition = Condition("white-line ratio", "below", 2.1, within_s=8.0)
@@ -138,7 +139,7 @@ class WatchSettings:
     align_window_eV: tuple[float, float] | None = (534.0, 560.0)
     background_fit_eV: tuple[float, float] | None = (482.0, 527.0)
     publish_every: int = 10
-    fine_tune_ms: float = 6.0
+    fine_tune_ms: float = 20.0
 
     def __post_init__(self) -> None:
         if self.response not in RESPONSES:

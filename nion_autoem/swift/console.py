@@ -24,6 +24,7 @@ from nion_autoem.products import TeeSink
 from nion_autoem.runner import Budget
 from nion_autoem.runner import ExperimentRunner
 from nion_autoem.suspenders import Suspender
+from nion_autoem.swift import quiet_collections
 from nion_autoem.swift.data_items import DataItemSink
 from nion_autoem.swift.dose_history import publisher_for
 from nion_autoem.swift.dose_history import session_dose
@@ -99,14 +100,29 @@ def start_experiment(plan: Plan, *, window: DocumentController.DocumentControlle
         with contextlib.closing(RunCatalog(pathlib.Path(runner.run_dir).parent / CATALOG_NAME)) as catalog:
             catalog.register(runner.run_dir)
 
+    sink = DataItemSink(target)
+
+    def release_collections_once_shown() -> None:
+        # full garbage collections stay off (quiet_collections) until the run's last products are in the document
+        if sink.pending:
+            target.queue_task(release_collections_once_shown)
+        else:
+            quiet_collections.release()
+
     # every measurement also goes into the session's dose history, shown as "Dose map (this session)"
     runner = ExperimentRunner(scope, plan, run_dir=run_dir or runs_root() / "pending", budget=budget or Budget(max_steps=500),
-                              sink=DataItemSink(target) if not sinks else TeeSink((DataItemSink(target), *sinks)), suspenders=suspenders,
-                              on_end=[give_back_scan, show_dose], after_journal=[register_run],
+                              sink=sink if not sinks else TeeSink((sink, *sinks)), suspenders=suspenders,
+                              on_end=[give_back_scan, show_dose],
+                              after_journal=[register_run, lambda: target.queue_task(release_collections_once_shown)],
                               on_measurement=[session_dose().add, lambda _: dose.update(), *on_measurement])
     if run_dir is None:
         runner.run_dir = runs_root() / runner.run_id
-    runner.start()
+    quiet_collections.hold()
+    try:
+        runner.start()
+    except BaseException:
+        quiet_collections.release()
+        raise
     return runner
 
 

@@ -37,6 +37,7 @@ from nion.swift.model import DisplayItem
 from nion.swift.model import Graphics
 
 from nion_autoem.products import Product
+from nion_autoem.swift.user_selection import keeping_the_selection
 
 if typing.TYPE_CHECKING:
     from nion.swift import DocumentController
@@ -99,14 +100,16 @@ class DataItemSink:
     def __apply_next(self) -> None:
         """On the UI thread: one step (a new item's next step first, else the oldest waiting product); the next comes on the next refresh."""
         try:
-            if self.__steps:
-                self.__steps.popleft()()
-            else:
-                with self.__lock:
-                    item_key = next(iter(self.__pending), None)
-                    pending = self.__pending.pop(item_key) if item_key is not None else None
-                if item_key is not None and pending is not None:
-                    self.__apply(item_key, *pending)
+            # an updated item moves to the top of the data panel, and the panel's selection would move off the user's item
+            with keeping_the_selection(self.__document_controller):
+                if self.__steps:
+                    self.__steps.popleft()()
+                else:
+                    with self.__lock:
+                        item_key = next(iter(self.__pending), None)
+                        pending = self.__pending.pop(item_key) if item_key is not None else None
+                    if item_key is not None and pending is not None:
+                        self.__apply(item_key, *pending)
         finally:
             with self.__lock:
                 more = bool(self.__pending) or bool(self.__steps)

@@ -26,6 +26,7 @@ from nion.data import DataAndMetadata
 from nion.instrumentation import HardwareSource
 
 from nion_autoem.products import Product
+from nion_autoem.swift import quiet_collections
 from nion_autoem.swift.data_items import DataItemSink
 
 if typing.TYPE_CHECKING:
@@ -114,6 +115,10 @@ class LiveFrameAnalysis:
                 self.__wakeup.set()
 
     def __work(self) -> None:
+        with quiet_collections.quiet_collections():  # no full collection of Swift's heap between frames (see quiet_collections)
+            self.__analyse_frames()
+
+    def __analyse_frames(self) -> None:
         try:
             self.prepare()
         except Exception as e:  # e.g. a model that does not load: say so, and analyse nothing

@@ -21,6 +21,7 @@ import numpy.typing
 from nion.data import Calibration
 from nion.data import DataAndMetadata
 from nion.instrumentation import HardwareSource
+from nion.instrumentation import scan_base
 from nion.utils import Geometry
 from nion.utils import Registry
 
@@ -36,7 +37,6 @@ from nion_autoem.instrument import StageLimits
 
 if typing.TYPE_CHECKING:
     from nion.instrumentation import camera_base
-    from nion.instrumentation import scan_base
     from nion.instrumentation import stem_controller as stem_controller_module
 
 _logger = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ _SPOT_FOV_NM = 1e-4
 DEFAULT_STAGE_LIMITS_NM: StageLimits = ((-1e6, 1e6), (-1e6, 1e6))
 #: Largest objective defocus a focus routine may ask for, in nm (+-10 um).
 DEFAULT_MAX_DEFOCUS_NM = 10_000.0
+#: How long make_safe watches that the probe stays unparked (Swift's probe graphic can write a late position back).
+UNPARK_SETTLE_S = 0.5
 #: Registry type of a simulator's own clock (an object with ``now_s``), stamped on acquisitions.
 ACQUISITION_CLOCK_COMPONENT = "acquisition_clock"
 # usim's and Nion's 2D controls are addressed in their native (x, y) axis.
@@ -141,7 +143,7 @@ class SwiftMicroscope:
         self.__user_scan: tuple[scan_base.ScanFrameParameters, tuple[bool, ...]] | None = None
         self.__clock = clock
         self.__user_cameras: dict[str, tuple[camera_base.CameraHardwareSource, camera_base.CameraFrameParameters]] = {}
-        self.__spot_device: scan_base.ScanDevice | None = None  # the scan device while a parked-probe trace reads it
+        self.__spot_device: scan_base.ScanDevice | None = None  # the scan device while a survey or a parked-probe trace reads it
         self.__spot_cancelled = False
 
     def __clock_now(self) -> float | None:
@@ -250,33 +252,33 @@ class SwiftMicroscope:
             raise ValueError(f"unknown scan channel(s) {unknown}; choose from {sorted(SCAN_CHANNELS)}")
         if pixel_time_us is not None and not (0 < pixel_time_us <= 1e4):
             raise ValueError(f"pixel_time_us must be in (0, 10000] µs, got {pixel_time_us}")
+        ordered = [name for name in SCAN_CHANNELS if name in channels]  # the device returns enabled channels in its own order
         with self.__lock:
             self.__take_over_scan()
             fp, used = self.__make_current_frame(frame, pixel_time_us)
-            for name, index in SCAN_CHANNELS.items():
-                self.__scan.set_channel_enabled(index, name in channels)
             dwell_s = used.shape[0] * used.shape[1] * fp.pixel_time_us * 1e-6
             started = time.time()
             clock_started = self.__clock_now()
-            xdatas = self.__scan.record_immediate(fp)
+            with self.__device_scans(ordered, "a survey") as device:
+                images = self.__read_frame(device, fp, len(ordered), "survey")
             duration = time.time() - started
             clock_ended = self.__clock_now()
             try:
                 stage: list[float] | None = list(self.stage_position_nm)  # where the frame's centre was on the sample: a region drawn on it maps to the stage
             except InstrumentError:
                 stage = None  # an instrument without the stage control
+        scan_metadata: dict[str, typing.Any] = {}
+        scan_base.update_scan_metadata(scan_metadata, self.__scan.hardware_source_id, self.__scan.display_name, fp, None, {"pixel_time_us": fp.pixel_time_us})
         data: dict[str, DataAndMetadata.DataAndMetadata] = {}
-        for xd in xdatas:
-            if xd is None:
-                continue
-            channel = str(xd.metadata.get("hardware_source", {}).get("channel_name", f"channel{len(data)}"))
-            metadata = dict(xd.metadata)
-            metadata["nion_autoem"] = {"channel": channel, "scan_frame": used.to_dict(), **({"stage_nm": stage} if stage is not None else {})}
+        for channel, image in zip(ordered, images):
+            source: dict[str, typing.Any] = {"channel_index": SCAN_CHANNELS[channel]}
+            scan_base.update_detector_metadata(source, self.__scan.hardware_source_id, self.__scan.display_name, image.shape, None, channel,
+                                               str(SCAN_CHANNELS[channel]), {"pixel_time_us": fp.pixel_time_us})
+            metadata: dict[str, typing.Any] = {"hardware_source": source, "scan": dict(scan_metadata),
+                                               "nion_autoem": {"channel": channel, "scan_frame": used.to_dict(), **({"stage_nm": stage} if stage is not None else {})}}
             if clock_started is not None and clock_ended is not None:
                 metadata[ACQUISITION_CLOCK_KEY] = [clock_started, clock_ended]
-            data[channel] = DataAndMetadata.new_data_and_metadata(xd.data, xd.intensity_calibration, xd.dimensional_calibrations, metadata, data_descriptor=xd.data_descriptor)
-        if len(data) != len(channels):
-            raise InstrumentError(f"the scan returned channels {sorted(data)} but {list(channels)} were asked for (was the scan aborted?)")
+            data[channel] = DataAndMetadata.new_data_and_metadata(image, Calibration.Calibration(), list(xdata_builders.frame_calibrations(used)), metadata)
         return Measurement.of(data, "survey", dwell_s=dwell_s, beam_current_A=self.beam_current_A, blanked=self.is_blanked,
                               frame=used, started_at=started, duration_s=duration)
 
@@ -489,7 +491,7 @@ class SwiftMicroscope:
             context = self.scan_frame
             started = time.time()
             clock_started = self.__clock_now()
-            with self.__spot_scans(channel) as device:
+            with self.__device_scans((channel,), "an ADF trace with the probe parked") as device:
                 counts = self.__spot_scan(device, position, int(samples), sample_time_us)
             duration = time.time() - started
             clock_ended = self.__clock_now()
@@ -528,7 +530,7 @@ class SwiftMicroscope:
             started = time.time()
             clock_started = self.__clock_now()
             dwelt = 0
-            with self.__spot_scans(channel) as device:
+            with self.__device_scans((channel,), "an ADF trace with the probe parked") as device:
                 while dwelt < samples and not alarmed:
                     n = min(piece, samples - dwelt)
                     counts = self.__spot_scan(device, position, n, sample_time_us)
@@ -547,30 +549,56 @@ class SwiftMicroscope:
                               blanked=self.is_blanked, position_nm=position, started_at=started, duration_s=duration)
 
     @contextlib.contextmanager
-    def __spot_scans(self, channel: str) -> typing.Iterator[scan_base.ScanDevice]:
-        """The scan device with only ``channel`` enabled, for spot scans read outside Swift's document.
+    def __device_scans(self, channels: typing.Sequence[str], what: str) -> typing.Iterator[scan_base.ScanDevice]:
+        """The scan device with only ``channels`` enabled, for frames read outside Swift's document.
 
-        A parked-probe trace is read from the scan device itself, not recorded
-        through the scan's hardware source: a recording binds to the scan's
-        data items, so every short spot scan (hundreds per target in a vacancy
-        line) made Swift reload and rewrite the "Scan" item, redraw the probe
-        graphic and the scan control panel on the UI thread, and stalled the
-        window for up to 2 s.  The device's channels are put back afterwards.
+        Surveys and parked-probe traces are read from the scan device itself,
+        not recorded through the scan's hardware source: a recording binds to
+        the scan's data items, so every frame made Swift reload and rewrite the
+        "Scan" item, rebuild the scan control panel's thumbnails and redraw the
+        probe graphic on the UI thread (hundreds of short spot scans per
+        target in a vacancy line stalled the window for up to 2 s), and the
+        changed "Scan" item re-sorted the data panel, which moved the user's
+        selection onto another item.  The device's channels are put back
+        afterwards; ``make_safe`` cancels a frame in flight (Swift's abort
+        does not know it).
         """
         if self.__scan.is_playing or self.__scan.is_recording:
-            raise InstrumentError("the scan is running, so the probe cannot stay parked for an ADF trace; stop the scan (Scan ▸ Stop) and try again")
+            raise InstrumentError(f"the scan is running, so the experiment cannot take {what}; stop the scan (Scan ▸ Stop) and try again")
         device = self.__scan.scan_device
         enabled = tuple(device.channels_enabled)
         for name, index in SCAN_CHANNELS.items():
-            device.set_channel_enabled(index, name == channel)
+            device.set_channel_enabled(index, name in channels)
         self.__spot_cancelled = False
-        self.__spot_device = device  # make_safe cancels it: Swift's abort does not know this scan
+        self.__spot_device = device
         try:
             yield device
         finally:
             self.__spot_device = None
             for index, on in enumerate(enabled):
                 device.set_channel_enabled(index, on)
+
+    def __read_frame(self, device: scan_base.ScanDevice, fp: scan_base.ScanFrameParameters, channels: int, what: str) -> list[numpy.typing.NDArray[typing.Any]]:
+        """Scan one frame of ``fp`` on ``device`` and return a copy of each enabled channel's data, in the device's channel order."""
+        device.set_frame_parameters(fp)
+        pixels = fp.pixel_size.height * fp.pixel_size.width
+        frame_number: int | None = device.start_frame(False)
+        skip = 0
+        deadline = time.time() + 5.0 + 10.0 * pixels * fp.pixel_time_us * 1e-6
+        try:
+            while True:
+                elements, complete, bad_frame, _, frame_number, skip = device.read_partial(frame_number, skip)
+                if complete or bad_frame:
+                    break
+                if time.time() > deadline:
+                    raise InstrumentError(f"the scan device did not finish the {what} ({fp.pixel_size.height} x {fp.pixel_size.width} pixels) in time; it was abandoned")
+        finally:
+            device.stop()
+        if self.__spot_cancelled:
+            raise InstrumentError(f"the {what} was cut short: the beam was made safe (stopped or paused) while it ran")
+        if bad_frame or len(elements) < channels:
+            raise InstrumentError(f"the {what} returned {len(elements)} of {channels} channel(s) (the scan was aborted)")
+        return [numpy.array(element["data"]).reshape(fp.pixel_size.height, fp.pixel_size.width) for element in elements[:channels]]
 
     def __spot_scan(self, device: scan_base.ScanDevice, position: Position, samples: int, sample_time_us: float) -> numpy.typing.NDArray[numpy.float64]:
         """One spot scan of ``samples`` samples at ``position``: the probe stays on the point while the electronics clock out ADF counts.
@@ -587,24 +615,7 @@ class SwiftMicroscope:
         fp.subscan_pixel_size = None
         fp.subscan_fractional_size = None
         fp.subscan_fractional_center = None
-        device.set_frame_parameters(fp)
-        frame_number: int | None = device.start_frame(False)
-        skip = 0
-        deadline = time.time() + 5.0 + 10.0 * samples * sample_time_us * 1e-6
-        try:
-            while True:
-                elements, complete, bad_frame, _, frame_number, skip = device.read_partial(frame_number, skip)
-                if complete or bad_frame:
-                    break
-                if time.time() > deadline:
-                    raise InstrumentError(f"the scan device did not finish a {samples}-sample spot scan in time; the ADF trace was abandoned")
-        finally:
-            device.stop()
-        if self.__spot_cancelled:
-            raise InstrumentError("the ADF trace was cut short: the beam was made safe (stopped or paused) while it ran")
-        if bad_frame or not elements:
-            raise InstrumentError("the ADF trace returned no data (the scan was aborted)")
-        return numpy.array(elements[0]["data"], dtype=float).reshape(-1)
+        return self.__read_frame(device, fp, 1, "ADF trace")[0].astype(float).reshape(-1)
 
     def blank(self) -> None:
         self.__stem.SetVal("C_Blank", 1.0)
@@ -634,7 +645,18 @@ class SwiftMicroscope:
                 source.abort_recording()
 
     def __unpark(self) -> None:
+        was_parked = self.__stem.probe_position is not None
         self.__stem.probe_position = None
+        if not was_parked or threading.current_thread() is threading.main_thread():
+            return
+        # Swift's probe graphic follows the probe on the UI thread and writes its own position back: a park still on
+        # its way there parks the probe again just after this (seen in the real window under load), so look again
+        deadline = time.monotonic() + UNPARK_SETTLE_S
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            if self.__stem.probe_position is not None:
+                _logger.info("make_safe: the probe was parked again by a late update of Swift's probe graphic; unparked it")
+                self.__stem.probe_position = None
 
 
 def measure_stage_sign(microscope: SwiftMicroscope, *, step_fraction: float = 0.2, frame: ScanFrame | None = None, pixel_time_us: float = 2.0) -> float:

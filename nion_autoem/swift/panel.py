@@ -33,6 +33,7 @@ from nion_autoem.plans import PointSpectroscopy
 from nion_autoem.runner import Budget
 from nion_autoem.runner import ExperimentRunner
 from nion_autoem.runner import Progress
+from nion_autoem.swift import quiet_collections
 from nion_autoem.swift.console import find_atoms_in_data_item
 from nion_autoem.swift.console import replay_dkl_on_spectrum_image
 from nion_autoem.swift.console import start_experiment
@@ -488,7 +489,8 @@ class ExperimentPanelController(Declarative.Handler):
 
         def plan_off_the_ui_thread() -> None:
             try:
-                report = dry_run(plan, SwiftMicroscope(), budget=budget)
+                with quiet_collections.quiet_collections():
+                    report = dry_run(plan, SwiftMicroscope(), budget=budget)
                 summary = f"{_('Dry run')}: {report.summary()}"
                 if limit > 0 and (warning := dose_map.limit_warning(session_dose().exposures, planned_exposures(report), limit)):
                     summary += f" — {_('WARNING')}: {warning}"

@@ -23,6 +23,7 @@ from nion.utils import Registry
 from nion_autoem.runner import ExperimentRunner
 from nion_autoem.runner import Progress
 from nion_autoem.runner import RunState
+from nion_autoem.swift import quiet_collections
 from nion_autoem.swift import tile_picker
 
 if typing.TYPE_CHECKING:
@@ -166,7 +167,11 @@ class TilePanelController(Declarative.Handler):
             if runner.state.is_final:  # it may have ended before the listener was there
                 self.__progress_changed(runner.progress)
 
-        threading.Thread(target=start, name="nion-autoem tile classification", daemon=True).start()
+        def start_quietly() -> None:
+            with quiet_collections.quiet_collections():  # the features and the tile set, before the run holds its own
+                start()
+
+        threading.Thread(target=start_quietly, name="nion-autoem tile classification", daemon=True).start()
 
     def suggest(self, widget: typing.Any = None) -> None:
         """Mark the tiles whose labels would help most on the image classified last."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import typing
 
 import numpy
@@ -39,6 +41,44 @@ def test_survey_frames_carry_calibrations(usim_session: typing.Any) -> None:
     assert m.dwell_s == pytest.approx(128 * 256 * 2e-6)
     assert m.dose_e == pytest.approx(electrons(scope.beam_current_A, m.dwell_s))
     assert haadf.metadata["nion_autoem"]["scan_frame"] == frame.to_dict()
+
+
+def test_surveys_leave_swifts_scan_items_and_the_users_channels_alone(usim_session: typing.Any) -> None:
+    """A survey is read from the scan device: no "Scan" item is made or rewritten, and the channels the user enabled stay."""
+    scope = usim_session.microscope()
+    scan = HardwareSource.HardwareSourceManager().get_hardware_source_for_hardware_source_id("usim_scan_device")
+    assert scan is not None
+    scan.set_channel_enabled(1, False)
+    before = [item.title for item in usim_session.document_model.data_items]
+    m = scope.survey(ScanFrame((64, 64), 8.0), channels=("HAADF", "MAADF"))
+    usim_session.pump(0.3)
+    assert [item.title for item in usim_session.document_model.data_items] == before
+    assert scan.get_channel_enabled(0) and not scan.get_channel_enabled(1)
+    assert set(m.data) == {"HAADF", "MAADF"} and not numpy.array_equal(m.data["HAADF"].data, m.data["MAADF"].data)
+    source = m.data["MAADF"].metadata["hardware_source"]
+    assert source["channel_name"] == "MAADF" and source["pixel_time_us"] > 0 and m.data["MAADF"].metadata["scan"]["fov_nm"] == pytest.approx(8.0)
+
+
+def test_make_safe_cuts_a_long_survey_short(usim_session: typing.Any) -> None:
+    scope = usim_session.microscope()
+    outcome: dict[str, typing.Any] = {}
+
+    def survey() -> None:
+        try:
+            outcome["survey"] = scope.survey(ScanFrame((512, 512), 20.0), pixel_time_us=20.0)  # 5.2 s of beam
+        except InstrumentError as e:
+            outcome["error"] = e
+
+    worker = threading.Thread(target=survey)
+    worker.start()
+    time.sleep(0.3)
+    made_safe = time.perf_counter()
+    scope.make_safe()
+    worker.join(timeout=10.0)
+    assert not worker.is_alive() and "survey" not in outcome, outcome
+    assert "cut short" in str(outcome["error"]) and time.perf_counter() - made_safe < 2.5
+    assert scope.is_blanked
+    assert scope.survey(ScanFrame((32, 32), 8.0)).data["HAADF"].data_shape == (32, 32)  # the next one works
 
 
 @pytest.mark.parametrize("rotation", [0.0, 0.4])
@@ -139,6 +179,23 @@ def test_make_safe_blanks_and_unparks(usim_session: typing.Any) -> None:
     # blanked acquisitions deliver no dose
     scope.park_probe((0.5, 0.5))
     assert scope.acquire_spectrum(10).dose_e == 0.0
+
+
+def test_make_safe_unparks_again_when_a_late_probe_graphic_update_parks_the_probe(usim_session: typing.Any) -> None:
+    """Swift's probe graphic writes its position back on the UI thread; one that arrives just after make_safe re-parks the probe."""
+    from nion.utils import Geometry
+
+    scope = usim_session.microscope()
+    scope.survey(ScanFrame((32, 32), 10.0))
+    scope.park_probe((0.5, 0.5))
+    stem = _stem_controller()
+    late = threading.Timer(0.15, lambda: setattr(stem, "probe_position", Geometry.FloatPoint(0.4, 0.6)))
+    safe = threading.Thread(target=scope.make_safe)  # as the runner does, off the UI thread
+    late.start()
+    safe.start()
+    safe.join(5.0)
+    late.join(5.0)
+    assert scope.is_blanked and stem.probe_position is None
 
 
 def test_stage_and_defocus_go_through_the_instrument_controls(usim_session: typing.Any) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -62,6 +63,20 @@ class Heartbeat:
         self.report_ms = 250.0
         self.stalls: list[dict[str, typing.Any]] = []
         self.current: list[str] = []
+        #: Garbage collections that held every thread for over ``report_gc_ms``: (label, generation, ms, thread name).
+        self.report_gc_ms = 50.0
+        self.collections: list[dict[str, typing.Any]] = []
+        self.__collection_started = 0.0
+
+    def time_collection(self, phase: str, info: dict[str, int]) -> None:
+        """A ``gc.callbacks`` hook: a collection holds the interpreter, so a long one stalls the UI whichever thread runs it."""
+        if phase == "start":
+            self.__collection_started = time.perf_counter()
+            return
+        ms = (time.perf_counter() - self.__collection_started) * 1e3
+        if ms > self.report_gc_ms:
+            self.collections.append({"label": self.label, "generation": info.get("generation"), "ms": round(ms, 1),
+                                     "collected": info.get("collected"), "thread": threading.current_thread().name})
 
     def reset(self) -> float:
         gap, self.max_gap_ms = self.max_gap_ms, 0.0
@@ -69,6 +84,7 @@ class Heartbeat:
 
     async def beat(self) -> None:
         self.ui_thread_id = threading.get_ident()
+        gc.callbacks.append(self.time_collection)
         threading.Thread(target=self.watch, daemon=True).start()
         last = time.perf_counter()
         while self.running:
@@ -83,6 +99,7 @@ class Heartbeat:
                 self.stalls.append({"label": self.label, "ms": round(gap_ms, 1), "stacks": sorted(counts.items(), key=lambda kv: -kv[1])[:4]})
             self.current = []
             last = self.last_tick = now
+        gc.callbacks.remove(self.time_collection)
 
     def watch(self) -> None:
         while self.running:
@@ -486,6 +503,7 @@ def main(argv: typing.Sequence[str]) -> int:
                 await beat
                 results["stall_stacks"] = sorted(heartbeat.stall_stacks.items(), key=lambda kv: -kv[1])[:25]
                 results["stalls"] = heartbeat.stalls
+                results["collections"] = heartbeat.collections
                 results["focus_changes"] = focus_changes  # what the Inspector was asked to show, and during which experiment
                 focus_listener.close()
                 (out / "result.json").write_text(json.dumps(results, indent=1, default=str), "utf-8")
