@@ -708,11 +708,24 @@ class ExperimentPanelController(Declarative.Handler):
             remote.stop("stopped from the panel")
             self.status.value = _("The remote client's experiment is stopping; beam blanked.")
             return
-        if self.runner is None or self.runner.state.is_final:
+        runner = self.runner
+        if runner is None or runner.state.is_final:
             self.status.value = _("Nothing is running.")
             return
-        self.runner.stop()
-        self.status.value = _("Stopping; beam blanked.") if self.runner.progress.beam_safe is not False else _("BEAM NOT SAFE: blank it by hand.")
+        self.status.value = _("Stopping…")
+
+        def stop_off_the_ui_thread() -> None:
+            # the beam is blanked within milliseconds either way; off the UI thread the click returns at once while the
+            # instrument's aborts and Swift's probe-graphic updates run (about 100 ms in the real window)
+            runner.stop()
+            text = _("Stopping; beam blanked.") if runner.progress.beam_safe is not False else _("BEAM NOT SAFE: blank it by hand.")
+
+            def said() -> None:
+                if not runner.state.is_final:  # the final status, once there, says more
+                    self.status.value = text
+            self.__document_controller.queue_task(said)
+
+        threading.Thread(target=stop_off_the_ui_thread, name="nion-autoem stop", daemon=True).start()
 
     def __progress_changed(self, progress: Progress) -> None:
         # Called on the worker thread: hand the widget update to the UI thread.
