@@ -18,6 +18,7 @@ setuptools.setup(
                                                          "nion_autoem_forecast", "nion_autoem_forecast.*", "nion_autoem_models", "nion_autoem_models.*",
                                                          "nionswift_plugin.nion_autoem"]),
     package_data={"nion_autoem_elit": ["models/*.pt", "models/*.json"], "nion_autoem_fewshot": ["models/*.pt", "models/*.json"],
+                  "nion_autoem_dkl": ["models/*.pt", "models/*.json"],
                   "nion_autoem_forecast": ["models/*.pt", "models/*.json"], "nionswift_plugin.nion_autoem": ["manifest.json"]},
     include_package_data=True,
     install_requires=[

@@ -9,7 +9,11 @@ Run::
     python benchmarks/dkl_bench.py --4d-only  # 4D-STEM DKL on the polar-domain twin through usim (com_r2_at_200, ~1 min)
 
 Every agent runs through its real class (``DKLAgent``, ``pca_gp_agent``,
-``RandomAgent``, ``ReferenceRecipeAgent``). The datasets are seeded synthetic
+``RandomAgent``, ``ReferenceRecipeAgent``). ``dkl`` is the agent as shipped:
+its default ``embedding="deep"`` (the pretrained patch encoder of
+``nion_autoem_dkl.encoder``); ``patch_*`` keys are the same agent on the
+hand-made ``PatchEmbedding`` (the default before it), ``gp_pca_*`` the same
+agent on plain PCA of the patches. The datasets are seeded synthetic
 polycrystals from ``nion_autoem_dkl.synthetic`` whose property sits on a rare
 local motif (neighbouring dopant pairs). Benchmark seeds (100+) were not
 used while developing the method. ``dataset_from_maps`` is the hook for any
@@ -443,13 +447,21 @@ def scaling_in_fresh_process(args: argparse.Namespace) -> dict[str, typing.Any]:
     return typing.cast(dict[str, typing.Any], json.loads(finished.stdout.strip().splitlines()[-1]))
 
 
+def benchmark_seeds(args: argparse.Namespace) -> list[int]:
+    """The discovery runs' seeds: ``--seeds FIRST-LAST``, else 100-109 (100-102 with ``--quick``)."""
+    if args.seeds is None:
+        return list(range(100, 103)) if args.quick else list(range(100, 110))
+    first, _, last = str(args.seeds).partition("-")
+    return list(range(int(first), int(last or first) + 1))
+
+
 def embedding_comparison(args: argparse.Namespace) -> dict[str, typing.Any]:
     """Top-1 recall at 100, map R2 at 400 and step time of ``--embedding`` next to the default embedding and GP-on-PCA.
 
     The same seeds, datasets, noise and acquisition as the discovery runs of
     the full benchmark; ``<embedding>_head8`` adds the trainable 8-D head.
     """
-    seeds = list(range(100, 103)) if args.quick else list(range(100, 110))
+    seeds = benchmark_seeds(args)
     discovery_steps, map_steps = (60, 120) if args.quick else (100, 400)
     config = AgentConfig(acquisition=args.acquisition)
     chosen = typing.cast(EmbeddingName, args.embedding)
@@ -500,9 +512,11 @@ def main(argv: list[str] | None = None) -> dict[str, typing.Any]:
     parser.add_argument("--com-seeds", type=int, default=None, help="twin seeds of the 4D-STEM run (default 3, 1 with --quick)")
     parser.add_argument("--com-acquisition", default="max_uncertainty", choices=["thompson", "log_ei", "ucb", "max_uncertainty"],
                         help="acquisition of the 4D-STEM run; max_uncertainty learns the whole map, which com_r2_at_200 scores")
-    parser.add_argument("--embedding", default=None, choices=["patch", "pretrained"],
+    parser.add_argument("--embedding", default=None, choices=["deep", "patch", "pretrained"],
                         help="only top-1 recall at 100, map R2 at 400 and step time of the DKL agent with this embedding, "
                              "next to the default embedding and GP-on-PCA on the same seeds (keys prefixed embedding_)")
+    parser.add_argument("--seeds", default=None, help="seeds of the discovery runs as FIRST-LAST (default 100-109, 100-102 with --quick); "
+                                                       "development used 0-19, so the benchmark's figures come from seeds it never saw")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.embedding is not None:
@@ -525,7 +539,7 @@ def main(argv: list[str] | None = None) -> dict[str, typing.Any]:
         return summary
     wall = time.perf_counter()
 
-    seeds = list(range(100, 103)) if args.quick else list(range(100, 110))
+    seeds = benchmark_seeds(args)
     discovery_steps = 100 if not args.quick else 60
     map_steps = 400 if not args.quick else 120
     reference_seeds = seeds[:1] if args.quick else seeds[:2]
@@ -549,7 +563,8 @@ def main(argv: list[str] | None = None) -> dict[str, typing.Any]:
     median_at_400 = latency_ms[key]["median"]  # largest candidate set, most measurements
 
     # -- discovery -------------------------------------------------------------------
-    results: dict[str, dict[int, RunResult]] = {name: {} for name in ("dkl", "dkl_log_ei", "dkl_head8", "gp_pca", "gp_pca_log_ei", "random", "reference")}
+    results: dict[str, dict[int, RunResult]] = {name: {} for name in ("dkl", "dkl_log_ei", "dkl_no_head", "dkl_patch", "dkl_patch_log_ei", "gp_pca", "gp_pca_log_ei",
+                                                                      "random", "reference")}
     checkpoints = sorted({discovery_steps, map_steps})
     embed_seconds: list[float] = []
     for seed in seeds:
@@ -561,14 +576,23 @@ def main(argv: list[str] | None = None) -> dict[str, typing.Any]:
         results["dkl"][seed] = run_learner(dkl, data, checkpoints, numpy.random.default_rng(seed))
         results["gp_pca"][seed] = run_learner(pca_gp_agent(data.patches, data.positions, seed_config), data, checkpoints, numpy.random.default_rng(seed))
         log_ei_config = dataclasses.replace(seed_config, acquisition="log_ei")
+        dkl_log_ei_config = dataclasses.replace(log_ei_config, head_dim=dkl.head_dim)
         results["gp_pca_log_ei"][seed] = run_learner(pca_gp_agent(data.patches, data.positions, log_ei_config), data, [discovery_steps], numpy.random.default_rng(seed))
-        # Ablations: the same embedding with log-EI, and with a trainable 8-D projection head.
-        results["dkl_log_ei"][seed] = run_learner(DKLAgent(data.patches, data.positions, log_ei_config), data, [discovery_steps], numpy.random.default_rng(seed))
-        head_config = dataclasses.replace(seed_config, head_dim=8)
-        results["dkl_head8"][seed] = run_learner(DKLAgent(data.patches, data.positions, head_config), data, [discovery_steps], numpy.random.default_rng(seed))
+        # Ablations: the same embedding with log-EI, and without the trainable head.
+        # (the same embedding as ``dkl``: its latent is passed on rather than fitted again)
+        results["dkl_log_ei"][seed] = run_learner(DKLAgent(data.patches, data.positions, dkl_log_ei_config, latent=dkl.latent), data, [discovery_steps], numpy.random.default_rng(seed))
+        # Ablation of the trainable head: the same latent with an ARD kernel straight on it.
+        results["dkl_no_head"][seed] = run_learner(DKLAgent(data.patches, data.positions, dataclasses.replace(seed_config, head_dim=None), latent=dkl.latent),
+                                                   data, [discovery_steps], numpy.random.default_rng(seed))
+        # The hand-made embedding (the default before the deep encoder), same agent and acquisitions.
+        patch_config = dataclasses.replace(seed_config, embedding="patch")
+        patch_agent = DKLAgent(data.patches, data.positions, patch_config)
+        results["dkl_patch"][seed] = run_learner(patch_agent, data, checkpoints, numpy.random.default_rng(seed))
+        results["dkl_patch_log_ei"][seed] = run_learner(DKLAgent(data.patches, data.positions, dataclasses.replace(patch_config, acquisition="log_ei"), latent=patch_agent.latent),
+                                                        data, [discovery_steps], numpy.random.default_rng(seed))
         results["random"][seed] = run_learner(RandomAgent(data.truth.size, seed), data, [discovery_steps], numpy.random.default_rng(seed))
         line = f"seed {seed}: N={data.truth.size} top1%>={data.truth[top_fraction(data.truth)].min():.3f}"
-        for name in ("dkl", "dkl_log_ei", "dkl_head8", "gp_pca", "gp_pca_log_ei", "random"):
+        for name in ("dkl", "dkl_log_ei", "dkl_no_head", "dkl_patch", "dkl_patch_log_ei", "gp_pca", "gp_pca_log_ei", "random"):
             r = results[name][seed]
             line += f" | {name} best {r.best_found_frac[discovery_steps]:.2f} recall {r.top1_recall[discovery_steps]:.2f}"
         print(line + f" | dkl@{map_steps} R2 {results['dkl'][seed].map_r2[map_steps]:.2f} cov {results['dkl'][seed].coverage95[map_steps]:.2f} ({results['dkl'][seed].seconds:.1f} s)", flush=True)
@@ -621,8 +645,16 @@ def main(argv: list[str] | None = None) -> dict[str, typing.Any]:
         "random_top1_recall_at_100": round(mean(collect("random", "top1_recall", d)), 3),
         "dkl_log_ei_top1_recall_at_100": round(mean(collect("dkl_log_ei", "top1_recall", d)), 3),
         "dkl_log_ei_seeds_hit_top1_at_100": int(sum(collect("dkl_log_ei", "hit_top1", d))),
-        "dkl_head8_top1_recall_at_100": round(mean(collect("dkl_head8", "top1_recall", d)), 3),
-        "dkl_head8_seeds_hit_top1_at_100": int(sum(collect("dkl_head8", "hit_top1", d))),
+        "dkl_no_head_top1_recall_at_100": round(mean(collect("dkl_no_head", "top1_recall", d)), 3),
+        "dkl_no_head_seeds_hit_top1_at_100": int(sum(collect("dkl_no_head", "hit_top1", d))),
+        "head_dim": dkl.head_dim,
+        "embedding": config.embedding,
+        "patch_top1_recall_at_100": round(mean(collect("dkl_patch", "top1_recall", d)), 3),
+        "patch_log_ei_top1_recall_at_100": round(mean(collect("dkl_patch_log_ei", "top1_recall", d)), 3),
+        "patch_map_r2_at_400": round(mean(collect("dkl_patch", "map_r2", map_steps)), 3),
+        "patch_coverage95_at_400": round(mean(collect("dkl_patch", "coverage95", map_steps)), 3),
+        "top1_recall_per_seed": [round(v, 3) for v in collect("dkl", "top1_recall", d)],
+        "patch_top1_recall_per_seed": [round(v, 3) for v in collect("dkl_patch", "top1_recall", d)],
         "gp_pca_map_r2_at_400": round(mean(collect("gp_pca", "map_r2", map_steps)), 3),
         "gp_pca_coverage95_at_400": round(mean(collect("gp_pca", "coverage95", map_steps)), 3),
         "loo_coverage95_at_400": round(mean(results["dkl"][s].loo_coverage95 for s in seeds), 3),
@@ -659,7 +691,8 @@ def main(argv: list[str] | None = None) -> dict[str, typing.Any]:
     summary.update({k: v for k, v in com_4dstem(args).items() if k not in summary})
     summary["wall_s"] = round(time.perf_counter() - wall, 1)
     print(f"DKL: best/true-max {summary['best_found_frac_at_100']}, top-1% hit in {summary['seeds_hit_top1_at_100']}/{len(seeds)} seeds, recall {summary['top1_recall_at_100']}")
-    print(f"DKL ablations: log-EI recall {summary['dkl_log_ei_top1_recall_at_100']}, trainable 8-D head recall {summary['dkl_head8_top1_recall_at_100']}")
+    print(f"DKL ablations: log-EI recall {summary['dkl_log_ei_top1_recall_at_100']}, without the trainable head {summary['dkl_no_head_top1_recall_at_100']}; "
+          f"hand-made 'patch' embedding recall {summary['patch_top1_recall_at_100']} (log-EI {summary['patch_log_ei_top1_recall_at_100']})")
     print(f"GP-on-PCA: recall {summary['gp_pca_thompson_top1_recall_at_100']} with Thompson, {summary['gp_pca_log_ei_top1_recall_at_100']} with log-EI; random: best {summary['random_best_found_frac_at_100']}, hit in {summary['random_seeds_hit_top1_at_100']}/{len(seeds)}")
     print(f"map at {map_steps} points: R2 {summary['map_r2_at_400']}, 95% coverage {summary['coverage95_at_400']} (GP-on-PCA: {summary['gp_pca_map_r2_at_400']}, {summary['gp_pca_coverage95_at_400']})")
     print(json.dumps(summary))

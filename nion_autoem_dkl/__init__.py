@@ -24,6 +24,7 @@ from .candidates import extract_patches
 from .constraints import affordable_mask
 from .constraints import exclusion_mask
 from .constraints import unvisited_mask
+from .deep import DeepEmbedding
 from .embedding import PatchEmbedding
 from .embedding import pca_features
 from .posterior import Posterior
@@ -35,6 +36,7 @@ __all__ = [
     "CandidateGP",
     "Candidates",
     "DKLAgent",
+    "DeepEmbedding",
     "LogExpectedImprovement",
     "MaxUncertainty",
     "PatchEmbedding",

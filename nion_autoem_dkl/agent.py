@@ -49,7 +49,14 @@ AcquisitionName = typing.Literal["log_ei", "ucb", "thompson", "max_uncertainty"]
 ACQUISITIONS: tuple[str, ...] = typing.get_args(AcquisitionName)
 
 
-EmbeddingName = typing.Literal["patch", "pretrained"]
+#: Width of the identity-initialised head the deep embedding gets by default (chosen on development seeds 0-19).
+DEEP_HEAD_DIM = 8
+
+#: Smallest patch side the deep embedding is used for: smaller patches hold a single 4-px ring of its
+#: features, and fall back on ``'patch'`` (at 8 px on the 4D-STEM twin the deep one mapped worse).
+DEEP_MIN_PATCH_PX = 9
+
+EmbeddingName = typing.Literal["deep", "patch", "pretrained"]
 EMBEDDINGS: tuple[str, ...] = typing.get_args(EmbeddingName)
 
 
@@ -74,16 +81,28 @@ class AgentConfig:
     full_iterations : int
         Adam iterations of a fit from default hyperparameters, done when the
         number of measurements has doubled since the last one.
-    head_dim : int or None
-        Trainable linear projection of the embedding (the deep-kernel head);
-        ``None`` uses the embedding directly with an ARD kernel.
+    head_dim : int, None or 'auto'
+        Trainable linear projection of the embedding (the deep-kernel head),
+        fitted jointly with the kernel on the marginal likelihood.
+        ``'auto'`` (default): the embedding's own choice -- for ``'deep'`` a
+        head of ``DEEP_HEAD_DIM`` outputs that starts as the identity (so
+        it can only learn to mix the few latent coordinates), for
+        ``'patch'`` and ``'pretrained'``, and for a ``latent`` given to the
+        agent, none; ``None``: no head (an ARD kernel on the embedding
+        itself); a whole number >= 1: a head of that width.
     latent_dim : int or None
-        PCA reduction of the embedding features (``None`` keeps them all;
-        with ``embedding='pretrained'``, ``None`` means its default of 16).
-    embedding : {'patch', 'pretrained'}
-        How candidate patches become GP inputs: ``'patch'`` (default) the
+        PCA reduction of the embedding features (``None`` keeps them all
+        with ``embedding='patch'``; with ``'deep'`` it means that
+        embedding's default of 6, with ``'pretrained'`` its default of 16).
+    embedding : {'deep', 'patch', 'pretrained'}
+        How candidate patches become GP inputs: ``'deep'`` (default) the
+        shipped self-supervised patch encoder of this package, dihedral-
+        averaged and reduced to a few whitened components
+        (``nion_autoem_dkl.deep.DeepEmbedding``; patches smaller than
+        ``DEEP_MIN_PATCH_PX`` fall back on ``'patch'``, see
+        ``DKLAgent.embedding_used``); ``'patch'`` the hand-made
         dihedral-averaged PCA and intensity features of ``PatchEmbedding``;
-        ``'pretrained'`` the shipped self-supervised CNN
+        ``'pretrained'`` the few-shot package's self-supervised tile CNN
         (``nion_autoem_dkl.pretrained.PretrainedEmbedding``).
     exclusion_radius : float
         Pixels around measured and pending probes where no new probe goes.
@@ -124,9 +143,9 @@ class AgentConfig:
     refit_every: int = 10
     warm_iterations: int = 10
     full_iterations: int = 80
-    head_dim: int | None = None
+    head_dim: int | None | typing.Literal["auto"] = "auto"
     latent_dim: int | None = None
-    embedding: EmbeddingName = "patch"
+    embedding: EmbeddingName = "deep"
     exclusion_radius: float = 0.0
     dose_budget: float = math.inf
     ucb_scale: float = 0.2
@@ -154,7 +173,8 @@ class AgentConfig:
         _checks.whole(self.refit_every, "refit_every", 1)
         _checks.whole(self.warm_iterations, "warm_iterations", 0)
         _checks.whole(self.full_iterations, "full_iterations", 0)
-        _checks.optional_whole(self.head_dim, "head_dim", 1)
+        if self.head_dim != "auto":
+            _checks.optional_whole(self.head_dim, "head_dim", 1)
         _checks.optional_whole(self.latent_dim, "latent_dim", 1)
         if not isinstance(self.embedding, str) or self.embedding not in EMBEDDINGS:
             raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {self.embedding!r}")
@@ -295,7 +315,17 @@ class DKLAgent:
             raise ValueError(f"dose_cost must be a finite dose >= 0 for every candidate, got {_checks.describe(self.dose_cost[first])} at candidate {first}"
                              " (check the dwell times, exposures and beam currents it was computed from)")
         started = time.perf_counter()
-        if latent is None and self.config.embedding == "pretrained":
+        given_latent = latent
+        self.embedding_used: str | None = None if latent is not None else self.config.embedding
+        """The embedding that made ``latent`` (``None`` when it was given); ``'patch'`` where ``'deep'`` fell back on small patches."""
+        if latent is None and self.config.embedding == "deep" and stack.shape[1] < DEEP_MIN_PATCH_PX:
+            self.embedding_used = "patch"
+        if latent is None and self.embedding_used == "deep":
+            from .deep import DEFAULT_LATENT_DIM
+            from .deep import DeepEmbedding
+
+            latent = DeepEmbedding(latent_dim=self.config.latent_dim or DEFAULT_LATENT_DIM, seed=self.config.seed).fit_transform(stack)
+        elif latent is None and self.config.embedding == "pretrained":
             from .pretrained import PretrainedEmbedding
 
             latent = PretrainedEmbedding(latent_dim=self.config.latent_dim or 16, seed=self.config.seed).fit_transform(stack)
@@ -306,7 +336,9 @@ class DKLAgent:
         self.embedding_seconds = time.perf_counter() - started
         self.dose_spent = 0.0
         self._rng = numpy.random.default_rng(self.config.seed)
-        self._gp = CandidateGP(self.latent, head_dim=self.config.head_dim, seed=self.config.seed,
+        self.head_dim = self._head_width(embedded=given_latent is None)
+        """Width of the trainable head (``None``: no head), ``AgentConfig.head_dim`` resolved."""
+        self._gp = CandidateGP(self.latent, head_dim=self.head_dim, seed=self.config.seed,
                                exact_limit=self.config.exact_limit, inducing_points=self.config.inducing_points)
         self._allowed = numpy.ones(n_candidates, dtype=bool)
         self._n_at_full_fit = 0
@@ -317,6 +349,11 @@ class DKLAgent:
         self._observe_seconds = 0.0
         self.step_timings: list[float] = []
         """Milliseconds per step: model update of the last ``observe`` plus ``suggest``."""
+
+    def _head_width(self, embedded: bool) -> int | None:
+        if self.config.head_dim == "auto":
+            return DEEP_HEAD_DIM if embedded and self.embedding_used == "deep" else None
+        return self.config.head_dim
 
     # -- state -----------------------------------------------------------------
 

@@ -377,6 +377,12 @@ class CandidateGP:
         latent_dim = self._latent.shape[1]
         head = torch.nn.Linear(latent_dim, self._head_dim, bias=False).to(_DTYPE)
         with torch.no_grad():
+            if self._head_dim >= latent_dim:
+                # The identity, padded with zero rows: the kernel starts on the
+                # embedding itself and the fit can only mix its coordinates.
+                head.weight.zero_()
+                head.weight[:latent_dim].copy_(torch.eye(latent_dim, dtype=_DTYPE))
+                return head
             # Orthonormal rows: the head starts as a random rotation-projection,
             # so initial distances in the kernel match those in the embedding.
             basis = torch.linalg.qr(torch.randn(latent_dim, self._head_dim, generator=self._generator, dtype=_DTYPE))[0]
