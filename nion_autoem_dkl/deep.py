@@ -33,6 +33,7 @@ import scipy.ndimage
 import nion_autoem_checks as _checks
 
 from .embedding import PatchEmbedding
+from .embedding import WhitenedFeatures
 from .embedding import Whitening
 from .embedding import check_patches
 from .encoder import DEFAULT_ENCODER
@@ -77,7 +78,7 @@ def enlarge_patches(patches: _NDArray, size: int = MIN_PATCH_PX) -> _NDArray:
 
 
 @dataclasses.dataclass
-class DeepEmbedding:
+class DeepEmbedding(WhitenedFeatures):
     """Features of the shipped pretrained patch encoder, reduced to a whitened latent space.
 
     Parameters
@@ -147,29 +148,3 @@ class DeepEmbedding:
         features = self._features(stack)
         self._whitening = Whitening.fit(features, self.latent_dim, numpy.random.default_rng(self.seed))
         return features
-
-    def transform(self, patches: _NDArray) -> _NDArray:
-        """Map patches into the whitened latent space.
-
-        Parameters
-        ----------
-        patches : (N, P, P) ndarray
-            Patches of the same size as those given to ``fit``.
-
-        Returns
-        -------
-        latent : (N, latent_dim) ndarray
-            Zero mean, unit variance per dimension over the fitted patches.
-        """
-        if self._whitening is None:
-            raise RuntimeError("DeepEmbedding.transform called before fit; call fit(patches) first.")
-        stack = check_patches(patches, minimum=1, purpose="")
-        if stack.shape[1] != self._side:
-            raise ValueError(f"patches must be {self._side} x {self._side} pixels like the patches the embedding was fitted on, got {stack.shape[1]} x {stack.shape[2]}")
-        return self._whitening(self._features(stack))
-
-    def fit_transform(self, patches: _NDArray) -> _NDArray:
-        """Fit on ``patches`` and return their latent coordinates (one pass of the encoder)."""
-        features = self._fit_features(check_patches(patches))
-        assert self._whitening is not None
-        return self._whitening(features)

@@ -119,6 +119,51 @@ class Whitening:
     def __call__(self, features: _NDArray) -> _NDArray:
         return typing.cast(_NDArray, (((features - self.mean) / self.scale) @ self.axes.T) / self.latent_scale)
 
+class WhitenedFeatures:
+    """What an embedding that computes features per patch and whitens them over the fitted survey shares.
+
+    A subclass's ``_fit_features(stack)`` sets ``_whitening`` and ``_side``
+    and returns the fitted patches' features; its ``_features(stack)``
+    computes the features of any patches of that side.
+    """
+
+    _whitening: Whitening | None
+    _side: int | None
+
+    def _features(self, stack: _NDArray) -> _NDArray:
+        raise NotImplementedError
+
+    def _fit_features(self, stack: _NDArray) -> _NDArray:
+        raise NotImplementedError
+
+    def transform(self, patches: _NDArray) -> _NDArray:
+        """Map patches into the whitened latent space.
+
+        Parameters
+        ----------
+        patches : (N, P, P) ndarray
+            Patches of the same size as those given to ``fit``.
+
+        Returns
+        -------
+        latent : (N, latent_dim) ndarray
+            Zero mean, unit variance per dimension over the fitted patches.
+        """
+        if self._whitening is None:
+            raise RuntimeError(f"{type(self).__name__}.transform called before fit; call fit(patches) first.")
+        stack = check_patches(patches, minimum=1, purpose="")
+        if stack.shape[1] != self._side:
+            raise ValueError(f"patches must be {self._side} x {self._side} pixels like the patches the embedding was fitted on, "
+                             f"got {stack.shape[1]} x {stack.shape[2]}")
+        return self._whitening(self._features(stack))
+
+    def fit_transform(self, patches: _NDArray) -> _NDArray:
+        """Fit on ``patches`` and return their latent coordinates (one pass over them)."""
+        features = self._fit_features(check_patches(patches))
+        assert self._whitening is not None
+        return self._whitening(features)
+
+
 @dataclasses.dataclass
 class PatchEmbedding:
     """Dihedral-invariant patch features reduced to a whitened latent space.

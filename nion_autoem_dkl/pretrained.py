@@ -32,6 +32,7 @@ import scipy.ndimage
 
 import nion_autoem_checks as _checks
 
+from .embedding import WhitenedFeatures
 from .embedding import Whitening
 from .embedding import check_patches
 from .embedding import dihedral_transforms
@@ -84,7 +85,7 @@ def resample_patches(patches: _NDArray, size: int = ENCODER_MIN_PX) -> _NDArray:
 
 
 @dataclasses.dataclass
-class PretrainedEmbedding:
+class PretrainedEmbedding(WhitenedFeatures):
     """Features of the shipped pretrained CNN, reduced to a whitened latent space.
 
     Parameters
@@ -181,31 +182,5 @@ class PretrainedEmbedding:
         self._whitening = Whitening.fit(features, self.latent_dim, numpy.random.default_rng(self.seed))
         return features
 
-    def _project(self, features: _NDArray) -> _NDArray:
-        assert self._whitening is not None
-        return self._whitening(features)
-
-    def transform(self, patches: _NDArray) -> _NDArray:
-        """Map patches into the whitened latent space.
-
-        Parameters
-        ----------
-        patches : (N, P, P) ndarray
-            Patches of the same size as those given to ``fit``.
-
-        Returns
-        -------
-        latent : (N, latent_dim) ndarray
-            Zero mean, unit variance per dimension over the fitted patches.
-        """
-        if self._whitening is None:
-            raise RuntimeError("PretrainedEmbedding.transform called before fit; call fit(patches) first.")
-        stack = check_patches(patches, minimum=1, purpose="")
-        if stack.shape[1] != self._side:
-            raise ValueError(f"patches must be {self._side} x {self._side} pixels like the patches the embedding was fitted on, "
-                             f"got {stack.shape[1]} x {stack.shape[2]}")
-        return self._project(self.features(stack))
-
-    def fit_transform(self, patches: _NDArray) -> _NDArray:
-        """Fit on ``patches`` and return their latent coordinates (one pass of the encoder)."""
-        return self._project(self._fit_features(check_patches(patches)))
+    def _features(self, stack: _NDArray) -> _NDArray:
+        return self.features(stack)
