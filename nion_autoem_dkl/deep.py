@@ -35,7 +35,6 @@ import nion_autoem_checks as _checks
 from .embedding import PatchEmbedding
 from .embedding import WhitenedFeatures
 from .embedding import Whitening
-from .embedding import check_patches
 from .encoder import DEFAULT_ENCODER
 from .encoder import MIN_PATCH_PX
 from .encoder import load_encoder
@@ -124,21 +123,6 @@ class DeepEmbedding(WhitenedFeatures):
         if self._hand is None:
             return deep
         return numpy.concatenate([deep, self._hand.transform(stack)], axis=1)
-
-    def fit(self, patches: _NDArray) -> DeepEmbedding:
-        """Learn the survey scale, the standardisation and the principal axes from all candidate patches (no labels).
-
-        Parameters
-        ----------
-        patches : (N, P, P) ndarray
-            Candidate patches, as returned by ``extract_patches``.
-
-        Returns
-        -------
-        self : DeepEmbedding
-        """
-        self._fit_features(check_patches(patches))
-        return self
 
     def _fit_features(self, stack: _NDArray) -> _NDArray:
         spread = float(stack.std())

@@ -136,6 +136,21 @@ class WhitenedFeatures:
     def _fit_features(self, stack: _NDArray) -> _NDArray:
         raise NotImplementedError
 
+    def fit(self, patches: _NDArray) -> typing.Self:
+        """Learn the embedding from all candidate patches (no labels needed).
+
+        Parameters
+        ----------
+        patches : (N, P, P) ndarray
+            Candidate patches, as returned by ``extract_patches``.
+
+        Returns
+        -------
+        self
+        """
+        self._fit_features(check_patches(patches))
+        return self
+
     def transform(self, patches: _NDArray) -> _NDArray:
         """Map patches into the whitened latent space.
 
@@ -158,14 +173,14 @@ class WhitenedFeatures:
         return self._whitening(self._features(stack))
 
     def fit_transform(self, patches: _NDArray) -> _NDArray:
-        """Fit on ``patches`` and return their latent coordinates (one pass over them)."""
+        """Fit on ``patches`` and return their latent coordinates (their features are computed once)."""
         features = self._fit_features(check_patches(patches))
         assert self._whitening is not None
         return self._whitening(features)
 
 
 @dataclasses.dataclass
-class PatchEmbedding:
+class PatchEmbedding(WhitenedFeatures):
     """Dihedral-invariant patch features reduced to a whitened latent space.
 
     Parameters
@@ -206,6 +221,7 @@ class PatchEmbedding:
     _pixel_mean: _NDArray | None = dataclasses.field(default=None, init=False, repr=False)
     _rings: _NDArray | None = dataclasses.field(default=None, init=False, repr=False)
     _whitening: Whitening | None = dataclasses.field(default=None, init=False, repr=False)
+    _side: int | None = dataclasses.field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         _checks.optional_whole(self.latent_dim, "latent_dim", 1)
@@ -216,7 +232,10 @@ class PatchEmbedding:
         _checks.whole(self.max_fit_patches, "max_fit_patches", 1)
         _checks.whole(self.seed, "seed", 0)
 
-    def _features(self, patches: _NDArray) -> _NDArray:
+    def _features(self, stack: _NDArray) -> _NDArray:
+        return self._smoothed_features(self._smooth(stack))
+
+    def _smoothed_features(self, patches: _NDArray) -> _NDArray:
         # In blocks of patches: every feature is per patch, and the transformed
         # and sorted copies of a 16,384-patch survey would otherwise cost
         # several hundred MB at once.
@@ -246,53 +265,18 @@ class PatchEmbedding:
             return stack
         return typing.cast(_NDArray, scipy.ndimage.gaussian_filter(stack, (0.0, self.smoothing, self.smoothing)))
 
-    def fit(self, patches: _NDArray) -> PatchEmbedding:
-        """Learn the embedding from all candidate patches (no labels needed).
-
-        Parameters
-        ----------
-        patches : (N, P, P) ndarray
-            Candidate patches, as returned by ``extract_patches``.
-
-        Returns
-        -------
-        self : PatchEmbedding
-        """
-        stack = self._smooth(check_patches(patches))
+    def _fit_features(self, stack: _NDArray) -> _NDArray:
+        smoothed = self._smooth(stack)
         rng = numpy.random.default_rng(self.seed)
-        subset = stack[rng.permutation(stack.shape[0])[: self.max_fit_patches]]
+        subset = smoothed[rng.permutation(smoothed.shape[0])[: self.max_fit_patches]]
         augmented = numpy.concatenate([t.reshape(subset.shape[0], -1) for t in dihedral_transforms(subset)])
         self._pixel_mean = augmented.mean(axis=0)
         self._components = _principal_axes(augmented - self._pixel_mean, self.n_components, rng)
-        self._rings = _ring_masks(stack.shape[1], self.ring_width)
-        self._whitening = Whitening.fit(self._features(stack), self.latent_dim, rng)
-        return self
-
-    def transform(self, patches: _NDArray) -> _NDArray:
-        """Map patches into the whitened latent space.
-
-        Parameters
-        ----------
-        patches : (N, P, P) ndarray
-            Patches of the same size as those given to ``fit``.
-
-        Returns
-        -------
-        latent : (N, latent_dim) ndarray
-            Zero mean, unit variance per dimension over the fitted patches.
-        """
-        if self._whitening is None:
-            raise RuntimeError("PatchEmbedding.transform called before fit; call fit(patches) first.")
-        stack = check_patches(patches, minimum=1, purpose="")
-        assert self._rings is not None
-        if stack.shape[1] * stack.shape[2] != self._rings.shape[1]:
-            side = int(round(self._rings.shape[1] ** 0.5))
-            raise ValueError(f"patches must be {side} x {side} pixels like the patches the embedding was fitted on, got {stack.shape[1]} x {stack.shape[2]}")
-        return self._whitening(self._features(self._smooth(stack)))
-
-    def fit_transform(self, patches: _NDArray) -> _NDArray:
-        """Fit on ``patches`` and return their latent coordinates."""
-        return self.fit(patches).transform(patches)
+        self._rings = _ring_masks(smoothed.shape[1], self.ring_width)
+        self._side = smoothed.shape[1]
+        features = self._smoothed_features(smoothed)
+        self._whitening = Whitening.fit(features, self.latent_dim, rng)
+        return features
 
 
 def check_patches(patches: _NDArray, minimum: int = 2, purpose: str = " to fit an embedding") -> _NDArray:

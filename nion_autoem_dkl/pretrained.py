@@ -161,21 +161,6 @@ class PretrainedEmbedding(WhitenedFeatures):
         flat = original.reshape(original.shape[0], -1)
         return numpy.concatenate([deep, flat.mean(axis=1, keepdims=True), flat.std(axis=1, keepdims=True)], axis=1)
 
-    def fit(self, patches: _NDArray) -> PretrainedEmbedding:
-        """Learn the standardisation and the principal axes from all candidate patches (no labels).
-
-        Parameters
-        ----------
-        patches : (N, P, P) ndarray
-            Candidate patches, as returned by ``extract_patches``.
-
-        Returns
-        -------
-        self : PretrainedEmbedding
-        """
-        self._fit_features(check_patches(patches))
-        return self
-
     def _fit_features(self, stack: _NDArray) -> _NDArray:
         features = self.features(stack)
         self._side = stack.shape[1]
