@@ -28,13 +28,13 @@ import typing
 
 import numpy
 import numpy.typing
-import scipy.ndimage
 
 import nion_autoem_checks as _checks
 
 from .embedding import PatchEmbedding
 from .embedding import WhitenedFeatures
 from .embedding import Whitening
+from .embedding import enlarge_patches
 from .encoder import DEFAULT_ENCODER
 from .encoder import MIN_PATCH_PX
 from .encoder import load_encoder
@@ -57,23 +57,6 @@ def survey_scale(patches: _NDArray) -> _NDArray:
     """
     spread = float(patches.std())
     return typing.cast(_NDArray, (patches - float(numpy.median(patches))) / (spread if spread > 0 else 1.0))
-
-
-def enlarge_patches(patches: _NDArray, size: int = MIN_PATCH_PX) -> _NDArray:
-    """Patches smaller than ``size`` resampled (bilinear) up to it; larger ones unchanged.
-
-    Examples
-    --------
-    >>> import numpy
-    >>> enlarge_patches(numpy.zeros((2, 4, 4))).shape
-    (2, 8, 8)
-    """
-    side = patches.shape[1]
-    if side >= size:
-        return patches
-    zoom = size / side
-    out = scipy.ndimage.zoom(patches, (1.0, zoom, zoom), order=1, mode="nearest", grid_mode=True)
-    return typing.cast(_NDArray, out[:, :size, :size])
 
 
 @dataclasses.dataclass
@@ -118,7 +101,7 @@ class DeepEmbedding(WhitenedFeatures):
     def _features(self, stack: _NDArray) -> _NDArray:
         assert self._scale is not None
         median, spread = self._scale
-        scaled = enlarge_patches((stack - median) / spread)
+        scaled = enlarge_patches((stack - median) / spread, MIN_PATCH_PX)
         deep = numpy.log1p(load_encoder(self.encoder).invariant_features(scaled))
         if self._hand is None:
             return deep

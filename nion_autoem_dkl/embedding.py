@@ -279,6 +279,23 @@ class PatchEmbedding(WhitenedFeatures):
         return features
 
 
+def enlarge_patches(patches: _NDArray, size: int) -> _NDArray:
+    """Patches smaller than ``size`` resampled (bilinear) up to it; larger ones unchanged.
+
+    Examples
+    --------
+    >>> import numpy
+    >>> enlarge_patches(numpy.zeros((2, 4, 4)), 8).shape
+    (2, 8, 8)
+    """
+    side = patches.shape[1]
+    if side >= size:
+        return patches
+    zoom = size / side
+    out = scipy.ndimage.zoom(patches, (1.0, zoom, zoom), order=1, mode="nearest", grid_mode=True)
+    return typing.cast(_NDArray, out[:, :size, :size])
+
+
 def check_patches(patches: _NDArray, minimum: int = 2, purpose: str = " to fit an embedding") -> _NDArray:
     """``patches`` as a float64 (N, P, P) stack, checked: real, finite, square, at least ``minimum`` of them."""
     stack = _checks.real_array(patches, "patches", "a finite real array of shape (N, P, P)")

@@ -28,7 +28,6 @@ import typing
 
 import numpy
 import numpy.typing
-import scipy.ndimage
 
 import nion_autoem_checks as _checks
 
@@ -36,6 +35,7 @@ from .embedding import WhitenedFeatures
 from .embedding import Whitening
 from .embedding import check_patches
 from .embedding import dihedral_transforms
+from .embedding import enlarge_patches
 
 _NDArray = numpy.typing.NDArray[typing.Any]
 
@@ -77,11 +77,7 @@ def resample_patches(patches: _NDArray, size: int = ENCODER_MIN_PX) -> _NDArray:
     if side < MIN_PATCH_PX:
         raise ValueError(f"patches of {side} px are too small for the pretrained embedding (at least {MIN_PATCH_PX} px on a side); "
                          "extract larger patches or use the default embedding")
-    if side >= size:
-        return stack
-    zoom = size / side
-    out = scipy.ndimage.zoom(stack, (1.0, zoom, zoom), order=1, mode="nearest", grid_mode=True)
-    return typing.cast(_NDArray, out[:, :size, :size])
+    return enlarge_patches(stack, size)
 
 
 @dataclasses.dataclass
