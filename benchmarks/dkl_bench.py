@@ -301,23 +301,22 @@ class CountingProperty:
         return ratio, ratio * numpy.sqrt(1.0 / signal + 1.0 / reference)
 
 
+#: Measurements (the last ones of a coverage run) over which the prospective coverage is reported.
+PROSPECTIVE_WINDOW = 200
+
+
 def coverage_run(agent: DKLAgent, truth: _NDArray, measure: typing.Callable[[_NDArray], tuple[_NDArray, _NDArray | None]], steps: int) -> dict[str, float]:
-    """Run ``steps`` single measurements; 95% coverage of the truth over the whole map at the end, and prospective coverage of each measurement."""
-    inside: list[bool] = []
-    half_width = 1.959963984540054
+    """Run ``steps`` single measurements; 95% coverage of the truth over the whole map at the end, and the agent's own prospective coverage."""
     for _ in range(steps):
         chosen = agent.suggest(1)
         values, errors = measure(chosen)
-        if agent.has_model:
-            posterior = agent.posterior()
-            spread = numpy.sqrt(posterior.variance[chosen] + posterior.noise_variance + (0.0 if errors is None else errors**2))
-            inside.extend((numpy.abs(values - posterior.mean[chosen]) <= half_width * spread).tolist())
         agent.observe(chosen, values, errors)
     agent.wait_for_refit()
     mean, std = agent.predict()
     return {
         "map": interval_coverage(truth, mean, std**2, 0.95),
-        "prospective": float(numpy.mean(inside[-200:])),
+        "prospective": agent.prospective_coverage95,
+        "interval_scale": agent.interval_scale,
         "r2": r_squared(mean, truth),
         "mean_step_ms": statistics.fmean(agent.step_timings),
     }
@@ -331,7 +330,7 @@ def coverage(args: argparse.Namespace) -> dict[str, typing.Any]:
     runs: dict[str, list[dict[str, float]]] = {"clean": [], "noisy": [], "noisy_without_errors": []}
     for seed in seeds:
         data = synthetic_dataset(seed, 544)
-        config = AgentConfig(acquisition=args.acquisition, seed=seed)
+        config = AgentConfig(acquisition=args.acquisition, seed=seed, coverage_window=PROSPECTIVE_WINDOW)
         counting = CountingProperty.over(data, seed)
         clean_rng, noisy_rng, plain_rng = (numpy.random.default_rng(seed + k) for k in range(3))
 
@@ -350,7 +349,7 @@ def coverage(args: argparse.Namespace) -> dict[str, typing.Any]:
         runs["noisy"].append(coverage_run(DKLAgent(data.patches, data.positions, config, latent=latent), counting.ratio, noisy, steps))
         runs["noisy_without_errors"].append(coverage_run(DKLAgent(data.patches, data.positions, config, latent=latent), counting.ratio, noisy_without_errors, steps))
         print(f"coverage seed {seed}: " + " | ".join(
-            f"{name} map {r[-1]['map']:.3f} prospective {r[-1]['prospective']:.3f} R2 {r[-1]['r2']:.2f}" for name, r in runs.items()), flush=True)
+            f"{name} map {r[-1]['map']:.3f} prospective {r[-1]['prospective']:.3f} scale {r[-1]['interval_scale']:.2f} R2 {r[-1]['r2']:.2f}" for name, r in runs.items()), flush=True)
 
     def average(name: str, key: str) -> float:
         return round(mean(r[key] for r in runs[name]), 3)
@@ -366,6 +365,7 @@ def coverage(args: argparse.Namespace) -> dict[str, typing.Any]:
         "map_r2_noisy_at_400": average("noisy", "r2"),
         "coverage_seeds": len(seeds),
         "coverage_per_seed": {name: [round(r["map"], 3) for r in runs[name]] for name in runs},
+        "interval_scale_per_seed": {name: [round(r["interval_scale"], 3) for r in runs[name]] for name in runs},
         "coverage_wall_s": round(time.perf_counter() - wall, 1),
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),
     }

@@ -29,11 +29,13 @@ import nion_autoem_checks as _checks
 
 from . import acquisition as acq
 from .batch import select_batch
+from .calibration import IntervalScale
 from .calibration import ProspectiveCoverage
 from .calibration import coverage_of
 from .constraints import exclusion_mask
 from .embedding import PatchEmbedding
 from .embedding import check_patches
+from .error_pool import ErrorPool
 from .posterior import Posterior
 from .stopping import StoppingRule
 from .surrogate import CandidateGP
@@ -118,6 +120,17 @@ class AgentConfig:
         ... for this many steps.
     coverage_window : int
         Recent measurements used for the prospective coverage.
+    calibration_window : int
+        Recent measurements whose predictions (each made before it) set
+        the scale of the intervals ``predict`` reports
+        (``calibration.IntervalScale``); the acquisition works on the
+        model's own posterior.
+    error_neighbours : int
+        Errors given with the measurements are pooled over this many
+        nearest measurements (the new one included) before the GP weights
+        by them: an error computed from one spectrum's own counts is small
+        exactly where they fell low, and weighting by it biases the map
+        (``nion_autoem_dkl.error_pool``). 1 uses each error as given.
     exact_limit : int
         Up to this many measurements the GP is exact and refitted as above;
         past it a sparse GP on ``inducing_points`` inducing points takes
@@ -153,6 +166,8 @@ class AgentConfig:
     stop_threshold: float | None = None
     stop_patience: int = 5
     coverage_window: int = 50
+    calibration_window: int = 100
+    error_neighbours: int = 9
     exact_limit: int = 512
     inducing_points: int = 256
     refit_growth: float = 0.1
@@ -186,6 +201,8 @@ class AgentConfig:
             _checks.number(self.stop_threshold, "stop_threshold", "None or a finite score")
         _checks.whole(self.stop_patience, "stop_patience", 1)
         _checks.whole(self.coverage_window, "coverage_window", 1)
+        _checks.whole(self.calibration_window, "calibration_window", 1)
+        _checks.whole(self.error_neighbours, "error_neighbours", 1)
         _checks.whole(self.exact_limit, "exact_limit", 2)
         _checks.whole(self.inducing_points, "inducing_points", 1)
         _checks.number(self.refit_growth, "refit_growth", "a finite fraction > 0", lambda v: v > 0)
@@ -346,6 +363,9 @@ class DKLAgent:
         self._since_refit = 0
         self._stopping = StoppingRule(self.config.stop_threshold, self.config.stop_patience)
         self._prospective = ProspectiveCoverage(self.config.coverage_window)
+        self._interval_scale = IntervalScale(self.config.calibration_window)
+        self._error_pool = ErrorPool(self.positions, self.config.error_neighbours)
+        self._errors_given: list[float] = []
         self._observe_seconds = 0.0
         self.step_timings: list[float] = []
         """Milliseconds per step: model update of the last ``observe`` plus ``suggest``."""
@@ -372,6 +392,11 @@ class DKLAgent:
     @property
     def measured_errors(self) -> _NDArray:
         """Standard error given with each measurement (0 where none was given)."""
+        return numpy.asarray(self._errors_given, dtype=numpy.float64)
+
+    @property
+    def pooled_errors(self) -> _NDArray:
+        """The errors the GP weights by: each given one pooled with its neighbours' (``AgentConfig.error_neighbours``)."""
         return self._gp.measured_errors
 
     @property
@@ -390,21 +415,35 @@ class DKLAgent:
 
     @property
     def coverage95(self) -> float:
-        """Leave-one-out coverage of the 95% predictive interval over all measurements (NaN before a model)."""
+        """Leave-one-out coverage of the 95% predictive interval (scaled as ``predict``'s) over all measurements (NaN before a model)."""
         if not self.has_model:
             return math.nan
         mean, variance = self._gp.leave_one_out()
-        return coverage_of(self.measured_values, mean, variance, 0.95)
+        return coverage_of(self.measured_values, mean, variance * self.interval_scale**2, 0.95)
 
     @property
     def prospective_coverage95(self) -> float:
-        """Coverage of 95% intervals predicted just before each recent measurement."""
+        """Coverage of the 95% intervals predicted just before each recent measurement, with the scale of that moment."""
         return self._prospective.coverage
+
+    @property
+    def prospective_count(self) -> int:
+        """Measurements behind ``prospective_coverage95`` (at most ``coverage_window``)."""
+        return self._prospective.count
+
+    @property
+    def interval_scale(self) -> float:
+        """Factor on the model's standard deviations in ``predict``: its recent predictions' 95 % intervals held 95 % of the measurements."""
+        return self._interval_scale.factor
 
     # -- decisions -------------------------------------------------------------
 
     def posterior(self) -> Posterior:
-        """Current posterior over all candidates (raises before the first model)."""
+        """Current posterior over all candidates (raises before the first model).
+
+        The model's own: the acquisition works on it. ``predict`` gives the
+        intervals a person reads, scaled by ``interval_scale``.
+        """
         return self._gp.posterior()
 
     def predict(self) -> tuple[_NDArray, _NDArray]:
@@ -414,14 +453,15 @@ class DKLAgent:
         -------
         mean, std : (N,) ndarrays
             Before the first model: the mean of the measurements so far (0
-            without any) and infinite standard deviation.
+            without any) and infinite standard deviation. The standard
+            deviation is the posterior's times ``interval_scale``.
         """
         if not self.has_model:
             values = self.measured_values
             level = float(values.mean()) if values.size else 0.0
             return numpy.full(self.n_candidates, level), numpy.full(self.n_candidates, numpy.inf)
         posterior = self._gp.posterior()
-        return posterior.mean.copy(), posterior.std
+        return posterior.mean.copy(), posterior.std * self.interval_scale
 
     def acquisition_function(self, *, stable: bool = False) -> acq.Acquisition:
         """The configured acquisition function, made for the current posterior: the one place a name becomes a function.
@@ -535,7 +575,8 @@ class DKLAgent:
             Standard error of each value where the scalarizer knows it (e.g.
             Poisson statistics of the band counts); the noise model then
             adds a learned extra noise to these instead of fitting one noise
-            level to all measurements.
+            level to all measurements. Each is first pooled with the errors
+            of the nearest earlier measurements (``error_neighbours``).
         """
         started = time.perf_counter()
         index_array, value_array = _checks.measurements(indices, values, self.n_candidates)
@@ -545,12 +586,15 @@ class DKLAgent:
             _checks.same_shape(error_array, "errors", value_array, "values")
             if (error_array < 0).any():
                 raise ValueError(f"errors must be finite standard errors >= 0, got {_checks.describe(error_array[error_array < 0][:5])}")
+        pooled = self._error_pool.pool(index_array, error_array)
         if self.has_model and index_array.size:
             posterior = self._gp.posterior()
-            for index, value, error in zip(index_array.tolist(), value_array.tolist(), error_array.tolist()):
-                noise = posterior.noise_variance + error**2
-                self._prospective.record(value, posterior.mean[index], posterior.variance[index] + noise)
-        self._gp.add(index_array, value_array, None if errors is None else error_array)
+            for index, value, error in zip(index_array.tolist(), value_array.tolist(), pooled.tolist()):
+                spread = posterior.variance[index] + posterior.noise_variance + error**2
+                self._prospective.record(value, posterior.mean[index], spread * self.interval_scale**2)
+                self._interval_scale.record(value, posterior.mean[index], spread)
+        self._gp.add(index_array, value_array, None if errors is None else pooled)
+        self._errors_given.extend(error_array.tolist())
         self._allowed[index_array] = False
         if self.config.exclusion_radius > 0 and index_array.size:
             self._allowed &= exclusion_mask(self.positions, self.positions[index_array], self.config.exclusion_radius)

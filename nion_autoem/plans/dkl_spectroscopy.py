@@ -383,7 +383,9 @@ class DKLSpectroscopy:
             return "no measurements taken"
         best = int(numpy.argmax(self.values))
         y, x = self.__positions_nm[self.measured[best]]
-        return f"{len(self.values)} measurements; the highest value {self.values[best]:.4g} at ({y:.3g}, {x:.3g}) nm"
+        held, count = self.agent.prospective_coverage95, self.agent.prospective_count
+        honesty = "" if not count else f"; its 95 % intervals held {round(held * count)} of the last {count} measurements, each predicted before it"
+        return f"{len(self.values)} measurements; the highest value {self.values[best]:.4g} at ({y:.3g}, {x:.3g}) nm{honesty}"
 
     def __measured(self, index: int, measurement: Measurement) -> dict[str, typing.Any]:
         assert self.agent is not None
@@ -395,7 +397,9 @@ class DKLSpectroscopy:
         self.__signal_calibrations = list(measurement.xdata.dimensional_calibrations)
         self.measured.append(index)
         self.values.append(value)
+        held = self.agent.prospective_coverage95
         return {"candidate": index, "value": value, "best": max(self.values), "coverage95": self.agent.coverage95 if self.agent.has_model else None,
+                "prospective_coverage95": None if numpy.isnan(held) else held, "interval_scale": self.agent.interval_scale,
                 "step_ms": self.agent.step_timings[-1] if self.agent.step_timings else None}
 
     def __scalarize(self, xdata: DataAndMetadata.DataAndMetadata) -> float:
@@ -477,8 +481,10 @@ class DKLSpectroscopy:
             for key, title, values in (("prediction", "DKL prediction", mean), ("uncertainty", "DKL uncertainty (1σ)", std),
                                        ("acquisition", f"DKL acquisition ({self.agent_config.acquisition})", self.acquisition_map())):
                 if values is not None and (xd := self.__map_xdata(numpy.asarray(values, dtype=float), "value")) is not None:
-                    yield Publish(Product(key, title, xd, display=Display(color_map="viridis" if key == "prediction" else "magma"),
-                                          caption=f"{title} on the candidate grid ({len(self.values)} measurements)"))
+                    caption = f"{title} on the candidate grid ({len(self.values)} measurements)"
+                    if key == "uncertainty" and self.agent.interval_scale != 1.0:
+                        caption += f"; the model's times {self.agent.interval_scale:.2f}, so that 95 % intervals held 95 % of recent measurements"
+                    yield Publish(Product(key, title, xd, display=Display(color_map="viridis" if key == "prediction" else "magma"), caption=caption))
         if self.__signals:
             calibrations = [Calibration.Calibration(units="measurement")] + self.__signal_calibrations
             if self.settings.detector == "ronchigram" and self.__signals[0].ndim == 2:

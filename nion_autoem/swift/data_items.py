@@ -7,8 +7,14 @@ run's group and styling it, each in its own refresh.  A burst of products is so
 spread over several refreshes instead of holding the UI thread in one (every
 change to the document relays out Swift's data panel and rewrites part of the
 project file on the UI thread); each step's changes are made in one document
-transaction, so Swift writes the project once per step.  What the UI thread
-does stays small on purpose:
+transaction, so Swift writes the project once per step.  While a run or a
+live analysis is going its items' disk writes are held back altogether
+(:meth:`DataItemSink.hold_writes`): Swift rewrites an item's file, parsing
+and re-zipping it, and the project file on the UI thread, which is what was
+left of the stalls.  The journal is the record meanwhile; each item is
+written every :data:`WRITE_HELD_EVERY_S` seconds at most, and once more,
+one per refresh, when the run ends.  What the UI thread does
+stays small on purpose:
 
 - every run's items go into one data group, "<plan> <run id>", so a week of
   runs does not bury the data panel;
@@ -28,12 +34,14 @@ import contextlib
 import os
 import pathlib
 import threading
+import time
 import typing
 
 from nion.data import DataAndMetadata
 from nion.swift import Facade
 from nion.swift.model import DataItem
 from nion.swift.model import DisplayItem
+from nion.swift.model import DocumentModel
 from nion.swift.model import Graphics
 
 from nion_autoem.products import Product
@@ -44,6 +52,8 @@ if typing.TYPE_CHECKING:
 
 # Graphics we draw carry this role so we can replace them without touching the user's own.
 _ROLE = "nion_autoem.position"
+#: While writes are held, an item is still written when it has been held this long (s), so a crash of Swift loses less.
+WRITE_HELD_EVERY_S = 30.0
 #: Point graphics drawn per item at most (the most recent ones); Swift's Inspector builds a section for each when the item is shown.
 MAX_POINT_GRAPHICS = 20
 
@@ -75,6 +85,8 @@ class DataItemSink:
         self.__items: dict[str, DataItem.DataItem] = {}
         self.__drawn_points: dict[str, tuple[tuple[tuple[float, float], ...], tuple[str, ...]]] = {}
         self.__steps: collections.deque[typing.Callable[[], None]] = collections.deque()  # follow-up steps of new items (UI thread)
+        self.__holding = False  # disk writes of the items are held back (hold_writes) ...
+        self.__held: dict[str, tuple[DataItem.DataItem, DocumentModel.Transaction, float]] = {}  # ... by these transactions, since (UI thread)
         self.__draining = False
         self.tables_written: list[pathlib.Path] = []
 
@@ -93,12 +105,32 @@ class DataItemSink:
 
     @property
     def pending(self) -> int:
-        """Products and steps waiting for the UI thread."""
+        """Products, steps and held-back item writes (after :meth:`release_writes`) waiting for the UI thread."""
         with self.__lock:
-            return len(self.__pending) + len(self.__steps)
+            return len(self.__pending) + len(self.__steps) + (0 if self.__holding else len(self.__held))
+
+    def hold_writes(self) -> None:
+        """Hold back Swift's disk writes of the items from their next update until :meth:`release_writes`; any thread.
+
+        Swift then keeps the items in a transaction, as it keeps its own live
+        "Scan" item: their data and properties change in the document and on
+        screen, but their files and the project file are not rewritten at
+        every update.
+        """
+        with self.__lock:
+            self.__holding = True
+
+    def release_writes(self) -> None:
+        """Let Swift write the held items, one per refresh, after any products still waiting; any thread."""
+        with self.__lock:
+            self.__holding = False
+            if self.__draining or not self.__held:
+                return
+            self.__draining = True
+        self.__document_controller.queue_task(self.__apply_next)
 
     def __apply_next(self) -> None:
-        """On the UI thread: one step (a new item's next step first, else the oldest waiting product); the next comes on the next refresh."""
+        """On the UI thread: one step (a new item's next step first, else the oldest waiting product, else a held item's write); the next on the next refresh."""
         try:
             # an updated item moves to the top of the data panel, and the panel's selection would move off the user's item
             with keeping_the_selection(self.__document_controller):
@@ -106,13 +138,18 @@ class DataItemSink:
                     self.__steps.popleft()()
                 else:
                     with self.__lock:
-                        item_key = next(iter(self.__pending), None)
+                        oldest = next(iter(self.__held), None)
+                        overdue = oldest is not None and self.__holding and time.monotonic() - self.__held[oldest][2] > WRITE_HELD_EVERY_S
+                        item_key = None if overdue else next(iter(self.__pending), None)
                         pending = self.__pending.pop(item_key) if item_key is not None else None
+                        write = overdue or (item_key is None and not self.__holding and oldest is not None)
                     if item_key is not None and pending is not None:
                         self.__apply(item_key, *pending)
+                    elif write and oldest is not None:
+                        self.__held.pop(oldest)[1].close()  # Swift writes this item now (held again at its next update, if still holding)
         finally:
             with self.__lock:
-                more = bool(self.__pending) or bool(self.__steps)
+                more = bool(self.__pending) or bool(self.__steps) or (not self.__holding and bool(self.__held))
                 self.__draining = more
             if more:
                 self.__document_controller.queue_task(self.__apply_next)
@@ -152,7 +189,7 @@ class DataItemSink:
             return
         display_item = self.__document_model.get_display_item_for_data_item(item)
         # one transaction: Swift writes the item and the project once, not once per change
-        with self.__transaction(item, display_item):
+        with self.__transaction(item_key, item, display_item):
             item.set_xdata(xdata)
             # unchanged properties are not set again: every change relays out Swift's data panel
             if item.title != title:
@@ -171,6 +208,7 @@ class DataItemSink:
         self.__document_model.append_data_item(item)
         self.__items[item_key] = item
         self.__drawn_points.pop(item_key, None)
+        self.__transaction(item_key, item, None).close()  # from now on its writes are held, if they are being held
 
         def file_in_group() -> None:
             if item in self.__document_model.data_items:
@@ -179,14 +217,25 @@ class DataItemSink:
         def style() -> None:
             display_item = self.__document_model.get_display_item_for_data_item(item) if item in self.__document_model.data_items else None
             if display_item is not None:
-                with self.__transaction(item, display_item):
+                with self.__transaction(item_key, item, display_item):
                     self.__style(display_item, product)
                     self.__draw_points(item_key, display_item, product)
 
         self.__steps.extend((file_in_group, style))
 
-    def __transaction(self, item: DataItem.DataItem, display_item: DisplayItem.DisplayItem | None) -> contextlib.ExitStack:
+    def __transaction(self, item_key: str, item: DataItem.DataItem, display_item: DisplayItem.DisplayItem | None) -> contextlib.ExitStack:
+        """Swift writes the item and the project when this closes; while writes are held, when :meth:`release_writes` closes the item's held one."""
         transaction = contextlib.ExitStack()
+        with self.__lock:
+            holding = self.__holding
+        held = self.__held.get(item_key)
+        if held is not None and held[0] is not item:  # the user deleted the item and it was made again
+            self.__held.pop(item_key)[1].close()
+            held = None
+        if holding and held is None:
+            held = self.__held[item_key] = (item, self.__document_model.item_transaction(item), time.monotonic())
+        if held is not None:
+            return transaction  # the held transaction covers the item, its display item and graphics
         if display_item is not None:
             transaction.enter_context(self.__document_model.item_transaction(display_item))
         transaction.enter_context(self.__document_model.item_transaction(item))

@@ -156,6 +156,13 @@ class DoseMapPublisher:
             on_summary = self.on_summary
             self.document_controller.queue_task(lambda: on_summary(text))
 
+    def hold_writes(self) -> None:
+        """While a run goes on: the map changes on screen, Swift writes it to disk when :meth:`release_writes` is called (see ``DataItemSink``)."""
+        self.__sink.hold_writes()
+
+    def release_writes(self) -> None:
+        self.__sink.release_writes()
+
     def data_item(self) -> typing.Any:
         """The map's data item, once shown."""
         return self.__sink.data_item("", "session-dose")

@@ -82,6 +82,7 @@ class LiveFrameAnalysis:
         if self.__thread is not None:
             return
         self.__stopping.clear()
+        self.__sink.hold_writes()  # the items are written to disk when the analysis stops, not at every frame
         self.__thread = threading.Thread(target=self.__work, name=f"nion-autoem {self.name}", daemon=True)
         self.__thread.start()
         self.__listener = self.__source.xdatas_available_event.listen(self.__frame_completed)
@@ -96,6 +97,7 @@ class LiveFrameAnalysis:
         if self.__thread is not None:
             self.__thread.join(10.0)
             self.__thread = None
+        self.__sink.release_writes()
 
     def close(self) -> None:
         self.stop()

@@ -152,6 +152,82 @@ def test_sessions_come_and_go_without_leaking(attempt: int) -> None:
     assert leaked_components() == {}
 
 
+def test_a_run_holds_back_the_disk_writes_of_its_items_until_it_ends_and_then_saves_them(tmp_path: pathlib.Path) -> None:
+    from nion_autoem.swift.console import start_experiment
+
+    project_dir = tmp_path / "project"
+    with UsimSession(project_dir=project_dir, project_name="held") as session:
+        document_model = session.document_controller.document_model
+        plan = PointSpectroscopy(points=6, refine_points=2, exposure_ms=10.0, survey_frame=ScanFrame((96, 96), 40.0))
+        runner = start_experiment(plan, window=session.document_controller, run_dir=tmp_path / "run", budget=Budget(max_steps=30))
+
+        def ours() -> list[typing.Any]:
+            return [d for d in document_model.data_items if d.metadata.get("nion_autoem", {}).get("run_id") == runner.run_id]
+
+        held_while_running: set[bool] = set()
+        while not runner.state.is_final:
+            session.pump(0.02)
+            if not runner.state.is_final and len(ours()) == 2:
+                held_while_running.update(d.is_write_delayed for d in ours())
+        assert runner.state is RunState.FINISHED, runner.progress.message
+        # updated many times on screen, written to disk by none of them while the run went on
+        assert held_while_running == {True}
+        deadline = time.time() + 10.0
+        while any(d.is_write_delayed for d in ours()) and time.time() < deadline:
+            session.pump(0.05)
+        assert [d.is_write_delayed for d in ours()] == [False, False]
+        measured = len(plan.positions_nm)
+        run_id = runner.run_id
+    # what was written at the end is the final state of every item
+    profile = Profile.Profile(cache_dir_path=tmp_path / "cache")
+    (tmp_path / "cache").mkdir()
+    profile.read_profile()
+    reference = profile.add_project_index(project_dir / "held.nsproj", load=False)
+    profile.read_project(reference)
+    try:
+        saved_model = reference.document_model
+        assert saved_model is not None
+        saved = {d.title: d for d in saved_model.data_items if d.metadata.get("nion_autoem", {}).get("run_id") == run_id}
+        spectra = saved[f"Measured spectra ({run_id})"].xdata
+        assert spectra is not None and spectra.data_shape[0] == measured >= 6
+        survey_display = saved_model.get_display_item_for_data_item(saved[f"Survey with measured points ({run_id})"])
+        assert survey_display is not None
+        assert len([g for g in survey_display.graphics if g.type == "point-graphic"]) == measured
+    finally:
+        profile.close()
+
+
+def test_held_items_are_still_written_every_so_often_and_all_at_release(usim_session: typing.Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy
+    from nion.data import DataAndMetadata
+
+    from nion_autoem.products import Product
+    from nion_autoem.swift import data_items
+
+    monkeypatch.setattr(data_items, "WRITE_HELD_EVERY_S", 0.3)
+    sink = DataItemSink(usim_session.document_controller)
+    sink.hold_writes()
+
+    def publish(key: str, value: float) -> None:
+        sink.publish(Product(key, key, DataAndMetadata.new_data_and_metadata(numpy.full((8, 8), value))), {"run_id": "held"})
+
+    for key in ("a", "b"):
+        publish(key, 1.0)
+    usim_session.pump(0.1)
+    items = {key: sink.data_item("held", key) for key in ("a", "b")}
+    assert all(item is not None and item._data_item.is_write_delayed for item in items.values())
+    time.sleep(0.35)
+    publish("b", 2.0)
+    usim_session.document_controller.periodic()  # one refresh: the overdue item is written first, the update waits
+    written = [key for key, item in items.items() if item is not None and not item._data_item.is_write_delayed]
+    assert written == ["a"] and sink.pending == 1
+    usim_session.pump(0.1)
+    assert items["b"] is not None and float(items["b"].data[0, 0]) == 2.0
+    sink.release_writes()
+    usim_session.pump(0.1)
+    assert sink.pending == 0 and not any(item is not None and item._data_item.is_write_delayed for item in items.values())
+
+
 def test_an_experiment_takes_over_a_running_live_scan_and_gives_its_settings_back(usim_session: typing.Any, tmp_path: pathlib.Path) -> None:
     from nion.instrumentation import HardwareSource
     from nion.instrumentation import scan_base

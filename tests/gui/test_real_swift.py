@@ -14,10 +14,15 @@ import typing
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-#: What a microscopist should get (issue: at most 250 ms); measured and printed as max_ui_stall_ms, not yet met.
+#: What a microscopist should get (issue: at most 250 ms); measured and printed as max_ui_stall_ms (195-226 ms in quiet runs).
 TARGET_UI_STALL_MS = 250.0
-#: What this test enforces today: no freeze like the 13 s to 3 min ones seen with a graphic per atom column.
-MAX_UI_STALL_MS = 5000.0
+#: What this test enforces: no stall a person plainly notices, such as the 415 ms garbage collection or the 550 ms
+#: stalls of earlier versions. Not the 250 ms target itself: on a shared 2-core machine the longest stall of a run
+#: moves by tens of ms from run to run, and one slow run must not fail CI.
+MAX_UI_STALL_MS = 400.0
+#: Showing a 1024² image (a person's click, not an experiment): Swift's Inspector builds its sections, 290-690 ms for
+#: the plain survey as for the class map; what is enforced is that 2,000 columns do not freeze it as graphics did.
+MAX_SHOW_STALL_MS = 5000.0
 OUT = pathlib.Path(os.environ.get("NION_AUTOEM_GUI_OUT", ROOT / "out" / "gui-test"))
 
 
@@ -114,7 +119,7 @@ def test_two_thousand_atoms_are_shown_without_stalling_the_window(swift_run: dic
     assert any(t.startswith("Atom classes (ELIT)") for t in record["titles"])
     assert record["max_ui_stall_ms"] <= MAX_UI_STALL_MS
     print(f"atoms_2000: showing the class map {record['show_ui_stall_ms']} ms; showing the plain 1024² survey {record['show_plain_image_ui_stall_ms']} ms")
-    assert record["show_ui_stall_ms"] <= MAX_UI_STALL_MS
+    assert record["show_ui_stall_ms"] <= MAX_SHOW_STALL_MS
 
 
 def test_elit_on_every_frame_of_the_users_live_scan_keeps_the_window_responsive(swift_run: dict[str, typing.Any]) -> None:
