@@ -384,7 +384,7 @@ class DKLSpectroscopy:
         best = int(numpy.argmax(self.values))
         y, x = self.__positions_nm[self.measured[best]]
         held, count = self.agent.prospective_coverage95, self.agent.prospective_count
-        honesty = "" if not count else f"; its 95 % intervals held {round(held * count)} of the last {count} measurements, each predicted before it"
+        honesty = "" if not count else f"; 95 % intervals held {round(held * count)} of the last {count}"
         return f"{len(self.values)} measurements; the highest value {self.values[best]:.4g} at ({y:.3g}, {x:.3g}) nm{honesty}"
 
     def __measured(self, index: int, measurement: Measurement) -> dict[str, typing.Any]:

@@ -208,7 +208,7 @@ class DataItemSink:
         self.__document_model.append_data_item(item)
         self.__items[item_key] = item
         self.__drawn_points.pop(item_key, None)
-        self.__transaction(item_key, item, None).close()  # from now on its writes are held, if they are being held
+        self.__hold(item_key, item)  # from now on its writes are held, if they are being held
 
         def file_in_group() -> None:
             if item in self.__document_model.data_items:
@@ -223,9 +223,8 @@ class DataItemSink:
 
         self.__steps.extend((file_in_group, style))
 
-    def __transaction(self, item_key: str, item: DataItem.DataItem, display_item: DisplayItem.DisplayItem | None) -> contextlib.ExitStack:
-        """Swift writes the item and the project when this closes; while writes are held, when :meth:`release_writes` closes the item's held one."""
-        transaction = contextlib.ExitStack()
+    def __hold(self, item_key: str, item: DataItem.DataItem) -> bool:
+        """Whether the item's writes are held; while writes are being held, a transaction is opened for an item that has none."""
         with self.__lock:
             holding = self.__holding
         held = self.__held.get(item_key)
@@ -234,7 +233,12 @@ class DataItemSink:
             held = None
         if holding and held is None:
             held = self.__held[item_key] = (item, self.__document_model.item_transaction(item), time.monotonic())
-        if held is not None:
+        return held is not None
+
+    def __transaction(self, item_key: str, item: DataItem.DataItem, display_item: DisplayItem.DisplayItem | None) -> contextlib.ExitStack:
+        """Swift writes the item and the project when this closes; while writes are held, when :meth:`release_writes` closes the item's held one."""
+        transaction = contextlib.ExitStack()
+        if self.__hold(item_key, item):
             return transaction  # the held transaction covers the item, its display item and graphics
         if display_item is not None:
             transaction.enter_context(self.__document_model.item_transaction(display_item))
