@@ -12,8 +12,8 @@ live analysis is going its items' disk writes are held back altogether
 (:meth:`DataItemSink.hold_writes`): Swift rewrites an item's file, parsing
 and re-zipping it, and the project file on the UI thread, which is what was
 left of the stalls.  The journal is the record meanwhile; each item is
-written every :data:`WRITE_HELD_EVERY_S` seconds at most, and once more,
-one per refresh, when the run ends.  What the UI thread does
+written every :data:`WRITE_HELD_EVERY_S` seconds at most, once more, one per
+refresh, when the run ends, and at once if the window closes first.  What the UI thread does
 stays small on purpose:
 
 - every run's items go into one data group, "<plan> <run id>", so a week of
@@ -89,6 +89,8 @@ class DataItemSink:
         self.__held: dict[str, tuple[DataItem.DataItem, DocumentModel.Transaction, float]] = {}  # ... by these transactions, since (UI thread)
         self.__draining = False
         self.tables_written: list[pathlib.Path] = []
+        # a window closed while writes are held (Swift quit mid-run) writes them first
+        self.__closing_listener = self.__document_model.about_to_close_event.listen(self.__write_all_held)
 
     def publish(self, product: Product, run_metadata: typing.Mapping[str, typing.Any]) -> None:
         item_key = f"{run_metadata.get('run_id', '')}/{product.key}"
@@ -128,6 +130,13 @@ class DataItemSink:
                 return
             self.__draining = True
         self.__document_controller.queue_task(self.__apply_next)
+
+    def __write_all_held(self) -> None:
+        """The document is closing (UI thread): Swift writes every held item now, and nothing is held from here on."""
+        with self.__lock:
+            self.__holding = False
+        while self.__held:
+            self.__held.pop(next(iter(self.__held)))[1].close()
 
     def __apply_next(self) -> None:
         """On the UI thread: one step (a new item's next step first, else the oldest waiting product, else a held item's write); the next on the next refresh."""

@@ -197,6 +197,42 @@ def test_a_run_holds_back_the_disk_writes_of_its_items_until_it_ends_and_then_sa
         profile.close()
 
 
+def test_swift_closed_mid_run_writes_the_held_items_first(tmp_path: pathlib.Path) -> None:
+    from nion_autoem.swift.console import start_experiment
+
+    project_dir = tmp_path / "project"
+    with UsimSession(project_dir=project_dir, project_name="quit") as session:
+        document_model = session.document_controller.document_model
+        plan = PointSpectroscopy(points=40, refine_points=0, exposure_ms=50.0, survey_frame=ScanFrame((96, 96), 40.0))
+        runner = start_experiment(plan, window=session.document_controller, run_dir=tmp_path / "run", budget=Budget(max_steps=100))
+
+        def spectra_shown() -> int:
+            items = [d for d in document_model.data_items if (d.title or "").startswith(f"Measured spectra ({runner.run_id}")]
+            return items[0].xdata.data_shape[0] if items and items[0].xdata is not None else 0
+
+        deadline = time.time() + 60
+        while spectra_shown() < 6 and time.time() < deadline:
+            session.pump(0.05)
+        shown = spectra_shown()
+        assert shown >= 6 and not runner.state.is_final
+        runner.stop("window closed")  # what the panel does as Swift quits; the window closes at once after it
+    runner.wait(30)
+    assert leaked_components() == {}
+    profile = Profile.Profile(cache_dir_path=tmp_path / "cache")
+    (tmp_path / "cache").mkdir()
+    profile.read_profile()
+    reference = profile.add_project_index(project_dir / "quit.nsproj", load=False)
+    profile.read_project(reference)
+    try:
+        saved_model = reference.document_model
+        assert saved_model is not None
+        saved = [d for d in saved_model.data_items if (d.title or "").startswith(f"Measured spectra ({runner.run_id}")]
+        assert len(saved) == 1 and saved[0].xdata is not None
+        assert saved[0].xdata.data_shape[0] >= shown  # not the one spectrum of its first write
+    finally:
+        profile.close()
+
+
 def test_held_items_are_still_written_every_so_often_and_all_at_release(usim_session: typing.Any, monkeypatch: pytest.MonkeyPatch) -> None:
     import numpy
     from nion.data import DataAndMetadata
