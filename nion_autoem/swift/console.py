@@ -101,9 +101,7 @@ def start_experiment(plan: Plan, *, window: DocumentController.DocumentControlle
             catalog.register(runner.run_dir)
 
     sink = DataItemSink(target)
-    # Swift writes the run's items and the dose map to disk when the run has ended (the journal is the record meanwhile)
-    sink.hold_writes()
-    dose.hold_writes()
+    sink.hold_writes()  # Swift writes the run's items to disk when it has ended (the journal is the record meanwhile)
 
     def release_collections_once_shown() -> None:
         # full garbage collections stay off (quiet_collections) until the run's last products are in the document and on disk
@@ -116,7 +114,7 @@ def start_experiment(plan: Plan, *, window: DocumentController.DocumentControlle
     runner = ExperimentRunner(scope, plan, run_dir=run_dir or runs_root() / "pending", budget=budget or Budget(max_steps=500),
                               sink=sink if not sinks else TeeSink((sink, *sinks)), suspenders=suspenders,
                               on_end=[give_back_scan, show_dose],
-                              after_journal=[register_run, sink.release_writes, dose.release_writes, lambda: target.queue_task(release_collections_once_shown)],
+                              after_journal=[register_run, sink.release_writes, lambda: target.queue_task(release_collections_once_shown)],
                               on_measurement=[session_dose().add, lambda _: dose.update(), *on_measurement])
     if run_dir is None:
         runner.run_dir = runs_root() / runner.run_id
@@ -125,7 +123,6 @@ def start_experiment(plan: Plan, *, window: DocumentController.DocumentControlle
         runner.start()
     except BaseException:
         quiet_collections.release()
-        dose.release_writes()
         raise
     return runner
 

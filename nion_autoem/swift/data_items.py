@@ -217,7 +217,8 @@ class DataItemSink:
         self.__document_model.append_data_item(item)
         self.__items[item_key] = item
         self.__drawn_points.pop(item_key, None)
-        self.__hold(item_key, item)  # from now on its writes are held, if they are being held
+        # from now on its writes are held, if they are being held (held before Swift sees it, adding it cost several project writes)
+        self.__hold(item_key, item)
 
         def file_in_group() -> None:
             if item in self.__document_model.data_items:

@@ -134,6 +134,8 @@ class DoseMapPublisher:
         self.on_summary = on_summary
         self.document_controller = document_controller
         self.__sink = DataItemSink(document_controller)
+        # updated every second while the beam works: on screen at once, on disk every WRITE_HELD_EVERY_S and when the window closes
+        self.__sink.hold_writes()
         self.history = history or session_dose()
         self.__shown_version = -1
         self.__last_s = 0.0
@@ -155,13 +157,6 @@ class DoseMapPublisher:
         if self.on_summary is not None:
             on_summary = self.on_summary
             self.document_controller.queue_task(lambda: on_summary(text))
-
-    def hold_writes(self) -> None:
-        """While a run goes on: the map changes on screen, Swift writes it to disk when :meth:`release_writes` is called (see ``DataItemSink``)."""
-        self.__sink.hold_writes()
-
-    def release_writes(self) -> None:
-        self.__sink.release_writes()
 
     def data_item(self) -> typing.Any:
         """The map's data item, once shown."""
