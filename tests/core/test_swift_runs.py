@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import threading
 import time
@@ -19,6 +20,21 @@ from nion_autoem.runner import RunState
 from nion_autoem.swift.data_items import DataItemSink
 from nion_autoem.swift.session import UsimSession
 from nion_autoem.swift.session import leaked_components
+
+
+@contextlib.contextmanager
+def reopened(project_path: pathlib.Path, cache_dir: pathlib.Path) -> typing.Iterator[typing.Any]:
+    """The document model of a saved project, read back from disk as a user reopening it would get it."""
+    profile = Profile.Profile(cache_dir_path=cache_dir)
+    cache_dir.mkdir()
+    profile.read_profile()
+    reference = profile.add_project_index(project_path, load=False)
+    profile.read_project(reference)
+    try:
+        assert reference.document_model is not None
+        yield reference.document_model
+    finally:
+        profile.close()
 
 
 def test_stop_during_a_long_exposure_is_fast_and_safe(usim_session: typing.Any, tmp_path: pathlib.Path) -> None:
@@ -97,14 +113,7 @@ def test_results_are_data_items_that_survive_reopening_the_project(tmp_path: pat
     assert leaked_components() == {}
 
     # reopen the saved project from disk, as a user would
-    profile = Profile.Profile(cache_dir_path=tmp_path / "cache")
-    (tmp_path / "cache").mkdir()
-    profile.read_profile()
-    reference = profile.add_project_index(project_dir / "autoem-test.nsproj", load=False)
-    profile.read_project(reference)
-    document_model = reference.document_model
-    try:
-        assert document_model is not None
+    with reopened(project_dir / "autoem-test.nsproj", tmp_path / "cache") as document_model:
         ours = {d.title: d for d in document_model.data_items if d.metadata.get("nion_autoem", {}).get("run_id") == run_id}
         assert set(ours) == {f"Survey with measured points ({run_id})", f"Measured spectra ({run_id})"}
         # spectra are taken without Swift's camera recording path, so no uncalibrated "uSim EELS Camera" item is left behind
@@ -130,8 +139,6 @@ def test_results_are_data_items_that_survive_reopening_the_project(tmp_path: pat
         labels = [g.label for g in points]
         assert all(label is not None for label in labels)
         assert sorted(int(label) for label in labels if label is not None) == list(range(1, measured + 1))
-    finally:
-        profile.close()
 
 
 def test_stop_is_safe_from_another_thread_while_the_ui_thread_pumps(usim_session: typing.Any, tmp_path: pathlib.Path) -> None:
@@ -179,22 +186,13 @@ def test_a_run_holds_back_the_disk_writes_of_its_items_until_it_ends_and_then_sa
         measured = len(plan.positions_nm)
         run_id = runner.run_id
     # what was written at the end is the final state of every item
-    profile = Profile.Profile(cache_dir_path=tmp_path / "cache")
-    (tmp_path / "cache").mkdir()
-    profile.read_profile()
-    reference = profile.add_project_index(project_dir / "held.nsproj", load=False)
-    profile.read_project(reference)
-    try:
-        saved_model = reference.document_model
-        assert saved_model is not None
+    with reopened(project_dir / "held.nsproj", tmp_path / "cache") as saved_model:
         saved = {d.title: d for d in saved_model.data_items if d.metadata.get("nion_autoem", {}).get("run_id") == run_id}
         spectra = saved[f"Measured spectra ({run_id})"].xdata
         assert spectra is not None and spectra.data_shape[0] == measured >= 6
         survey_display = saved_model.get_display_item_for_data_item(saved[f"Survey with measured points ({run_id})"])
         assert survey_display is not None
         assert len([g for g in survey_display.graphics if g.type == "point-graphic"]) == measured
-    finally:
-        profile.close()
 
 
 def test_swift_closed_mid_run_writes_the_held_items_first(tmp_path: pathlib.Path) -> None:
@@ -218,19 +216,10 @@ def test_swift_closed_mid_run_writes_the_held_items_first(tmp_path: pathlib.Path
         runner.stop("window closed")  # what the panel does as Swift quits; the window closes at once after it
     runner.wait(30)
     assert leaked_components() == {}
-    profile = Profile.Profile(cache_dir_path=tmp_path / "cache")
-    (tmp_path / "cache").mkdir()
-    profile.read_profile()
-    reference = profile.add_project_index(project_dir / "quit.nsproj", load=False)
-    profile.read_project(reference)
-    try:
-        saved_model = reference.document_model
-        assert saved_model is not None
+    with reopened(project_dir / "quit.nsproj", tmp_path / "cache") as saved_model:
         saved = [d for d in saved_model.data_items if (d.title or "").startswith(f"Measured spectra ({runner.run_id}")]
         assert len(saved) == 1 and saved[0].xdata is not None
         assert saved[0].xdata.data_shape[0] >= shown  # not the one spectrum of its first write
-    finally:
-        profile.close()
 
 
 def test_held_items_are_still_written_every_so_often_and_all_at_release(usim_session: typing.Any, monkeypatch: pytest.MonkeyPatch) -> None:
