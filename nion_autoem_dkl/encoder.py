@@ -22,7 +22,6 @@ produced by ``scripts/train_dkl_encoder.py``. Nothing is downloaded.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import pathlib
 import threading
@@ -31,6 +30,10 @@ import typing
 import numpy
 import numpy.typing
 import torch
+
+from nion_autoem_checks.shipped import sha256_of
+from nion_autoem_checks.shipped import sidecar
+from nion_autoem_checks.shipped import verified_weights
 
 _NDArray = numpy.typing.NDArray[typing.Any]
 
@@ -166,11 +169,6 @@ def dihedral_views(block: torch.Tensor) -> list[torch.Tensor]:
     return rotations + [torch.flip(r, dims=(3,)) for r in rotations]
 
 
-def sha256_of(path: pathlib.Path) -> str:
-    """Hex SHA-256 of a file."""
-    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
-
-
 def save_encoder(encoder: PatchEncoder, path: pathlib.Path, *, version: str, recipe: typing.Mapping[str, typing.Any], script: str) -> pathlib.Path:
     """Write ``path.pt`` (float32 tensors) and ``path.json`` (name, version, date, checksum, recipe, script); returns the JSON path.
 
@@ -213,17 +211,8 @@ _CACHE_LOCK = threading.Lock()
 
 def encoder_metadata(name_or_path: str | pathlib.Path = DEFAULT_ENCODER) -> tuple[pathlib.Path, dict[str, typing.Any]]:
     """The JSON path and metadata of a shipped encoder (``"columns_v1"``) or a saved one (a ``.json`` or ``.pt`` path)."""
-    text = str(name_or_path)
-    packaged = PACKAGED_MODELS / f"{text}.json"
-    json_path = packaged if packaged.exists() else pathlib.Path(text).with_suffix(".json")
-    if not json_path.exists():
-        available = sorted(p.stem for p in PACKAGED_MODELS.glob("*.json"))
-        raise FileNotFoundError(f"no encoder called {text!r}: not a shipped encoder {available} and no file {json_path}")
-    metadata = json.loads(json_path.read_text())
-    for required in ("weights_file", "weights_sha256", "architecture"):
-        if required not in metadata:
-            raise EncoderIntegrityError(f"encoder metadata {json_path} must have the key {required!r}; re-save it with save_encoder")
-    return json_path, metadata
+    return sidecar(name_or_path, PACKAGED_MODELS, kind="encoder", required=("weights_file", "weights_sha256", "architecture"),
+                   error=EncoderIntegrityError, resave="re-save it with save_encoder")
 
 
 def load_encoder(name_or_path: str | pathlib.Path = DEFAULT_ENCODER) -> PatchEncoder:
@@ -246,15 +235,8 @@ def load_encoder(name_or_path: str | pathlib.Path = DEFAULT_ENCODER) -> PatchEnc
     (16, 32, 24)
     """
     json_path, metadata = encoder_metadata(name_or_path)
-    weights = json_path.with_name(str(metadata["weights_file"]))
-    if not weights.exists():
-        raise FileNotFoundError(f"weights file {weights} named in {json_path} is missing")
-    actual = sha256_of(weights)
-    if actual != metadata["weights_sha256"]:
-        raise EncoderIntegrityError(
-            f"checksum mismatch for {weights}: metadata says sha256 {metadata['weights_sha256']}, the file has {actual}; "
-            "the file is damaged or was replaced: re-install the package or retrain with python scripts/train_dkl_encoder.py"
-        )
+    weights, actual = verified_weights(json_path, metadata, error=EncoderIntegrityError,
+                                       remedy="re-install the package or retrain with python scripts/train_dkl_encoder.py")
     key = f"{json_path.resolve()}|{actual}"
     with _CACHE_LOCK:
         if key in _CACHE:

@@ -10,7 +10,6 @@ truncated or swapped weights file fails loudly instead of finding wrong atoms.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import pathlib
@@ -18,6 +17,8 @@ import typing
 
 import torch
 
+from nion_autoem_checks.shipped import sha256_of
+from nion_autoem_checks.shipped import verified_weights
 from nion_autoem_elit import atoms
 from nion_autoem_elit import ensemble
 from nion_autoem_elit import model
@@ -39,15 +40,6 @@ class ModelIntegrityError(ValueError):
 
 
 _REQUIRED_KEYS = ("weights_file", "weights_sha256", "network", "class_names")
-
-
-def sha256_of(path: pathlib.Path) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_ensemble(ens: ensemble.Ensemble, path: str | pathlib.Path) -> pathlib.Path:
@@ -145,15 +137,7 @@ def load_ensemble(name_or_path: str | pathlib.Path = "mos2") -> ensemble.Ensembl
     """
     json_path = resolve_model_path(name_or_path)
     metadata = _read_metadata(json_path)
-    weights_path = json_path.with_name(metadata["weights_file"])
-    if not weights_path.exists():
-        raise FileNotFoundError(f"weights file {weights_path} named in {json_path} is missing")
-    actual = sha256_of(weights_path)
-    if actual != metadata["weights_sha256"]:
-        raise ModelIntegrityError(
-            f"checksum mismatch for {weights_path}: metadata says sha256 {metadata['weights_sha256']}, "
-            f"file has {actual}; the file is corrupted or was replaced, re-install or retrain the model"
-        )
+    weights_path, _ = verified_weights(json_path, metadata, error=ModelIntegrityError, remedy="re-install or retrain the model")
     try:
         network = model.build(metadata["network"])
     except (TypeError, ValueError) as error:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import json
 import pathlib
 import threading
@@ -29,6 +28,10 @@ import numpy
 import numpy.typing
 import torch
 import torch.nn.functional
+
+from nion_autoem_checks.shipped import sha256_of
+from nion_autoem_checks.shipped import sidecar
+from nion_autoem_checks.shipped import verified_weights
 
 _NDArray = numpy.typing.NDArray[typing.Any]
 
@@ -193,11 +196,6 @@ def check_tile_size(tile_px: int) -> None:
                          f"choose tile_px >= {MIN_TILE_PX}, or a larger tile_nm")
 
 
-def sha256_of(path: pathlib.Path) -> str:
-    """Hex SHA-256 of a file."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def save_backbone(encoder: TileEncoder, path: pathlib.Path, *, version: str, recipe: typing.Mapping[str, typing.Any], script: str) -> pathlib.Path:
     """Write ``path.pt`` (half-precision tensors) and ``path.json`` (name, version, checksum, recipe, script); returns the JSON path.
 
@@ -251,24 +249,11 @@ def load_backbone(name_or_path: str | pathlib.Path = DEFAULT_BACKBONE, *, thread
     >>> load_backbone().name
     'tiles_v1'
     """
-    text = str(name_or_path)
-    packaged = PACKAGED_MODELS / f"{text}.json"
-    json_path = packaged if packaged.exists() else pathlib.Path(text).with_suffix(".json")
-    if not json_path.exists():
-        available = sorted(p.stem for p in PACKAGED_MODELS.glob("*.json"))
-        raise FileNotFoundError(f"no backbone called {text!r}: not a shipped backbone {available} and no file {json_path}")
-    metadata = json.loads(json_path.read_text())
-    for required in ("weights_file", "weights_sha256", "architecture"):
-        if required not in metadata:
-            raise BackboneIntegrityError(f"backbone metadata {json_path} must have the key {required!r}; re-save it with save_backbone")
-    weights = json_path.with_name(str(metadata["weights_file"]))
-    if not weights.exists():
-        raise FileNotFoundError(f"weights file {weights} named in {json_path} is missing")
+    json_path, metadata = sidecar(name_or_path, PACKAGED_MODELS, kind="backbone", required=("weights_file", "weights_sha256", "architecture"),
+                                  error=BackboneIntegrityError, resave="re-save it with save_backbone")
     # checked on every call (a small file: well under a millisecond), so a replaced file is never served from the cache
-    actual = sha256_of(weights)
-    if actual != metadata["weights_sha256"]:
-        raise BackboneIntegrityError(f"checksum mismatch for {weights}: metadata says sha256 {metadata['weights_sha256']}, the file has {actual}; "
-                                     "the file is damaged or was replaced: re-install the package or retrain with python -m nion_autoem_fewshot.pretrain")
+    weights, actual = verified_weights(json_path, metadata, error=BackboneIntegrityError,
+                                       remedy="re-install the package or retrain with python -m nion_autoem_fewshot.pretrain")
     key = f"{json_path.resolve()}|{actual}|{threads}"
     with _CACHE_LOCK:
         if key in _CACHE:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import json
 import math
 import pathlib
@@ -32,6 +31,9 @@ import typing
 import numpy
 import numpy.typing
 import torch
+
+from nion_autoem_checks.shipped import sha256_of
+from nion_autoem_checks.shipped import verified_weights
 
 _NDArray = numpy.typing.NDArray[typing.Any]
 
@@ -263,15 +265,6 @@ class SpectrumLSTM(torch.nn.Module):
 # --- storage -----------------------------------------------------------------------------------------
 
 
-def sha256_of(path: pathlib.Path) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_model(net: WeightForecaster | SpectrumLSTM, name: str, version: str, recipe: typing.Mapping[str, typing.Any], directory: pathlib.Path = MODELS_DIR,
                *, extra: typing.Mapping[str, typing.Any] | None = None) -> pathlib.Path:
     """Write ``<name>.pt`` and ``<name>.json`` (format_version, name, version, sha256, recipe, created, config) into ``directory``."""
@@ -316,13 +309,8 @@ def load_model(name_or_path: str | pathlib.Path = "weights_v1") -> WeightForecas
     ('WeightForecaster', 8)
     """
     metadata = read_metadata(name_or_path)
-    weights_path = pathlib.Path(metadata["json_path"]).parent / metadata["weights_file"]
-    if not weights_path.is_file():
-        raise ModelIntegrityError(f"the weights {weights_path} named by {metadata['json_path']} are missing")
-    actual = sha256_of(weights_path)
-    if actual != metadata["sha256"]:
-        raise ModelIntegrityError(f"checksum mismatch for {weights_path}: the JSON says sha256 {metadata['sha256']}, the file has {actual}; "
-                                  "the file was changed or damaged: remake it with python -m nion_autoem_forecast.train")
+    weights_path, _ = verified_weights(pathlib.Path(metadata["json_path"]), metadata, error=ModelIntegrityError, checksum_key="sha256",
+                                       remedy="remake it with python -m nion_autoem_forecast.train")
     config = dict(metadata["config"])
     net: WeightForecaster | SpectrumLSTM
     if metadata["kind"] == "WeightForecaster":

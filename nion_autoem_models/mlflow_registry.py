@@ -51,6 +51,7 @@ import mlflow.tracking
 import safetensors.torch
 import torch
 
+from nion_autoem_checks.shipped import sha256_of
 from nion_autoem_elit import ensemble
 from nion_autoem_elit import storage
 from nion_autoem_models import repository
@@ -170,7 +171,7 @@ class MlflowModelRepository:
             safetensors.torch.save_file(state, str(weights_path))
             # The version number is MLflow's, known once the version exists: the stored record leaves it out and
             # takes it from the model version when read, so record and version are created in one call.
-            record = repository.new_record(name, 0, storage.sha256_of(weights_path), kind=kind, network=network, class_names=class_names,
+            record = repository.new_record(name, 0, sha256_of(weights_path), kind=kind, network=network, class_names=class_names,
                                            recipe=recipe, code_version=code_version, parent=parent_ref, data_manifest=manifest,
                                            metrics=metrics, imaging_ranges=imaging_ranges, extra=extra)
             stored = {key: value for key, value in record.as_dict().items() if key != "version"}
@@ -293,7 +294,7 @@ class MlflowModelRepository:
                 raise storage.ModelIntegrityError(f"weights of {record.ref} must be the artifact {ARTIFACT_FOLDER}/{repository.WEIGHTS_FILE} of run {run_id} "
                                                   f"in the registry at {self.uri}, but it cannot be downloaded: {error.message}") from None
             path = pathlib.Path(local)
-            actual = storage.sha256_of(path)
+            actual = sha256_of(path)
             if actual != record.content_hash:
                 raise ModelHashError(f"weights of {record.ref} in the registry at {self.uri} (run {run_id}) must have sha256 {record.content_hash} as registered, "
                                      f"the artifact has {actual}; it was altered or damaged: restore it or register the model again")

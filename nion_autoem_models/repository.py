@@ -34,6 +34,7 @@ import typing
 import safetensors.torch
 import torch
 
+from nion_autoem_checks.shipped import sha256_of
 from nion_autoem_elit import ensemble
 from nion_autoem_elit import model
 from nion_autoem_elit import storage
@@ -144,7 +145,7 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     >>> file_sha256(path)[:12]
     'ba7816bf8f01'
     """
-    return storage.sha256_of(pathlib.Path(path))
+    return sha256_of(pathlib.Path(path))
 
 
 def manifest_entry(path: str | os.PathLike[str], run_id: str) -> dict[str, typing.Any]:
@@ -321,7 +322,7 @@ class ModelRepository:
         tmp = weights_path.with_suffix(".tmp")
         safetensors.torch.save_file(state, str(tmp))
         os.replace(tmp, weights_path)
-        record = new_record(name, version, storage.sha256_of(weights_path), kind=kind, network=network, class_names=class_names, recipe=recipe,
+        record = new_record(name, version, sha256_of(weights_path), kind=kind, network=network, class_names=class_names, recipe=recipe,
                             code_version=code_version, parent=parent_ref, data_manifest=manifest, metrics=metrics,
                             imaging_ranges=imaging_ranges, extra=extra)
         _write_json(folder / RECORD_FILE, record.as_dict())
@@ -473,7 +474,7 @@ class ModelRepository:
         path = self.folder / record.name / str(record.version) / WEIGHTS_FILE
         if not path.exists():
             raise storage.ModelIntegrityError(f"weights of {record.ref} must be at {path}, but the file is missing")
-        actual = storage.sha256_of(path)
+        actual = sha256_of(path)
         if actual != record.content_hash:
             raise ModelHashError(f"weights of {record.ref} at {path} must have sha256 {record.content_hash} as registered, the file has {actual}; "
                                  "it was altered or damaged: restore it or register the model again")

@@ -108,6 +108,7 @@ from nion.data import DataAndMetadata
 
 from nion_autoem import xdata
 from nion_autoem.geometry import ScanFrame
+from nion_autoem_checks.shipped import sha256_of
 from nion_autoem_dkl import acquisition as acq
 from nion_autoem_dkl import batch
 from nion_autoem_dkl import calibration as dkl_calibration
@@ -261,7 +262,7 @@ def _saved(tmp: pathlib.Path) -> pathlib.Path:
 def _resign(json_path: pathlib.Path) -> None:
     """Make the recorded sha256 match the weights again, so the check under test is reached."""
     metadata = json.loads(json_path.read_text())
-    metadata["weights_sha256"] = storage.sha256_of(json_path.with_suffix(".pt"))
+    metadata["weights_sha256"] = sha256_of(json_path.with_suffix(".pt"))
     json_path.write_text(json.dumps(metadata))
 
 
@@ -691,7 +692,7 @@ ELIT_FILES = [
     Case("elit-load-missing-class-names", _load(lambda tmp: _edited(tmp, _drop("class_names"))), storage.ModelIntegrityError,
          r"model metadata \S*tiny\.json must have the keys .*, missing \['class_names'\]"),
     Case("elit-load-wrong-sha256", _load(_corrupted_weights), storage.ModelIntegrityError,
-         r"checksum mismatch for \S*tiny\.pt: metadata says sha256 [0-9a-f]{64}, file has [0-9a-f]{64}; the file is corrupted or was replaced"),
+         r"checksum mismatch for \S*tiny\.pt: metadata says sha256 [0-9a-f]{64}, the file has [0-9a-f]{64}; the file is damaged or was replaced"),
     Case("elit-load-missing-weights", _load(_missing_weights), FileNotFoundError, r"weights file \S*tiny\.pt named in \S*tiny\.json is missing"),
     Case("elit-load-truncated-weights", _load(_truncated_weights), storage.ModelIntegrityError,
          r"weights file \S*tiny\.pt must be a torch state dict written by save_ensemble, but it could not be read"),

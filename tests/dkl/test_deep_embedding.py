@@ -10,6 +10,7 @@ import numpy
 import pytest
 import torch
 
+from nion_autoem_checks.shipped import sha256_of
 from nion_autoem_dkl import AgentConfig
 from nion_autoem_dkl import CandidateGP
 from nion_autoem_dkl import DKLAgent
@@ -21,7 +22,6 @@ from nion_autoem_dkl.encoder import DEFAULT_ENCODER
 from nion_autoem_dkl.encoder import PACKAGED_MODELS
 from nion_autoem_dkl.encoder import EncoderIntegrityError
 from nion_autoem_dkl.encoder import load_encoder
-from nion_autoem_dkl.encoder import sha256_of
 from nion_autoem_dkl.synthetic import make_textured_sample
 
 

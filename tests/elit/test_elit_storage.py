@@ -8,6 +8,7 @@ import numpy
 import pytest
 import torch
 
+from nion_autoem_checks.shipped import sha256_of
 from nion_autoem_elit import ensemble
 from nion_autoem_elit import model
 from nion_autoem_elit import storage
@@ -16,7 +17,7 @@ from nion_autoem_elit import storage
 def test_packaged_mos2_model_loads_offline_with_verified_checksum() -> None:
     ens = storage.load_ensemble("mos2")
     metadata = json.loads((storage.PACKAGED_MODELS / "mos2_v1.json").read_text())
-    assert metadata["weights_sha256"] == storage.sha256_of(storage.PACKAGED_MODELS / "mos2_v1.pt")
+    assert metadata["weights_sha256"] == sha256_of(storage.PACKAGED_MODELS / "mos2_v1.pt")
     assert ens.class_names == ("background", "Mo", "S2", "S1", "W")
     assert ens.members == 5
     assert metadata["format_version"] == storage.FORMAT_VERSION

@@ -10,11 +10,11 @@ import numpy
 import pytest
 import torch
 
+from nion_autoem_checks.shipped import sha256_of
 from nion_autoem_fewshot import BackboneIntegrityError
 from nion_autoem_fewshot import load_backbone
 from nion_autoem_fewshot.backbone import MIN_TILE_PX
 from nion_autoem_fewshot.backbone import PACKAGED_MODELS
-from nion_autoem_fewshot.backbone import sha256_of
 from nion_autoem_fewshot.pretrain import RECIPE
 from nion_autoem_fewshot.pretrain import main as pretrain_main
 
